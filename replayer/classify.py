@@ -1,0 +1,142 @@
+"""HTTP status + response element -> one `Outcome` per action, per CONTRACT.md.
+
+Pure. The verdict says what happens next (deliver, fail, retry, split, stop the run);
+the kind says why, and is what failures.ndjson and the summary count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from replayer.records import Attempt
+
+
+class Verdict(StrEnum):
+    """What to do with an action after one attempt."""
+
+    DELIVERED = "delivered"  # taken by Leanplum
+    SKIPPED = "skipped"  # received, most likely not taken (200 with a warning): final
+    REJECTED = "rejected"  # final failure: retrying the same body will not help
+    RETRYABLE = "retryable"  # certainly not processed: retry is free of duplicates
+    AMBIGUOUS = "ambiguous"  # may have been processed: retry risks a duplicate
+    SPLIT = "split"  # a multi call refused as too large (403): send it in halves
+    FATAL = "fatal"  # every later call would fail too (invalid access key): stop
+
+
+# The kinds a sent record can fail with, besides validate.VALIDATION_KINDS.
+SEND_KINDS = (
+    "warning", "rejected", "client_error", "forbidden", "blocked", "rate_limited",
+    "server_error", "timeout", "connection", "bad_response", "response_mismatch",
+    "invalid_key", "ambiguous", "interrupted",
+)
+
+INVALID_KEY = "invalid access key"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict on one action, with the kind, a message and the response element if any."""
+
+    verdict: Verdict
+    kind: str
+    message: str
+    http_status: int | None = None
+    element: dict[str, Any] | None = None
+
+
+def classify(attempt: Attempt, n_actions: int) -> list[Outcome]:
+    """One outcome per action of the request (`n_actions` long, in request order)."""
+    if attempt.status is None:
+        return [_transport(attempt)] * n_actions
+    elements = _elements(attempt.body)
+    if attempt.status == 200:
+        if elements is None:
+            one = Outcome(Verdict.AMBIGUOUS, "bad_response",
+                          "HTTP 200 with a body that is not a Leanplum response", 200)
+            return [one] * n_actions
+        if len(elements) != n_actions:
+            one = Outcome(Verdict.AMBIGUOUS, "response_mismatch",
+                          f"{len(elements)} response elements for {n_actions} actions", 200)
+            return [one] * n_actions
+        return [classify_element(e) for e in elements]
+    return [_http_error(attempt.status, elements, n_actions)] * n_actions
+
+
+def classify_element(element: object) -> Outcome:
+    """The verdict on one element of a 200 answer."""
+    if not isinstance(element, dict):
+        return Outcome(Verdict.AMBIGUOUS, "bad_response", "response element is not an object", 200)
+    error = _message(element.get("error"))
+    if error is not None:
+        if INVALID_KEY in error.lower():
+            return Outcome(Verdict.FATAL, "invalid_key", error, 200, element)
+        return Outcome(Verdict.REJECTED, "rejected", error, 200, element)
+    warning = _message(element.get("warning"))
+    if warning is not None:
+        return Outcome(Verdict.SKIPPED, "warning", warning, 200, element)
+    if element.get("success") is True:
+        return Outcome(Verdict.DELIVERED, "delivered", "", 200, element)
+    return Outcome(Verdict.REJECTED, "rejected", "success is not true", 200, element)
+
+
+def _http_error(status: int, elements: list[Any] | None, n_actions: int) -> Outcome:
+    message = _first_error(elements) or f"HTTP {status}"
+    if INVALID_KEY in message.lower() or status == 401:
+        return Outcome(Verdict.FATAL, "invalid_key", message, status)
+    if status == 403:
+        if n_actions > 1:
+            return Outcome(Verdict.SPLIT, "forbidden", message, status)
+        # A one-action call cannot be over multi's limits: the key is not allowed.
+        return Outcome(Verdict.FATAL, "forbidden", message, status)
+    if status == 429:
+        return Outcome(Verdict.RETRYABLE, "rate_limited", message, status)
+    if status == 451:
+        return Outcome(Verdict.REJECTED, "blocked", message, status)
+    if status >= 500:
+        return Outcome(Verdict.RETRYABLE, "server_error", message, status)
+    return Outcome(Verdict.REJECTED, "client_error", message, status)
+
+
+def _transport(attempt: Attempt) -> Outcome:
+    detail = f": {attempt.detail}" if attempt.detail else ""
+    if attempt.error == "timeout":
+        verdict = Verdict.AMBIGUOUS if attempt.sent else Verdict.RETRYABLE
+        return Outcome(verdict, "timeout", f"no answer within the timeout{detail}")
+    if attempt.error == "payload":
+        return Outcome(Verdict.AMBIGUOUS, "bad_response", f"answer cut short{detail}")
+    verdict = Verdict.AMBIGUOUS if attempt.sent else Verdict.RETRYABLE
+    return Outcome(verdict, "connection", f"{attempt.error or 'transport'} error{detail}")
+
+
+def _elements(body: bytes | None) -> list[Any] | None:
+    if not body:
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, dict) and isinstance(doc.get("response"), list):
+        return doc["response"]
+    return None
+
+
+def _first_error(elements: list[Any] | None) -> str | None:
+    for element in elements or ():
+        if isinstance(element, dict):
+            message = _message(element.get("error"))
+            if message is not None:
+                return message
+    return None
+
+
+def _message(part: object) -> str | None:
+    if isinstance(part, dict):
+        message = part.get("message")
+        return str(message) if message is not None else ""
+    if isinstance(part, str):
+        return part
+    return None
