@@ -1,0 +1,154 @@
+"""Per-user FIFO lanes: each user's work in input order, at most one request in flight per user.
+
+Pure: no event loop, no files. Memory is bounded by two caps: at most `lane_cap` items
+of one lane stay in memory (later ones go to an injected `SpillStore`, in order), and the
+caller stops feeding when `in_memory >= memory_cap`. So a user with a million records in
+a row costs disk, not memory, and never stalls the users after it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from replayer.records import Session
+
+
+@dataclass(slots=True, eq=False)
+class Work:
+    """One session on its way: how often it was tried, and how many tries may have landed."""
+
+    session: Session
+    attempts: int = 0
+    ambiguous: int = 0
+    latency_ms: float = 0.0
+    resent: bool = False  # in flight when an earlier run died: may be a duplicate
+
+
+class SpillStore(Protocol):
+    """Where a lane's overflow waits, in order, one chain per lane (see spill.py)."""
+
+    def append(self, lane: str, work: Work) -> None: ...
+
+    def pop(self, lane: str, n: int) -> list[Work]: ...
+
+
+@dataclass(slots=True, eq=False)
+class Lane:
+    """One user's queue: `items` in memory first, then `spilled` more in the spill store."""
+
+    key: str
+    items: deque[Work] = field(default_factory=deque)
+    busy: bool = False
+    spilled: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    """Work taken for one request: per lane, the leading items of that lane, in order."""
+
+    parts: tuple[tuple[Lane, tuple[Work, ...]], ...]
+
+    @property
+    def works(self) -> list[Work]:
+        """Every item of the take, lane by lane, each lane's items in input order."""
+        return [w for _, ws in self.parts for w in ws]
+
+    @property
+    def actions(self) -> int:
+        """How many actions the request carries."""
+        return sum(len(ws) for _, ws in self.parts)
+
+
+class Lanes:
+    """All lanes, plus the FIFO of lanes that are idle and have work (`ready`)."""
+
+    def __init__(self, *, lane_cap: int, spill: SpillStore | None = None) -> None:
+        self.lane_cap = lane_cap
+        self._spill = spill
+        self._lanes: dict[str, Lane] = {}
+        self._ready: deque[Lane] = deque()
+        self.in_memory = 0  # items held in `items` of all lanes
+        self.pending = 0  # items not yet finished, in memory or spilled
+        self.spilled = 0  # items waiting in the spill store
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+    @property
+    def ready_count(self) -> int:
+        """Lanes that could be sent right now."""
+        return len(self._ready)
+
+    def push(self, work: Work) -> None:
+        """Queues `work` behind everything earlier of the same user."""
+        key = work.session.lane
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane(key)
+        self.pending += 1
+        if self._spill is not None and (lane.spilled or len(lane.items) >= self.lane_cap):
+            self._spill.append(key, work)
+            lane.spilled += 1
+            self.spilled += 1
+            return
+        lane.items.append(work)
+        self.in_memory += 1
+        if not lane.busy and len(lane.items) == 1:
+            self._ready.append(lane)
+
+    def take(self, *, max_users: int = 1, max_actions: int = 1) -> Take | None:
+        """Marks up to `max_users` ready lanes busy and takes up to `max_actions` items in all.
+
+        A lane contributes its leading items in order; the rest of it waits until
+        `finish`/`release`. None when no lane is ready.
+        """
+        parts: list[tuple[Lane, tuple[Work, ...]]] = []
+        room = max_actions
+        while self._ready and len(parts) < max_users and room > 0:
+            lane = self._ready.popleft()
+            lane.busy = True
+            n = min(room, len(lane.items))
+            parts.append((lane, tuple(lane.items[i] for i in range(n))))
+            room -= n
+        return Take(tuple(parts)) if parts else None
+
+    def settle(self, lane: Lane, taken: Sequence[Work], final: Sequence[Work]) -> bool:
+        """Removes the `final` items among the `taken` head of `lane`; the rest stay first.
+
+        Returns True when the lane is free again; False when items wait for a retry, in
+        which case the lane stays busy until `release`, so later records wait behind them.
+        """
+        done = {id(w) for w in final}
+        keep = [w for w in taken if id(w) not in done]
+        for _ in taken:
+            lane.items.popleft()
+        lane.items.extendleft(reversed(keep))
+        finished = len(taken) - len(keep)
+        self.in_memory -= finished
+        self.pending -= finished
+        if keep:
+            return False
+        lane.busy = False
+        self._after_change(lane)
+        return True
+
+    def release(self, lane: Lane) -> None:
+        """Frees a busy lane with its items still queued (after a retry delay)."""
+        lane.busy = False
+        self._after_change(lane)
+
+    def _after_change(self, lane: Lane) -> None:
+        if not lane.items and lane.spilled and self._spill is not None:
+            works = self._spill.pop(lane.key, min(self.lane_cap, lane.spilled))
+            lane.items.extend(works)
+            lane.spilled -= len(works)
+            self.spilled -= len(works)
+            self.in_memory += len(works)
+        if lane.items:
+            if not lane.busy:
+                self._ready.append(lane)
+        elif not lane.busy:
+            del self._lanes[lane.key]
