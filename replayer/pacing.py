@@ -1,0 +1,73 @@
+"""Time and pace: the `Clock` seam and the single pacer task around asyncio-throttle.
+
+asyncio-throttle counts acquisitions in a sliding window and polls while the window is
+full. Two choices make it accurate and cheap: the window is ~100 ms (not 1 s), so no
+100 ms holds more than its share, and exactly one task (the pacer) polls it; senders
+wait on a one-slot queue of tokens instead of on the throttler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from asyncio_throttle import Throttler
+
+WINDOW_S = 0.1
+
+
+class Clock(Protocol):
+    """Monotonic time for durations, wall time for UNIX `time` fields, and sleeping."""
+
+    def now(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    """The process's own clocks."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        return time.monotonic()
+
+    def wall(self) -> float:
+        """UNIX seconds."""
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleeps on the event loop."""
+        await asyncio.sleep(seconds)
+
+
+def throttle_shape(rate_per_s: float) -> tuple[int, float]:
+    """(requests per window, window seconds) for a rate: windows of ~100 ms, at least one request.
+
+    The window is derived from the rounded count so that count / window == rate exactly.
+    """
+    per_window = max(1, round(rate_per_s * WINDOW_S))
+    return per_window, per_window / rate_per_s
+
+
+class Pacer:
+    """Hands out one token per allowed request; `run()` is the only task touching the throttler."""
+
+    def __init__(self, rate_per_s: float) -> None:
+        per_window, window_s = throttle_shape(rate_per_s)
+        # Poll at 1/100 of the window: each refill starts at most 1% late.
+        self._throttler = Throttler(per_window, period=window_s, retry_interval=window_s / 100)
+        self._tokens: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        self.rate_per_s = rate_per_s
+
+    async def run(self) -> None:
+        """Forever: acquire from the throttler, then offer the token to one sender."""
+        while True:
+            await self._throttler.acquire()
+            await self._tokens.put(None)
+
+    async def wait(self) -> None:
+        """Waits until this request may go."""
+        await self._tokens.get()

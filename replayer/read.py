@@ -1,0 +1,177 @@
+"""NDJSON sources (files, .gz files, stdin) read as numbered lines, in chunks, off the event loop.
+
+Reading happens in one daemon thread so that a slow pipe never blocks the event loop
+and a blocked stdin never keeps the process alive at exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import sys
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from replayer.records import RawLine
+
+STDIN = "-"
+CHUNK_LINES = 2000
+
+
+def display_name(path: str) -> str:
+    """The name a path is reported under in every output row."""
+    return "<stdin>" if path == STDIN else path
+
+
+@dataclass(slots=True)
+class ReadCounts:
+    """Running totals of what the reader has seen, shared with progress and summary."""
+
+    lines: int = 0
+    blank_lines: int = 0
+    skipped_done: int = 0
+    bytes_read: int = 0
+    files_done: list[str] = field(default_factory=list)
+
+
+def total_size(paths: Sequence[str]) -> int | None:
+    """Bytes of input when every path is a plain file (for progress); None otherwise."""
+    total = 0
+    for path in paths:
+        if path == STDIN or path.endswith(".gz"):
+            return None
+        try:
+            total += os.path.getsize(path)
+        except OSError:
+            return None
+    return total
+
+
+def open_source(path: str) -> BinaryIO:
+    """A binary stream for a path: stdin for '-', transparently decompressed for '.gz'."""
+    if path == STDIN:
+        return sys.stdin.buffer
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb", buffering=1 << 20)
+
+
+def iter_lines(
+    paths: Sequence[str],
+    *,
+    max_line_bytes: int,
+    counts: ReadCounts,
+    skip: Callable[[str, int], bool] | None = None,
+) -> Iterator[RawLine]:
+    """Every non-blank line of every path in order, numbered from 1 per file.
+
+    Lines longer than `max_line_bytes` are yielded truncated (and flagged) without ever
+    holding more than the limit in memory. `skip(file, line_no)` drops lines already done.
+    """
+    for path in paths:
+        name = display_name(path)
+        stream = open_source(path)
+        try:
+            yield from _lines_of(stream, name, max_line_bytes, counts, skip)
+        finally:
+            if path != STDIN:
+                stream.close()
+        counts.files_done.append(name)
+
+
+def _lines_of(
+    stream: BinaryIO,
+    name: str,
+    max_line_bytes: int,
+    counts: ReadCounts,
+    skip: Callable[[str, int], bool] | None,
+) -> Iterator[RawLine]:
+    line_no = 0
+    limit = max_line_bytes + 1  # one extra byte tells a full-length line from a longer one
+    while True:
+        data = stream.readline(limit)
+        if not data:
+            return
+        line_no += 1
+        counts.lines += 1
+        counts.bytes_read += len(data)
+        truncated = False
+        if not data.endswith(b"\n") and len(data) >= limit:
+            truncated = True
+            counts.bytes_read += _discard_rest(stream)
+        if not data.strip():
+            counts.blank_lines += 1
+            continue
+        if skip is not None and skip(name, line_no):
+            counts.skipped_done += 1
+            continue
+        if data.endswith(b"\n"):
+            data = data[:-1]
+        yield RawLine(name, line_no, data[:max_line_bytes] if truncated else data, truncated)
+
+
+def _discard_rest(stream: BinaryIO) -> int:
+    """Skips the remainder of an over-long line; returns the bytes skipped."""
+    skipped = 0
+    while True:
+        chunk = stream.readline(1 << 20)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+class ChunkReader:
+    """Runs `iter_lines` in a daemon thread and hands lists of lines to the event loop.
+
+    At most `max_chunks` chunks wait in memory, so a fast file never outruns the pipeline.
+    """
+
+    def __init__(self, lines: Iterator[RawLine], *, max_chunks: int = 4) -> None:
+        self._lines = lines
+        self._queue: asyncio.Queue[list[RawLine] | Exception | None] = asyncio.Queue()
+        self._room = threading.Semaphore(max_chunks)
+        self._stop = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="replayer-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        chunk: list[RawLine] = []
+        try:
+            for line in self._lines:
+                chunk.append(line)
+                if len(chunk) >= CHUNK_LINES:
+                    if not self._hand_over(chunk):
+                        return
+                    chunk = []
+            if chunk and not self._hand_over(chunk):
+                return
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
+        except (OSError, EOFError, zlib.error) as exc:  # a broken input ends the run, on the loop side
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+
+    def _hand_over(self, chunk: list[RawLine]) -> bool:
+        while not self._room.acquire(timeout=0.2):
+            if self._stop.is_set():
+                return False
+        if self._stop.is_set():
+            return False
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
+        return True
+
+    async def next_chunk(self) -> list[RawLine] | None:
+        """The next lines in input order; None at the end of the input."""
+        item = await self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        if item is not None:
+            self._room.release()
+        return item
+
+    def stop(self) -> None:
+        """Asks the thread to stop at its next hand-over (it may be blocked on stdin)."""
+        self._stop.set()

@@ -1,0 +1,77 @@
+"""Request bodies and the POST itself: the only place that catches aiohttp's errors.
+
+Every transport error and timeout becomes an `Attempt` value; nothing else escapes
+except cancellation. The clientKey is put into the body here and nowhere else, and it
+is never part of a URL, so aiohttp's own error messages cannot carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from replayer.lanes import Work
+from replayer.records import API_VERSION, Attempt
+
+
+def auth_fields(app_id: str, client_key: str) -> dict[str, Any]:
+    """The fields every call carries, in the order Leanplum documents them."""
+    return {"appId": app_id, "clientKey": client_key, "apiVersion": API_VERSION}
+
+
+def start_body(auth: dict[str, Any], work: Work) -> bytes:
+    """The JSON body of one `start` call."""
+    return orjson.dumps({**auth, **work.session.params})
+
+
+def multi_body(auth: dict[str, Any], works: Sequence[Work], *, now_s: float) -> bytes:
+    """The JSON body of one `multi` call: each action with its own time (the record's, or now)."""
+    data = []
+    for work in works:
+        action = {"action": "start", **work.session.params}
+        action.setdefault("time", now_s)
+        data.append(action)
+    return orjson.dumps({**auth, "time": now_s, "data": data})
+
+
+async def post(
+    http: aiohttp.ClientSession, url: str, body: bytes, *, timeout_s: float
+) -> Attempt:
+    """POSTs `body` to `url` once and reports what came back, never raising for the network."""
+    started = time.perf_counter()
+
+    def elapsed_ms() -> float:
+        return (time.perf_counter() - started) * 1000.0
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with http.post(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                payload = await response.read()
+                return Attempt(
+                    response.status, payload, latency_ms=elapsed_ms(),
+                    retry_after=response.headers.get("Retry-After"),
+                )
+    except TimeoutError:
+        return Attempt(None, None, "timeout", latency_ms=elapsed_ms())
+    except aiohttp.ClientConnectorError as exc:
+        # Could not connect at all: the request never left this machine.
+        return Attempt(None, None, "connect", _describe(exc), sent=False, latency_ms=elapsed_ms())
+    except aiohttp.ServerDisconnectedError as exc:
+        return Attempt(None, None, "disconnected", _describe(exc), latency_ms=elapsed_ms())
+    except aiohttp.ClientPayloadError as exc:
+        return Attempt(None, None, "payload", _describe(exc), latency_ms=elapsed_ms())
+    except (aiohttp.ClientError, OSError) as exc:
+        return Attempt(None, None, "transport", _describe(exc), latency_ms=elapsed_ms())
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's class and text; bodies are never part of aiohttp's messages."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
