@@ -1,0 +1,223 @@
+"""The click commands: parse flags, build Settings, run the pipeline with asyncio.run().
+
+Exit codes of `replayer run`: 0 every record delivered; 1 some records failed (see
+failures.ndjson); 2 usage or configuration error; 3 stopped: the API refused the access
+key; 4 stopped: the input could not be read; 130/143 stopped by SIGINT/SIGTERM (resumable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import random
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from replayer import __version__
+from replayer.config import ConfigError, Settings, load_settings
+from replayer.emulator.command import emulate
+from replayer.generate import write_records
+from replayer.journal import ResumeError, load_resume
+from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay
+from replayer.read import STDIN
+from replayer.sinks import OutDirError, prepare_out_dir
+
+RUN_EPILOG = """\b
+Examples:
+  replayer run samples/sessions.ndjson
+  replayer run big.ndjson.gz --out runs/backfill --concurrency 128 --rate 500
+  LEANPLUM_APP_ID=app_x LEANPLUM_CLIENT_KEY=prod_y \\
+    replayer run --endpoint https://api.leanplum.com/api sessions.ndjson
+  jq -c .record runs/backfill/failures.ndjson | replayer run -
+
+\b
+Exit codes:
+  0    every record delivered
+  1    some records failed (each is a row of failures.ndjson)
+  2    usage or configuration error
+  3    stopped: the API refused the access key (nothing more was sent)
+  4    stopped: an input file could not be read
+  130  stopped by SIGINT, 143 by SIGTERM (resume with --resume)
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="replayer")
+def main() -> None:
+    """Replay NDJSON session records into Leanplum's start API, in bulk."""
+
+
+class SetupError(click.ClickException):
+    """A configuration, output-folder or resume problem: exit code 2, like a usage error."""
+
+    exit_code = EXIT_USAGE
+
+
+def _flags(**given: Any) -> dict[str, Any]:
+    """The flags the user actually gave: click passes None for the others."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@main.command(epilog=RUN_EPILOG)
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: a new folder under ./replay-out/).")
+@click.option("--resume", is_flag=True, default=None,
+              help="Continue the run in --out: skip lines already done.")
+@click.option("--overwrite", is_flag=True, default=None,
+              help="Start over in a non-empty --out (removes replayer's files in it).")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="A config.toml (default: $REPLAYER_CONFIG if set).")
+@click.option("--endpoint", default=None,
+              help="'embedded' (an in-process emulator, the default) or the API URL.")
+@click.option("--app-id", default=None, help="Leanplum app ID (or LEANPLUM_APP_ID).")
+@click.option("--client-key-file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None,
+              help="File holding the production client key (or set LEANPLUM_CLIENT_KEY).")
+@click.option("--allow-insecure-http", is_flag=True, default=None,
+              help="Allow plain http:// to a host that is not loopback.")
+@click.option("--concurrency", type=int, default=None, help="Requests in flight at most [64].")
+@click.option("--rate", "rate_per_s", type=float, default=None,
+              help="Requests per second at most [unpaced].")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Seconds per request before it counts as timed out [30].")
+@click.option("--batch/--no-batch", default=None,
+              help="Send through multi (many users per call) or one start call per record.")
+@click.option("--batch-users", type=int, default=None, help="Users per multi call [50].")
+@click.option("--batch-actions", type=int, default=None, help="Actions per multi call [500].")
+@click.option("--batch-linger-ms", type=float, default=None,
+              help="How long a multi call may wait to fill [20].")
+@click.option("--max-attempts", type=int, default=None,
+              help="Attempts per record, the first included [5].")
+@click.option("--on-ambiguous", type=click.Choice(["retry", "fail"]), default=None,
+              help="After a timeout or dropped connection: retry (at-least-once) or fail.")
+@click.option("--drain-timeout", "drain_timeout_s", type=float, default=None,
+              help="On SIGINT/SIGTERM, seconds to let in-flight requests finish [30].")
+@click.option("--allow-unknown-fields", is_flag=True, default=None,
+              help="Pass fields that are not start parameters through instead of failing.")
+@click.option("--save-responses", is_flag=True, default=None,
+              help="Keep each whole response element in results.ndjson.")
+@click.option("--max-line-bytes", type=int, default=None,
+              help="Longer lines fail as line_too_long [1048576].")
+@click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
+@click.option("--seed", type=int, default=None, help="Seed for retry jitter (reproducible runs).")
+def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **given: Any) -> None:
+    """Replay the sessions in PATH... (NDJSON files, .gz files, or - for stdin).
+
+    Every non-blank line ends as one row of results.ndjson (delivered) or of
+    failures.ndjson (invalid, or not delivered, with the reason); summary.json
+    counts them. The client key comes only from LEANPLUM_CLIENT_KEY or a key file.
+    """
+    _check_paths(paths)
+    try:
+        settings = load_settings(flags=_flags(**given), env=os.environ, config_path=config_path)
+        out_dir = prepare_out_dir(
+            settings.out_dir, resume=settings.resume, overwrite=settings.overwrite,
+            now_s=time.time(),
+        )
+        resume = load_resume(out_dir, paths) if settings.resume else None
+    except (ConfigError, OutDirError, ResumeError) as exc:
+        raise SetupError(str(exc)) from None
+    resume_command = _resume_command(paths, out_dir, config_path)
+    report = asyncio.run(_run(settings, paths, out_dir, resume, resume_command,
+                              random.Random(seed)))
+    if not settings.quiet:
+        _print_summary(report)
+    sys.exit(report.exit_code)
+
+
+def _check_paths(paths: tuple[str, ...]) -> None:
+    if paths.count(STDIN) > 1:
+        raise click.UsageError("'-' (stdin) can be given once")
+    for path in paths:
+        if path != STDIN and not os.path.isfile(path):
+            raise click.UsageError(f"no such file: {path}")
+
+
+async def _run(settings: Settings, paths: tuple[str, ...], out_dir: Path, resume: Any,
+               resume_command: str, rng: Any) -> RunReport:
+    control = RunControl()
+    loop = asyncio.get_running_loop()
+    for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
+        loop.add_signal_handler(signum, _on_signal, control, name, settings.quiet)
+    try:
+        return await replay(settings, paths, out_dir, control=control, resume=resume,
+                            rng=rng, resume_command=resume_command)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _on_signal(control: RunControl, name: str, quiet: bool) -> None:
+    again = control.stopping.is_set()
+    control.request_stop(name)
+    if again:
+        click.echo(f"{name} again: stopping now", err=True)
+    elif not quiet:
+        click.echo(f"{name}: finishing requests in flight (again to stop at once)", err=True)
+
+
+def _resume_command(paths: tuple[str, ...], out_dir: Path, config_path: Path | None) -> str:
+    words = ["replayer", "run", *paths, "--out", str(out_dir), "--resume"]
+    if config_path is not None:
+        words += ["--config", str(config_path)]
+    return shlex.join(words)
+
+
+def _print_summary(report: RunReport) -> None:
+    s = report.summary
+    lat = s["latency_ms"]
+    click.echo(
+        f"{s['state']}: {s['records']} records from {s['lines_read']} lines in "
+        f"{s['elapsed_s']:.2f} s ({s['records_per_s']:.0f} records/s)"
+    )
+    click.echo(f"  delivered {s['delivered']}, failed {s['failed']}"
+               + (f", unfinished {s['unfinished']}" if s["unfinished"] else ""))
+    if s["failures_by_kind"]:
+        kinds = ", ".join(f"{k} {n}" for k, n in s["failures_by_kind"].items())
+        click.echo(f"  failures by kind: {kinds}")
+    if lat.get("p50") is not None:
+        click.echo(f"  latency ms: p50 {lat['p50']}, p90 {lat['p90']}, p99 {lat['p99']}, "
+                   f"max {lat['max']}")
+    if s.get("stopped_because"):
+        click.echo(f"  stopped because {s['stopped_because']}", err=True)
+    click.echo(f"  outputs in {report.out_dir}/ (results.ndjson, failures.ndjson, summary.json)")
+    if s.get("resume_with"):
+        click.echo(f"  resume with: {s['resume_with']}")
+
+
+@main.command()
+@click.option("--records", type=click.IntRange(min=1), required=True, help="How many records.")
+@click.option("--users", type=click.IntRange(min=1), required=True, help="How many users.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same file.")
+@click.option("--time/--no-time", "with_time", default=True, show_default=True,
+              help="Give every record a historical time (strictly increasing per user).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=STDIN,
+              show_default=True, help="File to write ('.gz' compresses; '-' stdout).")
+def generate(records: int, users: int, seed: int, with_time: bool, output: str) -> None:
+    """Write a large realistic session file, streaming (memory does not grow with it).
+
+    \b
+    Example:
+      replayer generate --records 200000 --users 20000 -o big.ndjson
+    """
+    if output == STDIN:
+        write_records(sys.stdout.buffer, records=records, users=users, seed=seed,
+                      with_time=with_time)
+        return
+    opener: Any = gzip.open if output.endswith(".gz") else open
+    with opener(output, "wb") as out:
+        write_records(out, records=records, users=users, seed=seed, with_time=with_time)
+
+
+main.add_command(emulate)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,548 @@
+"""The replay: read -> validate -> lanes -> pace -> send -> classify -> retry or write.
+
+The only module that knows the order of the stages. One TaskGroup owns every task:
+the intake (reading and validating), the dispatcher (taking ready lanes, pacing,
+starting one task per request), the flusher (outputs reach the disk every few tens of
+ms) and the pacer. Shutdown is a path of its own: stop intake, drain in-flight work for
+up to the drain timeout, flush every file, save run.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from replayer import send
+from replayer.classify import Outcome, Verdict, classify
+from replayer.config import Settings
+from replayer.journal import Journal, ResumeError, ResumeState, fingerprint
+from replayer.lanes import Lane, Lanes, Take, Work
+from replayer.pacing import Clock, Pacer, RealClock
+from replayer.read import ChunkReader, ReadCounts, iter_lines
+from replayer.records import RecordFailure
+from replayer.retry import RetryPolicy, parse_retry_after
+from replayer.sinks import (
+    FAILURES,
+    RESULTS,
+    SUMMARY,
+    NdjsonSink,
+    failure_row,
+    invalid_row,
+    result_row,
+    write_json_atomic,
+)
+from replayer.spill import FileSpill
+from replayer.stats import RunStats
+from replayer.validate import parse_line
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_INVALID_KEY = 3
+EXIT_INPUT = 4
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+FLUSH_INTERVAL_S = 0.05
+MEMORY_CAP = 20_000  # sessions held in memory across all lanes
+SPILL_CAP = 500_000  # sessions waiting on disk before intake pauses
+
+
+@dataclass(slots=True)
+class RunControl:
+    """How the outside (signals, the CLI) asks a running replay to stop."""
+
+    stop_reason: str | None = None  # "SIGINT" | "SIGTERM" once asked
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    hard_stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_stop(self, reason: str) -> None:
+        """First call: graceful stop. A second call: stop at once."""
+        if self.stopping.is_set():
+            self.hard_stop.set()
+            return
+        self.stop_reason = reason
+        self.stopping.set()
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What the CLI needs after a run: the exit code and the summary written."""
+
+    exit_code: int
+    summary: dict[str, Any]
+    out_dir: Path
+
+
+class Replay:
+    """One run's state. Built by `replay()`; tests may build it with a fake clock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        paths: Sequence[str],
+        out_dir: Path,
+        *,
+        http: aiohttp.ClientSession,
+        url: str,
+        auth: dict[str, Any],
+        clock: Clock,
+        rng: random.Random,
+        control: RunControl,
+        resume: ResumeState | None,
+    ) -> None:
+        self.settings = settings
+        self.paths = list(paths)
+        self.out_dir = out_dir
+        self.http = http
+        self._start_url = f"{url}?action=start"
+        self._multi_url = f"{url}?action=multi"
+        self._auth = auth
+        self.clock = clock
+        self.rng = rng
+        self.control = control
+        self.resume = resume
+        self.policy = RetryPolicy(
+            max_attempts=settings.max_attempts, base_s=settings.backoff_base_s,
+            max_s=settings.backoff_max_s, jitter=settings.backoff_jitter,
+        )
+        self.stats = RunStats()
+        self.counts = ReadCounts()
+        self._spill = FileSpill(out_dir)
+        lane_cap = settings.batch_actions if settings.batch else 16
+        self.lanes = Lanes(lane_cap=lane_cap, spill=self._spill)
+        self.results = NdjsonSink(out_dir / RESULTS)
+        self.failures = NdjsonSink(out_dir / FAILURES)
+        self.journal = Journal(out_dir)
+        self.pacer = Pacer(settings.rate_per_s) if settings.rate_per_s else None
+        self.in_flight = 0
+        self.retry_waiting = 0
+        self.intake_done = False
+        self.fatal: Outcome | None = None
+        self.input_error: str | None = None
+        self._changed = asyncio.Event()  # something the dispatcher may act on
+        self._room = asyncio.Event()  # the intake may read on
+        self._requests: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.started_wall = time.time()
+        self.started = clock.now()
+        self.finished = self.started
+
+    # ---- the run -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Replays every input line; returns the exit code."""
+        reader: ChunkReader | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                reader = ChunkReader(self._lines())
+                intake = tg.create_task(self._intake(reader), name="intake")
+                dispatch = tg.create_task(self._dispatch(), name="dispatch")
+                flusher = tg.create_task(self._flush_often(), name="flusher")
+                pacer = tg.create_task(self.pacer.run(), name="pacer") if self.pacer else None
+                await self._until_done_or_stopped(dispatch)
+                reader.stop()
+                for task in (intake, dispatch, flusher, pacer):
+                    if task is not None:
+                        task.cancel()
+                await self._drain()
+        finally:
+            if reader is not None:
+                reader.stop()
+            self.finished = self.clock.now()
+            self._close_files()
+        return self.exit_code()
+
+    def _lines(self) -> Any:
+        skip = self.resume.is_done if self.resume is not None else None
+        return iter_lines(
+            self.paths, max_line_bytes=self.settings.max_line_bytes, counts=self.counts, skip=skip
+        )
+
+    async def _until_done_or_stopped(self, dispatch: asyncio.Task[None]) -> None:
+        stop = asyncio.ensure_future(self.control.stopping.wait())
+        try:
+            await asyncio.wait({dispatch, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+
+    async def _drain(self) -> None:
+        """Lets in-flight requests finish (up to the drain timeout on a stop), then cancels the rest.
+
+        Records still waiting for a retry are left without a row: a resume sends them.
+        """
+        timeout_s: float | None = None
+        if self.fatal is not None or self.control.hard_stop.is_set():
+            timeout_s = 0.0
+        elif self.control.stopping.is_set():
+            timeout_s = self.settings.drain_timeout_s
+        hard = asyncio.ensure_future(self.control.hard_stop.wait())
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        try:
+            while self._requests and not hard.done():
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    break
+                await asyncio.wait(
+                    {*self._requests, hard}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            hard.cancel()
+            for task in (*self._requests, *self._timers):
+                task.cancel()
+
+    # ---- intake ----------------------------------------------------------------------
+
+    async def _intake(self, reader: ChunkReader) -> None:
+        allow_unknown = self.settings.allow_unknown_fields
+        lanes = self.lanes
+        resume = self.resume
+        try:
+            while (chunk := await reader.next_chunk()) is not None:
+                for raw in chunk:
+                    parsed = parse_line(raw, allow_unknown_fields=allow_unknown)
+                    if isinstance(parsed, RecordFailure):
+                        self.failures.write(invalid_row(parsed))
+                        self.stats.failed(parsed.kind)
+                        continue
+                    work = Work(parsed)
+                    if resume is not None and resume.was_sent(parsed.file, parsed.line_no):
+                        work.resent = True
+                        self.stats.possible_duplicates += 1
+                    lanes.push(work)
+                self._changed.set()
+                while lanes.in_memory >= MEMORY_CAP or lanes.spilled >= SPILL_CAP:
+                    self._room.clear()
+                    await self._room.wait()
+        except (OSError, EOFError, zlib.error) as exc:
+            self.input_error = f"reading the input failed: {exc}"
+        finally:
+            self.intake_done = True
+            self._changed.set()
+
+    # ---- dispatch --------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._slots.acquire()
+            take = await self._next_take()
+            if take is None:
+                self._slots.release()
+                return
+            if self.pacer is not None:
+                await self.pacer.wait()
+            task = self._tg.create_task(self._send(take))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+
+    def _finished_all(self) -> bool:
+        return self.intake_done and self.lanes.pending == 0
+
+    async def _next_take(self) -> Take | None:
+        s = self.settings
+        max_users, max_actions = (s.batch_users, s.batch_actions) if s.batch else (1, 1)
+        linger_s = s.batch_linger_ms / 1000.0 if s.batch else 0.0
+        while True:
+            if self.fatal is not None or self.input_error is not None:
+                return None
+            if self.lanes.ready_count:
+                if linger_s and self.lanes.ready_count < max_users and not self.intake_done:
+                    await self._linger(linger_s, max_users)
+                take = self.lanes.take(max_users=max_users, max_actions=max_actions)
+                if take is not None:
+                    return take
+            if self._finished_all():
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def _linger(self, linger_s: float, max_users: int) -> None:
+        """Waits up to `linger_s` for a batch to fill with more users."""
+        deadline = self.clock.now() + linger_s
+        while self.lanes.ready_count < max_users and not self.intake_done:
+            left = deadline - self.clock.now()
+            if left <= 0:
+                return
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
+            except TimeoutError:
+                return
+
+    # ---- one request -----------------------------------------------------------------
+
+    async def _send(self, take: Take) -> None:
+        self.in_flight += 1
+        try:
+            await self._send_parts(take.parts)
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+            self._changed.set()
+
+    async def _send_parts(self, parts: tuple[tuple[Lane, tuple[Work, ...]], ...]) -> None:
+        works = [w for _, ws in parts for w in ws]
+        for work in works:
+            work.attempts += 1
+        self.journal.sending([(w.session.file, w.session.line_no) for w in works])
+        if self.settings.batch:
+            body = send.multi_body(self._auth, works, now_s=self.clock.wall())
+            url = self._multi_url
+        else:
+            body = send.start_body(self._auth, works[0])
+            url = self._start_url
+        attempt = await send.post(self.http, url, body, timeout_s=self.settings.timeout_s)
+        self.stats.requests += 1
+        outcomes = classify(attempt, len(works))
+        if outcomes[0].verdict is Verdict.FATAL:
+            self._stop_fatal(outcomes[0])
+            return
+        if outcomes[0].verdict is Verdict.SPLIT:
+            for half in _halves(parts):
+                await self._send_parts(half)
+            return
+        retry_after_s = parse_retry_after(attempt.retry_after, now_s=self.clock.wall())
+        by_work = dict(zip(map(id, works), outcomes, strict=True))
+        for lane, lane_works in parts:
+            for work in lane_works:
+                work.latency_ms = attempt.latency_ms
+            self._settle(lane, lane_works, by_work, retry_after_s)
+
+    def _settle(
+        self,
+        lane: Lane,
+        works: tuple[Work, ...],
+        by_work: dict[int, Outcome],
+        retry_after_s: float | None,
+    ) -> None:
+        """Writes the final outcomes of one lane's works; schedules the rest for a retry."""
+        final: list[Work] = []
+        delay_s = 0.0
+        for work in works:
+            outcome = by_work[id(work)]
+            wait_s = self._decide(work, outcome, retry_after_s)
+            if wait_s is None:
+                final.append(work)
+            else:
+                delay_s = max(delay_s, wait_s)
+        if not self.lanes.settle(lane, works, final):
+            self.retry_waiting += 1
+            self.stats.retries += len(works) - len(final)
+            timer = self._tg.create_task(self._release_later(lane, delay_s))
+            self._timers.add(timer)
+            timer.add_done_callback(self._timers.discard)
+        self._room.set()
+
+    def _decide(self, work: Work, outcome: Outcome, retry_after_s: float | None) -> float | None:
+        """Writes the row of a final outcome and returns None, or returns the retry delay."""
+        verdict = outcome.verdict
+        if verdict is Verdict.DELIVERED:
+            self.results.write(result_row(work, outcome, save_response=self.settings.save_responses))
+            self.stats.delivered(latency_ms=work.latency_ms)
+            self.stats.ambiguous_attempts += work.ambiguous
+            return None
+        if verdict in (Verdict.SKIPPED, Verdict.REJECTED):
+            self._fail(work, outcome.kind, outcome.message, outcome.http_status)
+            return None
+        if verdict is Verdict.AMBIGUOUS:
+            work.ambiguous += 1
+            if self.settings.on_ambiguous == "fail":
+                message = f"may have been processed ({outcome.kind}: {outcome.message})"
+                self._fail(work, "ambiguous", message, outcome.http_status)
+                return None
+        delay = self.policy.next_delay(work.attempts, self.rng, retry_after_s=retry_after_s)
+        if delay is None:
+            message = f"gave up after {work.attempts} attempts: {outcome.message}"
+            self._fail(work, outcome.kind, message, outcome.http_status)
+        return delay
+
+    def _fail(self, work: Work, kind: str, message: str, http_status: int | None) -> None:
+        self.failures.write(failure_row(work, kind, message, http_status))
+        self.stats.failed(kind)
+        self.stats.ambiguous_attempts += work.ambiguous
+
+    async def _release_later(self, lane: Lane, delay_s: float) -> None:
+        """After a retry delay the lane is free again; it held no concurrency slot meanwhile."""
+        try:
+            await self.clock.sleep(delay_s)
+        finally:
+            self.retry_waiting -= 1
+        self.lanes.release(lane)
+        self._changed.set()
+
+    def _stop_fatal(self, outcome: Outcome) -> None:
+        if self.fatal is None:
+            self.fatal = outcome
+        self._changed.set()
+        self.control.stopping.set()
+
+    async def _flush_often(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            self.results.flush()
+            self.failures.flush()
+
+    def _close_files(self) -> None:
+        self.results.close()
+        self.failures.close()
+        self.journal.close()
+        self._spill.close()
+
+    # ---- the end ---------------------------------------------------------------------
+
+    def unfinished(self) -> int:
+        """Valid records read but without a row (the run stopped before they finished)."""
+        return self.lanes.pending
+
+    def exit_code(self) -> int:
+        """0 all delivered, 1 some failed, 3 invalid key, 4 bad input, 130/143 on signals."""
+        if self.fatal is not None:
+            return EXIT_INVALID_KEY
+        if self.input_error is not None:
+            return EXIT_INPUT
+        if self.control.stop_reason == "SIGINT":
+            return EXIT_SIGINT
+        if self.control.stop_reason == "SIGTERM":
+            return EXIT_SIGTERM
+        return EXIT_FAILURES if self.stats.by_status["failed"] else EXIT_OK
+
+    def summary(self, exit_code: int, *, resume_command: str | None) -> dict[str, Any]:
+        """summary.json: counts, rates, latency, timing, settings (secrets redacted)."""
+        stats = self.stats
+        prior = self.resume.prior if self.resume is not None else RunStats()
+        elapsed_s = max(self.finished - self.started, 1e-9)
+        this_run = stats.by_status["delivered"] + stats.by_status["failed"]
+        delivered = stats.by_status["delivered"] + prior.by_status["delivered"]
+        failed = stats.by_status["failed"] + prior.by_status["failed"]
+        doc: dict[str, Any] = {
+            "state": self._state(exit_code),
+            "exit_code": exit_code,
+            "lines_read": self.counts.lines,
+            "blank_lines": self.counts.blank_lines,
+            "records": delivered + failed,
+            "delivered": delivered,
+            "failed": failed,
+            "unfinished": self.unfinished(),
+            "failures_by_kind": dict(sorted((stats.by_kind + prior.by_kind).items())),
+            "requests": stats.requests,
+            "retries": stats.retries,
+            "ambiguous_attempts": stats.ambiguous_attempts,
+            "possible_duplicates": stats.possible_duplicates + prior.possible_duplicates,
+            "records_per_s": round(this_run / elapsed_s, 1),
+            "latency_ms": stats.latency_summary(),
+            "started_at": _iso(self.started_wall),
+            "ended_at": _iso(self.started_wall + elapsed_s),
+            "elapsed_s": round(elapsed_s, 3),
+            "settings": self.settings.redacted(),
+            "inputs": list(self.paths),
+        }
+        if self.resume is not None:
+            doc["resumed"] = {
+                "lines_already_done": self.counts.skipped_done,
+                "resent_in_flight": stats.possible_duplicates,
+            }
+        if self.fatal is not None:
+            doc["stopped_because"] = f"{self.fatal.kind}: {self.fatal.message}"
+        if self.input_error is not None:
+            doc["stopped_because"] = self.input_error
+        if resume_command is not None and exit_code not in (EXIT_OK, EXIT_FAILURES):
+            doc["resume_with"] = resume_command
+        return doc
+
+    def _state(self, exit_code: int) -> str:
+        if exit_code in (EXIT_OK, EXIT_FAILURES):
+            return "finished"
+        if exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
+            return "interrupted"
+        return "aborted"
+
+
+def _halves(
+    parts: tuple[tuple[Lane, tuple[Work, ...]], ...],
+) -> list[tuple[tuple[Lane, tuple[Work, ...]], ...]]:
+    """Splits a refused multi call in two: by users, or a lone user's actions in order."""
+    if len(parts) > 1:
+        mid = len(parts) // 2
+        return [parts[:mid], parts[mid:]]
+    lane, works = parts[0]
+    mid = len(works) // 2
+    return [((lane, works[:mid]),), ((lane, works[mid:]),)]
+
+
+def _iso(wall_s: float) -> str:
+    return datetime.fromtimestamp(wall_s, UTC).isoformat(timespec="milliseconds")
+
+
+async def replay(
+    settings: Settings,
+    paths: Sequence[str],
+    out_dir: Path,
+    *,
+    control: RunControl,
+    resume: ResumeState | None = None,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    resume_command: str | None = None,
+    on_start: Callable[[Replay], None] | None = None,
+) -> RunReport:
+    """Runs one replay against the configured endpoint (starting the embedded emulator if asked)."""
+    async with AsyncExitStack() as stack:
+        url, auth = await _endpoint(settings, stack)
+        connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+        http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+        run = Replay(
+            settings, paths, out_dir, http=http, url=url, auth=auth,
+            clock=clock or RealClock(), rng=rng or random.Random(), control=control,
+            resume=resume,
+        )
+        inputs = _fingerprint_or_none(paths)
+        run.journal.save_run(_run_doc(inputs, resume_command, state="running"))
+        if on_start is not None:
+            on_start(run)
+        exit_code = await run.run()
+        summary = run.summary(exit_code, resume_command=resume_command)
+        write_json_atomic(out_dir / SUMMARY, summary)
+        run.journal.save_run(_run_doc(inputs, resume_command, state=summary["state"]))
+        return RunReport(exit_code, summary, out_dir)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _fingerprint_or_none(paths: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The input's fingerprint, or None for stdin (such a run cannot resume)."""
+    try:
+        return fingerprint(paths)
+    except ResumeError:
+        return None
+
+
+def _run_doc(
+    inputs: list[dict[str, Any]] | None, resume_command: str | None, *, state: str
+) -> dict[str, Any]:
+    return {"version": 1, "state": state, "inputs": inputs, "resume_with": resume_command}
+
+
+async def _endpoint(settings: Settings, stack: AsyncExitStack) -> tuple[str, dict[str, Any]]:
+    """The API URL and auth fields; for `embedded`, an emulator on a free loopback port."""
+    if settings.endpoint == "embedded":
+        from replayer.emulator.config import EmulatorConfig
+        from replayer.emulator.serve import embedded
+
+        config = EmulatorConfig()
+        url = await stack.enter_async_context(embedded(config))
+        return url, send.auth_fields(config.app_id, config.client_key)
+    assert settings.app_id is not None and settings.client_key is not None
+    return settings.endpoint, send.auth_fields(settings.app_id, settings.client_key.reveal())
