@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import os
 import random
 import shlex
@@ -98,6 +99,9 @@ def _flags(**given: Any) -> dict[str, Any]:
               help="Attempts per record, the first included [5].")
 @click.option("--on-ambiguous", type=click.Choice(["retry", "fail"]), default=None,
               help="After a timeout or dropped connection: retry (at-least-once) or fail.")
+@click.option("--outage-window", "outage_window_s", type=float, default=None,
+              help="Seconds of nothing but failures after which the server counts as down: "
+                   "intake pauses and one probe at a time checks for recovery [60].")
 @click.option("--drain-timeout", "drain_timeout_s", type=float, default=None,
               help="On SIGINT/SIGTERM, seconds to let in-flight requests finish [30].")
 @click.option("--allow-unknown-fields", is_flag=True, default=None,
@@ -125,6 +129,8 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
         resume = load_resume(out_dir, paths) if settings.resume else None
     except (ConfigError, OutDirError, ResumeError) as exc:
         raise SetupError(str(exc)) from None
+    logging.basicConfig(level=logging.ERROR if settings.quiet else logging.INFO,
+                        format="replayer: %(message)s", stream=sys.stderr)
     resume_command = _resume_command(paths, out_dir, config_path)
     report = asyncio.run(_run(settings, paths, out_dir, resume, resume_command,
                               random.Random(seed)))

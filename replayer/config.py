@@ -106,6 +106,8 @@ class Settings:
     backoff_max_s: float = 60.0
     backoff_jitter: float = 0.5
     on_ambiguous: OnAmbiguous = "retry"
+    outage_window_s: float = 60.0
+    outage_probe_max_s: float = 30.0
     drain_timeout_s: float = 30.0
     workers: int = 1
     resume: bool = False
@@ -243,6 +245,13 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "on_ambiguous", "str", "--on-ambiguous", "retry",
         ("REPLAYER_ON_AMBIGUOUS",), choices=get_args(OnAmbiguous),
+    ),
+    FieldSpec(
+        "outage_window_s", "float", "--outage-window", "retry",
+        ("REPLAYER_OUTAGE_WINDOW_S",), _above(0),
+    ),
+    FieldSpec(
+        "outage_probe_max_s", "float", "", "retry", ("REPLAYER_OUTAGE_PROBE_MAX_S",), _above(0)
     ),
     FieldSpec(
         "drain_timeout_s", "float", "--drain-timeout", "run",

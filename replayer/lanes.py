@@ -22,6 +22,7 @@ class Work:
 
     session: Session
     attempts: int = 0
+    free_attempts: int = 0  # attempts made while the server was down: not held against it
     ambiguous: int = 0
     latency_ms: float = 0.0
     resent: bool = False  # in flight when an earlier run died: may be a duplicate

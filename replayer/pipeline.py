@@ -10,6 +10,7 @@ up to the drain timeout, flush every file, save run.json.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import zlib
@@ -25,6 +26,7 @@ import aiohttp
 from replayer import send
 from replayer.classify import Outcome, Verdict, classify
 from replayer.config import Settings
+from replayer.health import Health
 from replayer.journal import Journal, ResumeError, ResumeState, fingerprint
 from replayer.lanes import Lane, Lanes, Take, Work
 from replayer.pacing import Clock, Pacer, RealClock
@@ -52,6 +54,8 @@ EXIT_INVALID_KEY = 3
 EXIT_INPUT = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+
+log = logging.getLogger("replayer")
 
 FLUSH_INTERVAL_S = 0.05
 MEMORY_CAP = 20_000  # sessions held in memory across all lanes
@@ -125,6 +129,10 @@ class Replay:
         self.failures = NdjsonSink(out_dir / FAILURES)
         self.journal = Journal(out_dir)
         self.pacer = Pacer(settings.rate_per_s) if settings.rate_per_s else None
+        self.health = Health(window_s=settings.outage_window_s,
+                             probe_max_s=settings.outage_probe_max_s, last_ok_s=clock.now())
+        self.outages = 0
+        self._in_outage = False
         self.in_flight = 0
         self.retry_waiting = 0
         self.intake_done = False
@@ -224,7 +232,8 @@ class Replay:
                         self.stats.possible_duplicates += 1
                     lanes.push(work)
                 self._changed.set()
-                while lanes.in_memory >= MEMORY_CAP or lanes.spilled >= SPILL_CAP:
+                while (lanes.in_memory >= MEMORY_CAP or lanes.spilled >= SPILL_CAP
+                       or self._down()):
                     self._room.clear()
                     await self._room.wait()
         except (OSError, EOFError, zlib.error) as exc:
@@ -238,6 +247,8 @@ class Replay:
     async def _dispatch(self) -> None:
         while True:
             await self._slots.acquire()
+            if self._down():
+                await self._probe_turn()
             take = await self._next_take()
             if take is None:
                 self._slots.release()
@@ -247,6 +258,17 @@ class Replay:
             task = self._tg.create_task(self._send(take))
             self._requests.add(task)
             task.add_done_callback(self._requests.discard)
+
+    async def _probe_turn(self) -> None:
+        """During an outage: one request at a time, after a growing pause (it is a probe)."""
+        while self.in_flight:
+            self._changed.clear()
+            await self._changed.wait()
+        if self._down():
+            delay_s = self.health.probe_delay_s()
+            log.warning("server unavailable for %.0f s: waiting, next probe in %.1f s",
+                        self.clock.now() - self.health.last_ok_s, delay_s)
+            await self.clock.sleep(delay_s)
 
     def _finished_all(self) -> bool:
         return self.intake_done and self.lanes.pending == 0
@@ -308,6 +330,7 @@ class Replay:
         attempt = await send.post(self.http, url, body, timeout_s=self.settings.timeout_s)
         self.stats.requests += 1
         outcomes = classify(attempt, len(works))
+        self._note_health(attempt.status)
         if outcomes[0].verdict is Verdict.FATAL:
             self._stop_fatal(outcomes[0])
             return
@@ -321,6 +344,27 @@ class Replay:
             for work in lane_works:
                 work.latency_ms = attempt.latency_ms
             self._settle(lane, lane_works, by_work, retry_after_s)
+
+    def _note_health(self, status: int | None) -> None:
+        now_s = self.clock.now()
+        if status is None or status == 429 or status >= 500:
+            self.health.failed(now_s=now_s)
+        else:
+            self.health.answered(now_s=now_s)
+            if self._in_outage:
+                self._in_outage = False
+                log.warning("server answering again: resuming")
+                self._room.set()
+
+    def _down(self) -> bool:
+        """Whether the server counts as down now; notes the moment an outage begins."""
+        down = self.health.down(now_s=self.clock.now())
+        if down and not self._in_outage:
+            self._in_outage = True
+            self.outages += 1
+            log.warning("every request of the last %.0f s failed: pausing intake, probing",
+                        self.health.window_s)
+        return down
 
     def _settle(
         self,
@@ -364,7 +408,12 @@ class Replay:
                 message = f"may have been processed ({outcome.kind}: {outcome.message})"
                 self._fail(work, "ambiguous", message, outcome.http_status)
                 return None
-        delay = self.policy.next_delay(work.attempts, self.rng, retry_after_s=retry_after_s)
+        if self._down():
+            # The server is down, not the record: wait for it without using up attempts.
+            work.free_attempts += 1
+            return 0.0
+        counted = work.attempts - work.free_attempts
+        delay = self.policy.next_delay(counted, self.rng, retry_after_s=retry_after_s)
         if delay is None:
             message = f"gave up after {work.attempts} attempts: {outcome.message}"
             self._fail(work, outcome.kind, message, outcome.http_status)
@@ -442,6 +491,7 @@ class Replay:
             "retries": stats.retries,
             "ambiguous_attempts": stats.ambiguous_attempts,
             "possible_duplicates": stats.possible_duplicates + prior.possible_duplicates,
+            "outages": self.outages,
             "records_per_s": round(this_run / elapsed_s, 1),
             "latency_ms": stats.latency_summary(),
             "started_at": _iso(self.started_wall),

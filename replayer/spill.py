@@ -37,7 +37,7 @@ class FileSpill:
         s = work.session
         payload = orjson.dumps(
             [s.file, s.line_no, s.user_id, s.device_id, s.params, s.record,
-             work.attempts, work.ambiguous, work.resent]
+             work.attempts, work.free_attempts, work.ambiguous, work.resent]
         )
         offset = self._end
         os.pwrite(self._fd, _HEADER.pack(_NO_NEXT, len(payload)) + payload, offset)
@@ -61,9 +61,12 @@ class FileSpill:
         while len(works) < n and head != _NO_NEXT:
             nxt, size = _HEADER.unpack(os.pread(self._fd, _HEADER.size, head))
             fields = orjson.loads(os.pread(self._fd, size, head + _HEADER.size))
-            file, line_no, user_id, device_id, params, record, attempts, ambiguous, resent = fields
+            file, line_no, user_id, device_id, params, record, attempts, free, ambiguous, resent = (
+                fields
+            )
             session = Session(file, line_no, user_id, device_id, params, record)
-            works.append(Work(session, attempts=attempts, ambiguous=ambiguous, resent=resent))
+            works.append(Work(session, attempts=attempts, free_attempts=free,
+                              ambiguous=ambiguous, resent=resent))
             head = nxt
         if head == _NO_NEXT:
             del self._chains[lane]

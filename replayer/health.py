@@ -1,0 +1,43 @@
+"""Is the server down? Tracks answers over time and paces probes during an outage. Pure.
+
+An outage is declared when nothing has succeeded for `window_s` and at least
+`min_failures` requests failed meanwhile (failing = 5xx, 429, timeout, connection
+error: the server did not do its job). Any real answer (delivered, a warning, a 4xx
+about the record) proves the server is up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Health:
+    """The server's state as the replay sees it; time values are monotonic seconds."""
+
+    window_s: float
+    probe_max_s: float
+    last_ok_s: float
+    min_failures: int = 3
+    failures: int = 0  # since the last success
+    probes_failed: int = 0  # consecutive, during this outage
+
+    def answered(self, *, now_s: float) -> None:
+        """The server did its job for one request."""
+        self.last_ok_s = now_s
+        self.failures = 0
+        self.probes_failed = 0
+
+    def failed(self, *, now_s: float) -> None:
+        """A request failed in a way that says the server may be down."""
+        if self.down(now_s=now_s):
+            self.probes_failed += 1
+        self.failures += 1
+
+    def down(self, *, now_s: float) -> bool:
+        """True while every request of the last `window_s` seconds failed."""
+        return self.failures >= self.min_failures and now_s - self.last_ok_s >= self.window_s
+
+    def probe_delay_s(self) -> float:
+        """Pause before the next probe: 1 s, doubling per failed probe, up to `probe_max_s`."""
+        return min(self.probe_max_s, 2.0 ** self.probes_failed)
