@@ -1,0 +1,126 @@
+"""Shared fixtures: the emulator in process on 127.0.0.1, run settings, output readers."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+
+from replayer.config import Secret, Settings
+from replayer.emulator import EmulatorConfig, create_app
+from replayer.generate import write_records
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_leanplum() -> Path:
+    """Leanplum's published data, kept in shared/ beside the checkout (not copied into it)."""
+    for folder in REPO.parents:
+        candidate = folder / "shared" / "leanplum"
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(f"no shared/leanplum beside {REPO}: the tests read Leanplum's data there")
+
+
+SHARED = _shared_leanplum()
+TEST_APP_ID = "test-app"
+TEST_KEY = "test-secret-key-7f3a9c"  # distinctive, so a leak is easy to grep for
+
+
+@dataclasses.dataclass
+class Emulator:
+    """A running emulator: its /api URL and a way to read its recorded state."""
+
+    url: str
+    config: EmulatorConfig
+    http: aiohttp.ClientSession
+
+    async def state(self) -> dict[str, Any]:
+        base = self.url.rsplit("/api", 1)[0]
+        async with self.http.get(f"{base}/_emulator/state") as response:
+            return orjson.loads(await response.read())  # type: ignore[no-any-return]
+
+
+StartEmulator = Callable[..., Awaitable[Emulator]]
+
+
+@pytest.fixture
+async def start_emulator() -> AsyncIterator[StartEmulator]:
+    """Starts emulators with the test credentials (overridable per call); stops them after."""
+    servers: list[TestServer] = []
+    http = aiohttp.ClientSession()
+
+    async def start(**overrides: Any) -> Emulator:
+        config = EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY, **overrides)
+        server = TestServer(create_app(config), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return Emulator(str(server.make_url("/api")), config, http)
+
+    yield start
+    for server in servers:
+        await server.close()
+    await http.close()
+
+
+def settings_for(url: str, **overrides: Any) -> Settings:
+    """Run settings aimed at an emulator URL, with fast retries for tests."""
+    base = Settings(endpoint=url, app_id=TEST_APP_ID, client_key=Secret(TEST_KEY),
+                    backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=5.0)
+    return dataclasses.replace(base, **overrides)
+
+
+def generated(path: Path, *, records: int, users: int, seed: int = 1) -> Path:
+    """Writes a generated session file and returns its path."""
+    buffer = io.BytesIO()
+    write_records(buffer, records=records, users=users, seed=seed)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Every row of an NDJSON output file (empty when it does not exist)."""
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+
+
+def input_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every line of an input file that parses to an object."""
+    out = []
+    for n, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            out.append((n, obj))
+    return out
+
+
+class FakeClock:
+    """Virtual time: `sleep` records the delay and jumps time forward instead of waiting."""
+
+    def __init__(self, start_s: float = 1000.0) -> None:
+        self.now_s = start_s
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.now_s
+
+    def wall(self) -> float:
+        return 1_800_000_000.0 + self.now_s
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
+
+        self.sleeps.append(seconds)
+        self.now_s += seconds
+        await asyncio.sleep(0)
