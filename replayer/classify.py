@@ -119,9 +119,8 @@ def _elements(body: bytes | None) -> list[Any] | None:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(doc, dict) and isinstance(doc.get("response"), list):
-        return doc["response"]
-    return None
+    elements = doc.get("response") if isinstance(doc, dict) else None
+    return elements if isinstance(elements, list) else None
 
 
 def _first_error(elements: list[Any] | None) -> str | None:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -110,7 +110,7 @@ def repair_torn_tail(path: Path) -> int:
         return size - keep
 
 
-def _last_newline_end(f: Any, size: int) -> int:
+def _last_newline_end(f: BinaryIO, size: int) -> int:
     pos = size
     while pos > 0:
         step = min(1 << 16, pos)
@@ -141,6 +141,7 @@ def load_resume(out_dir: Path, paths: Sequence[str]) -> ResumeState:
         if path.exists():
             _count_rows(path, status, state)
     journal = out_dir / JOURNAL
+    repair_torn_tail(journal)  # else the next entry would be glued to the torn one
     if journal.exists():
         for file, lines in _journal_entries(journal):
             for line_no in lines:
@@ -151,9 +152,14 @@ def load_resume(out_dir: Path, paths: Sequence[str]) -> ResumeState:
 
 def _count_rows(path: Path, status: str, state: ResumeState) -> None:
     with open(path, "rb") as f:
-        for raw in f:
-            row = orjson.loads(raw)
-            key = (row["file"], row["line"])
+        for n, raw in enumerate(f, start=1):
+            try:
+                row = orjson.loads(raw)
+                key = (row["file"], row["line"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                raise ResumeError(
+                    f"{path} line {n} is not a row replayer wrote; the folder cannot be resumed"
+                ) from None
             if key in state.done:
                 state.duplicate_rows += 1
                 continue

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Protocol
 
-from asyncio_throttle import Throttler
+from asyncio_throttle.throttler import Throttler
 
 WINDOW_S = 0.1
 
@@ -65,7 +65,7 @@ class Pacer:
     async def run(self) -> None:
         """Forever: acquire from the throttler, then offer the token to one sender."""
         while True:
-            await self._throttler.acquire()
+            await self._throttler.acquire()  # type: ignore[no-untyped-call]  # untyped library
             await self._tokens.put(None)
 
     async def wait(self) -> None:

@@ -11,7 +11,6 @@ import gzip
 import os
 import sys
 import threading
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -151,7 +150,7 @@ class ChunkReader:
             if chunk and not self._hand_over(chunk):
                 return
             self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
-        except (OSError, EOFError, zlib.error) as exc:  # a broken input ends the run, on the loop side
+        except Exception as exc:  # noqa: BLE001 - a thread boundary: the loop side decides
             self._loop.call_soon_threadsafe(self._queue.put_nowait, exc)
 
     def _hand_over(self, chunk: list[RawLine]) -> bool:

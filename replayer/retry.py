@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 MAX_RETRY_AFTER_S = 600.0  # a server asking for longer than this is treated as this
@@ -31,7 +32,7 @@ class RetryPolicy:
             return min(max(retry_after_s, 0.0), MAX_RETRY_AFTER_S)
         delay = min(self.max_s, self.base_s * 2.0 ** (attempts - 1))
         spread = delay * self.jitter
-        return max(0.0, delay + rng.uniform(-spread, spread))
+        return min(self.max_s, max(0.0, delay + rng.uniform(-spread, spread)))
 
 
 def parse_retry_after(value: str | None, *, now_s: float) -> float | None:
@@ -49,4 +50,6 @@ def parse_retry_after(value: str | None, *, now_s: float) -> float | None:
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now_s)

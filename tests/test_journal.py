@@ -291,8 +291,6 @@ def test_load_resume_reads_what_the_journal_wrote(run_dir: tuple[Path, str]) -> 
     assert state.was_sent("other.ndjson", 2)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: load_resume leaves a torn journal.log tail, so "
-                   "the resumed run's first entry is glued to it and lost")
 def test_entries_after_a_torn_journal_tail_survive_the_next_resume(
     run_dir: tuple[Path, str]
 ) -> None:

@@ -16,7 +16,13 @@ from replayer.emulator import FaultConfig, LatencyModel
 from replayer.pipeline import EXIT_FAILURES, EXIT_INVALID_KEY, EXIT_OK, RunControl, replay
 from replayer.sinks import FAILURES, RESULTS, SUMMARY
 from tests.conftest import (
-    SHARED, TEST_KEY, StartEmulator, generated, input_records, read_rows, settings_for,
+    SHARED,
+    TEST_KEY,
+    StartEmulator,
+    generated,
+    input_records,
+    read_rows,
+    settings_for,
 )
 
 
@@ -126,7 +132,7 @@ async def test_requests_match_the_published_schema(
     requests = (await emulator.state())["requests"]
     actions = []
     for request in requests:
-        body = request["body"] if "body" in request else request
+        body = request.get("body", request)
         if batch:
             auth = {k: body[k] for k in ("appId", "clientKey", "apiVersion")}
             actions += [{**auth, **{k: v for k, v in a.items() if k != "action"}}

@@ -18,7 +18,13 @@ from replayer.pipeline import EXIT_FAILURES, EXIT_OK, RunControl, replay
 from replayer.retry import RetryPolicy
 from replayer.sinks import FAILURES, RESULTS
 from tests.conftest import (
-    SHARED, FakeClock, StartEmulator, generated, input_records, read_rows, settings_for,
+    SHARED,
+    FakeClock,
+    StartEmulator,
+    generated,
+    input_records,
+    read_rows,
+    settings_for,
 )
 
 

@@ -17,7 +17,13 @@ import pytest
 from replayer.emulator import LatencyModel
 from replayer.sinks import FAILURES, RESULTS, SUMMARY
 from tests.conftest import (
-    TEST_APP_ID, TEST_KEY, Emulator, StartEmulator, generated, input_records, read_rows,
+    TEST_APP_ID,
+    TEST_KEY,
+    Emulator,
+    StartEmulator,
+    generated,
+    input_records,
+    read_rows,
 )
 
 ENV = {**os.environ, "LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY}
@@ -136,7 +142,7 @@ async def test_sigkill_at_a_random_moment_then_resume_loses_nothing(
     assert not (out / SUMMARY).exists(), "killed mid-run, before it could finish"
     assert len(read_rows(out / RESULTS)) < 3000
     resumed = await spawn(data, out, emulator.url, "--resume")
-    returncode, stdout, stderr = await finish(resumed)
+    returncode, _stdout, stderr = await finish(resumed)
 
     assert returncode == 0, stderr
     await assert_combined_run_is_whole(data, out, emulator)
