@@ -220,8 +220,9 @@ class Replay:
         resume = self.resume
         try:
             while (chunk := await reader.next_chunk()) is not None:
+                now_s = self.clock.wall()  # for the "not in the future" check on `time`
                 for raw in chunk:
-                    parsed = parse_line(raw, allow_unknown_fields=allow_unknown)
+                    parsed = parse_line(raw, allow_unknown_fields=allow_unknown, now_s=now_s)
                     if isinstance(parsed, RecordFailure):
                         self.failures.write(invalid_row(parsed))
                         self.stats.failed(parsed.kind)

@@ -54,7 +54,7 @@ class Session:
 class RecordFailure:
     """A line that will not be (or was not) delivered: where it was, why, and what it held.
 
-    `record` is the parsed object when the line parsed (with secret fields removed),
+    `record` is the parsed object when the line parsed (secret values replaced by "[redacted]"),
     else `raw` holds the line's text (decoded with replacement, possibly truncated).
     """
 
