@@ -99,7 +99,7 @@ class Replay:
         *,
         http: aiohttp.ClientSession,
         url: str,
-        auth: dict[str, Any],
+        auth: bytes,
         clock: Clock,
         rng: random.Random,
         control: RunControl,
@@ -586,7 +586,7 @@ def _run_doc(
     return {"version": 1, "state": state, "inputs": inputs, "resume_with": resume_command}
 
 
-async def _endpoint(settings: Settings, stack: AsyncExitStack) -> tuple[str, dict[str, Any]]:
+async def _endpoint(settings: Settings, stack: AsyncExitStack) -> tuple[str, bytes]:
     """The API URL and auth fields; for `embedded`, an emulator on a free loopback port."""
     if settings.endpoint == "embedded":
         from replayer.emulator.config import EmulatorConfig
@@ -594,6 +594,6 @@ async def _endpoint(settings: Settings, stack: AsyncExitStack) -> tuple[str, dic
 
         config = EmulatorConfig()
         url = await stack.enter_async_context(embedded(config))
-        return url, send.auth_fields(config.app_id, config.client_key)
+        return url, send.auth_prefix(config.app_id, config.client_key)
     assert settings.app_id is not None and settings.client_key is not None
-    return settings.endpoint, send.auth_fields(settings.app_id, settings.client_key.reveal())
+    return settings.endpoint, send.auth_prefix(settings.app_id, settings.client_key.reveal())

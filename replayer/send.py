@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import aiohttp
 import orjson
@@ -19,24 +18,33 @@ from replayer.lanes import Work
 from replayer.records import API_VERSION, Attempt
 
 
-def auth_fields(app_id: str, client_key: str) -> dict[str, Any]:
-    """The fields every call carries, in the order Leanplum documents them."""
-    return {"appId": app_id, "clientKey": client_key, "apiVersion": API_VERSION}
+def auth_prefix(app_id: str, client_key: str) -> bytes:
+    """The opening of every request body: `{"appId":…,"clientKey":…,"apiVersion":…` (no brace)."""
+    return orjson.dumps({"appId": app_id, "clientKey": client_key, "apiVersion": API_VERSION})[:-1]
 
 
-def start_body(auth: dict[str, Any], work: Work) -> bytes:
-    """The JSON body of one `start` call."""
-    return orjson.dumps({**auth, **work.session.params})
+def start_body(auth: bytes, work: Work) -> bytes:
+    """The JSON body of one `start` call: the auth fields, then the record's parameters."""
+    return _merge(auth, work.session.body)
 
 
-def multi_body(auth: dict[str, Any], works: Sequence[Work], *, now_s: float) -> bytes:
+def multi_body(auth: bytes, works: Sequence[Work], *, now_s: float) -> bytes:
     """The JSON body of one `multi` call: each action with its own time (the record's, or now)."""
-    data = []
-    for work in works:
-        action = {"action": "start", **work.session.params}
-        action.setdefault("time", now_s)
-        data.append(action)
-    return orjson.dumps({**auth, "time": now_s, "data": data})
+    now = orjson.dumps(now_s)
+    untimed = b'{"action":"start","time":' + now
+    actions = [
+        _merge(_START_ACTION if w.session.time_s is not None else untimed, w.session.body)
+        for w in works
+    ]
+    return b"".join((auth, b',"time":', now, b',"data":[', b",".join(actions), b"]}"))
+
+
+_START_ACTION = b'{"action":"start"'
+
+
+def _merge(opening: bytes, obj: bytes) -> bytes:
+    """`opening` (an object without its closing brace) followed by the members of `obj`."""
+    return opening + b"}" if obj == b"{}" else opening + b"," + obj[1:]
 
 
 async def post(

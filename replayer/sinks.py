@@ -21,6 +21,8 @@ from replayer.records import RecordFailure
 RESULTS = "results.ndjson"
 FAILURES = "failures.ndjson"
 SUMMARY = "summary.json"
+# orjson's output holds ~8 KB of allocation per row until joined: keep few queued.
+MAX_BUFFERED_ROWS = 512
 
 
 class NdjsonSink:
@@ -33,9 +35,11 @@ class NdjsonSink:
         self.rows = 0
 
     def write(self, row: dict[str, Any]) -> None:
-        """Queues one row."""
+        """Queues one row (written at the next flush, or now if many are queued)."""
         self._buffer.append(orjson.dumps(row))
         self.rows += 1
+        if len(self._buffer) >= MAX_BUFFERED_ROWS:
+            self.flush()
 
     def flush(self) -> None:
         """Writes every queued row to the file."""

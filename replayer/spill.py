@@ -36,7 +36,7 @@ class FileSpill:
         """Adds `work` at the end of `lane`'s chain."""
         s = work.session
         payload = orjson.dumps(
-            [s.file, s.line_no, s.user_id, s.device_id, s.params, s.record,
+            [s.file, s.line_no, s.user_id, s.device_id, s.body.decode(), s.source.decode(), s.time_s,
              work.attempts, work.free_attempts, work.ambiguous, work.resent]
         )
         offset = self._end
@@ -61,10 +61,10 @@ class FileSpill:
         while len(works) < n and head != _NO_NEXT:
             nxt, size = _HEADER.unpack(os.pread(self._fd, _HEADER.size, head))
             fields = orjson.loads(os.pread(self._fd, size, head + _HEADER.size))
-            file, line_no, user_id, device_id, params, record, attempts, free, ambiguous, resent = (
-                fields
-            )
-            session = Session(file, line_no, user_id, device_id, params, record)
+            (file, line_no, user_id, device_id, body, source, time_s,
+             attempts, free, ambiguous, resent) = fields
+            session = Session(file, line_no, user_id, device_id, body.encode(), source.encode(),
+                              time_s)
             works.append(Work(session, attempts=attempts, free_attempts=free,
                               ambiguous=ambiguous, resent=resent))
             head = nxt

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from replayer.lanes import Lane, Lanes, SpillStore, Take, Work
@@ -19,7 +20,7 @@ FILE = "sessions.ndjson"
 
 def session(user: str, line_no: int, **params: object) -> Session:
     record = {"userId": user, "time": 1_700_000_000 + line_no, **params}
-    return Session(FILE, line_no, user, None, dict(record), record)
+    return Session(FILE, line_no, user, None, orjson.dumps(record), orjson.dumps(record))
 
 
 def work(user: str, line_no: int) -> Work:
@@ -480,7 +481,8 @@ def rich_work(user: str, line_no: int, **fields: object) -> Work:
         "location": "47.37,8.54", "background": False, "timezoneOffsetSeconds": -18000,
     }
     record = {**params, "nested": {"list": [1, 2.5, None, "ø"]}}
-    s = Session(f"in-{user}.ndjson", line_no, user, f"dev-{user}-Ω", params, record)
+    s = Session(f"in-{user}.ndjson", line_no, user, f"dev-{user}-Ω", orjson.dumps(params),
+                orjson.dumps(record), params.get("time"))
     return Work(s, **fields)  # type: ignore[arg-type]
 
 
