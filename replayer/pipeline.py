@@ -35,6 +35,7 @@ from replayer.records import RecordFailure
 from replayer.retry import RetryPolicy, parse_retry_after
 from replayer.sinks import (
     FAILURES,
+    METRICS,
     RESULTS,
     SUMMARY,
     NdjsonSink,
@@ -58,6 +59,7 @@ EXIT_SIGTERM = 143
 log = logging.getLogger("replayer")
 
 FLUSH_INTERVAL_S = 0.05
+METRICS_INTERVAL_S = 1.0
 MEMORY_CAP = 20_000  # sessions held in memory across all lanes
 SPILL_CAP = 500_000  # sessions waiting on disk before intake pauses
 
@@ -127,6 +129,7 @@ class Replay:
         self.lanes = Lanes(lane_cap=lane_cap, spill=self._spill)
         self.results = NdjsonSink(out_dir / RESULTS)
         self.failures = NdjsonSink(out_dir / FAILURES)
+        self.metrics = NdjsonSink(out_dir / METRICS)
         self.journal = Journal(out_dir)
         self.pacer = Pacer(settings.rate_per_s) if settings.rate_per_s else None
         self.health = Health(window_s=settings.outage_window_s,
@@ -159,10 +162,11 @@ class Replay:
                 intake = tg.create_task(self._intake(reader), name="intake")
                 dispatch = tg.create_task(self._dispatch(), name="dispatch")
                 flusher = tg.create_task(self._flush_often(), name="flusher")
+                metrics = tg.create_task(self._metrics_often(), name="metrics")
                 pacer = tg.create_task(self.pacer.run(), name="pacer") if self.pacer else None
                 await self._until_done_or_stopped(dispatch)
                 reader.stop()
-                for task in (intake, dispatch, flusher, pacer):
+                for task in (intake, dispatch, flusher, metrics, pacer):
                     if task is not None:
                         task.cancel()
                 await self._drain()
@@ -329,7 +333,7 @@ class Replay:
             body = send.start_body(self._auth, works[0])
             url = self._start_url
         attempt = await send.post(self.http, url, body, timeout_s=self.settings.timeout_s)
-        self.stats.requests += 1
+        self.stats.request()
         outcomes = classify(attempt, len(works))
         self._note_health(attempt.status)
         if outcomes[0].verdict is Verdict.FATAL:
@@ -386,7 +390,7 @@ class Replay:
                 delay_s = max(delay_s, wait_s)
         if not self.lanes.settle(lane, works, final):
             self.retry_waiting += 1
-            self.stats.retries += len(works) - len(final)
+            self.stats.retried(len(works) - len(final))
             timer = self._tg.create_task(self._release_later(lane, delay_s))
             self._timers.add(timer)
             timer.add_done_callback(self._timers.discard)
@@ -422,7 +426,7 @@ class Replay:
 
     def _fail(self, work: Work, kind: str, message: str, http_status: int | None) -> None:
         self.failures.write(failure_row(work, kind, message, http_status))
-        self.stats.failed(kind)
+        self.stats.failed(kind, latency_ms=work.latency_ms)
         self.stats.ambiguous_attempts += work.ambiguous
 
     async def _release_later(self, lane: Lane, delay_s: float) -> None:
@@ -446,7 +450,35 @@ class Replay:
             self.results.flush()
             self.failures.flush()
 
+    async def _metrics_often(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL_S)
+            self.metrics.write(self.metrics_row())
+            self.metrics.flush()
+
+    def metrics_row(self) -> dict[str, Any]:
+        """One row of metrics.ndjson: the interval since the last row, and the state now."""
+        window = self.stats.take_window()
+        return {
+            "t": round(self.clock.wall(), 3),
+            "elapsed_s": round(self.clock.now() - self.started, 3),
+            "requests": window.requests,
+            "delivered": window.delivered,
+            "failed": sum(window.failed.values()),
+            "failed_by_kind": dict(window.failed),
+            "retries": window.retries,
+            "latency_ms": window.latency.summary(),
+            "in_flight": self.in_flight,
+            "retry_waiting": self.retry_waiting,
+            "pending": self.lanes.pending,
+            "lines_read": self.counts.lines,
+            "bytes_read": self.counts.bytes_read,
+            "outage": self._in_outage,
+        }
+
     def _close_files(self) -> None:
+        self.metrics.write(self.metrics_row())
+        self.metrics.close()
         self.results.close()
         self.failures.close()
         self.journal.close()
@@ -495,6 +527,11 @@ class Replay:
             "outages": self.outages,
             "records_per_s": round(this_run / elapsed_s, 1),
             "latency_ms": stats.latency_summary(),
+            "failed_latency_ms": stats.failed_latency.summary(),
+            "latency_histogram_ms": {
+                "delivered": stats.latency.buckets_ms(),
+                "failed": stats.failed_latency.buckets_ms(),
+            },
             "started_at": _iso(self.started_wall),
             "ended_at": _iso(self.started_wall + elapsed_s),
             "elapsed_s": round(elapsed_s, 3),

@@ -21,6 +21,7 @@ from replayer.records import RecordFailure
 RESULTS = "results.ndjson"
 FAILURES = "failures.ndjson"
 SUMMARY = "summary.json"
+METRICS = "metrics.ndjson"
 # orjson's output holds ~8 KB of allocation per row until joined: keep few queued.
 MAX_BUFFERED_ROWS = 512
 
@@ -122,7 +123,7 @@ def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-OUR_FILES = (RESULTS, FAILURES, SUMMARY, "journal.log", "run.json")
+OUR_FILES = (RESULTS, FAILURES, SUMMARY, METRICS, "journal.log", "run.json")
 
 
 class OutDirError(Exception):

@@ -39,6 +39,26 @@ class Histogram:
                 return min(_value(key), self.max_value)
         return self.max_value
 
+    def buckets_ms(self) -> list[list[float]]:
+        """[[upper edge ms, count], ...] in increasing order: the distribution, for reports."""
+        return [[round(_value(k), 4), n] for k, n in sorted(self.buckets.items())]
+
+    @classmethod
+    def from_buckets_ms(cls, pairs: list[list[float]], *, max_value: float) -> Histogram:
+        """Rebuilds a histogram from `buckets_ms()` output (to merge workers' summaries)."""
+        h = cls()
+        for upper, n in pairs:
+            h.buckets[_bucket(upper * 0.999)] += int(n)
+            h.count += int(n)
+        h.max_value = max_value
+        return h
+
+    def summary(self) -> dict[str, float | None]:
+        """p50/p90/p99/max in ms, rounded for reading; None when empty."""
+        out = {f"p{p}": self.percentile(p) for p in (50, 90, 99)}
+        out["max"] = self.max_value if self.count else None
+        return {k: (round(v, 3) if v is not None else None) for k, v in out.items()}
+
     def merge(self, other: Histogram) -> None:
         """Adds another histogram's counts to this one."""
         self.buckets.update(other.buckets)
@@ -56,8 +76,19 @@ def _value(key: int) -> float:
 
 
 @dataclass(slots=True)
+class Window:
+    """What happened in one reporting interval (a row of metrics.ndjson)."""
+
+    requests: int = 0
+    delivered: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+
+
+@dataclass(slots=True)
 class RunStats:
-    """What the summary counts: rows by status and kind, attempts, latency."""
+    """What the summary counts: rows by status and kind, attempts, latency by outcome."""
 
     by_status: Counter[str] = field(default_factory=Counter)
     by_kind: Counter[str] = field(default_factory=Counter)
@@ -65,21 +96,40 @@ class RunStats:
     retries: int = 0
     ambiguous_attempts: int = 0
     possible_duplicates: int = 0
-    latency: Histogram = field(default_factory=Histogram)
+    latency: Histogram = field(default_factory=Histogram)  # delivered records
+    failed_latency: Histogram = field(default_factory=Histogram)  # sent, then failed
+    window: Window = field(default_factory=Window)
+
+    def request(self) -> None:
+        """Counts one HTTP request."""
+        self.requests += 1
+        self.window.requests += 1
+
+    def retried(self, n: int) -> None:
+        """Counts `n` records scheduled for another attempt."""
+        self.retries += n
+        self.window.retries += n
 
     def delivered(self, *, latency_ms: float) -> None:
         """Counts one delivered record."""
         self.by_status["delivered"] += 1
         self.latency.add(latency_ms)
+        self.window.delivered += 1
+        self.window.latency.add(latency_ms)
 
-    def failed(self, kind: str) -> None:
-        """Counts one failed record of `kind`."""
+    def failed(self, kind: str, *, latency_ms: float | None = None) -> None:
+        """Counts one failed record of `kind` (with its last latency when it was sent)."""
         self.by_status["failed"] += 1
         self.by_kind[kind] += 1
+        self.window.failed[kind] += 1
+        if latency_ms is not None:
+            self.failed_latency.add(latency_ms)
+
+    def take_window(self) -> Window:
+        """The interval so far, and a fresh one begins."""
+        window, self.window = self.window, Window()
+        return window
 
     def latency_summary(self) -> dict[str, float | None]:
-        """p50/p90/p99/max in ms, rounded for reading."""
-        h = self.latency
-        out = {f"p{p}": h.percentile(p) for p in (50, 90, 99)}
-        out["max"] = h.max_value if h.count else None
-        return {k: (round(v, 3) if v is not None else None) for k, v in out.items()}
+        """p50/p90/p99/max of delivered records, in ms."""
+        return self.latency.summary()
