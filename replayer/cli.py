@@ -29,6 +29,7 @@ from replayer.journal import ResumeError, load_resume
 from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay
 from replayer.read import STDIN
 from replayer.sinks import OutDirError, prepare_out_dir
+from replayer.workers import check_resume, run_workers, worker_count
 
 RUN_EPILOG = """\b
 Examples:
@@ -45,6 +46,7 @@ Exit codes:
   2    usage or configuration error
   3    stopped: the API refused the access key (nothing more was sent)
   4    stopped: an input file could not be read
+  5    a worker process died (its messages are above)
   130  stopped by SIGINT, 143 by SIGTERM (resume with --resume)
 """
 
@@ -110,6 +112,9 @@ def _flags(**given: Any) -> dict[str, Any]:
               help="Keep each whole response element in results.ndjson.")
 @click.option("--max-line-bytes", type=int, default=None,
               help="Longer lines fail as line_too_long [1048576].")
+@click.option("--workers", type=int, default=None,
+              help="Processes sharing the users by a stable hash [0: one per CPU]; "
+                   "1 when reading stdin.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
 @click.option("--seed", type=int, default=None, help="Seed for retry jitter (reproducible runs).")
 def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **given: Any) -> None:
@@ -126,14 +131,20 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
             settings.out_dir, resume=settings.resume, overwrite=settings.overwrite,
             now_s=time.time(),
         )
-        resume = load_resume(out_dir, paths) if settings.resume else None
+        workers = worker_count(settings, paths)
+        resume = None
+        if settings.resume and workers > 1:
+            check_resume(out_dir, paths, workers)
+        elif settings.resume:
+            check_resume(out_dir, paths, 1)
+            resume = load_resume(out_dir, paths)
     except (ConfigError, OutDirError, ResumeError) as exc:
         raise SetupError(str(exc)) from None
     logging.basicConfig(level=logging.ERROR if settings.quiet else logging.INFO,
                         format="replayer: %(message)s", stream=sys.stderr)
     resume_command = _resume_command(paths, out_dir, config_path)
     report = asyncio.run(_run(settings, paths, out_dir, resume, resume_command,
-                              random.Random(seed)))
+                              random.Random(seed), workers))
     if not settings.quiet:
         _print_summary(report)
     sys.exit(report.exit_code)
@@ -148,12 +159,15 @@ def _check_paths(paths: tuple[str, ...]) -> None:
 
 
 async def _run(settings: Settings, paths: tuple[str, ...], out_dir: Path, resume: Any,
-               resume_command: str, rng: Any) -> RunReport:
+               resume_command: str, rng: Any, workers: int) -> RunReport:
     control = RunControl()
     loop = asyncio.get_running_loop()
     for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
         loop.add_signal_handler(signum, _on_signal, control, name, settings.quiet)
     try:
+        if workers > 1:
+            return await run_workers(settings, paths, out_dir, workers, control=control,
+                                     resume_command=resume_command)
         return await replay(settings, paths, out_dir, control=control, resume=resume,
                             rng=rng, resume_command=resume_command)
     finally:

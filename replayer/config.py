@@ -109,7 +109,7 @@ class Settings:
     outage_window_s: float = 60.0
     outage_probe_max_s: float = 30.0
     drain_timeout_s: float = 30.0
-    workers: int = 1
+    workers: int = 0  # 0: one per CPU
     resume: bool = False
     out_dir: Path | None = None
     overwrite: bool = False
@@ -257,7 +257,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "drain_timeout_s", "float", "--drain-timeout", "run",
         ("REPLAYER_DRAIN_TIMEOUT_S",), _at_least(0),
     ),
-    FieldSpec("workers", "int", "", "run", ("REPLAYER_WORKERS",), _at_least(1)),
+    FieldSpec("workers", "int", "--workers", "run", ("REPLAYER_WORKERS",), _at_least(0)),
     FieldSpec("resume", "bool", "--resume", "run", ("REPLAYER_RESUME",)),
     FieldSpec("out_dir", "path", "--out", "output", ("REPLAYER_OUT_DIR",)),
     FieldSpec("overwrite", "bool", "--overwrite", "output", ("REPLAYER_OVERWRITE",)),

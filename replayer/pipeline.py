@@ -33,6 +33,7 @@ from replayer.pacing import Clock, Pacer, RealClock
 from replayer.read import ChunkReader, ReadCounts, iter_lines
 from replayer.records import RecordFailure
 from replayer.retry import RetryPolicy, parse_retry_after
+from replayer.shard import Shard
 from replayer.sinks import (
     FAILURES,
     METRICS,
@@ -53,6 +54,7 @@ EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_INVALID_KEY = 3
 EXIT_INPUT = 4
+EXIT_WORKER = 5
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -106,6 +108,7 @@ class Replay:
         rng: random.Random,
         control: RunControl,
         resume: ResumeState | None,
+        shard: Shard | None = None,
     ) -> None:
         self.settings = settings
         self.paths = list(paths)
@@ -118,6 +121,7 @@ class Replay:
         self.rng = rng
         self.control = control
         self.resume = resume
+        self.shard = shard
         self.policy = RetryPolicy(
             max_attempts=settings.max_attempts, base_s=settings.backoff_base_s,
             max_s=settings.backoff_max_s, jitter=settings.backoff_jitter,
@@ -222,10 +226,13 @@ class Replay:
         allow_unknown = self.settings.allow_unknown_fields
         lanes = self.lanes
         resume = self.resume
+        shard = self.shard
         try:
             while (chunk := await reader.next_chunk()) is not None:
                 now_s = self.clock.wall()  # for the "not in the future" check on `time`
                 for raw in chunk:
+                    if shard is not None and not shard.owns(raw.data):
+                        continue
                     parsed = parse_line(raw, allow_unknown_fields=allow_unknown, now_s=now_s)
                     if isinstance(parsed, RecordFailure):
                         self.failures.write(invalid_row(parsed))
@@ -586,18 +593,20 @@ async def replay(
     rng: random.Random | None = None,
     resume_command: str | None = None,
     on_start: Callable[[Replay], None] | None = None,
+    shard: Shard | None = None,
 ) -> RunReport:
     """Runs one replay against the configured endpoint (starting the embedded emulator if asked)."""
     async with AsyncExitStack() as stack:
-        url, auth = await _endpoint(settings, stack)
+        endpoint = await open_endpoint(settings, stack)
         connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
         http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         run = Replay(
-            settings, paths, out_dir, http=http, url=url, auth=auth,
+            settings, paths, out_dir, http=http, url=endpoint.url,
+            auth=send.auth_prefix(endpoint.app_id, endpoint.client_key),
             clock=clock or RealClock(), rng=rng or random.Random(), control=control,
-            resume=resume,
+            resume=resume, shard=shard,
         )
-        inputs = _fingerprint_or_none(paths)
+        inputs = fingerprint_or_none(paths)
         run.journal.save_run(_run_doc(inputs, resume_command, state="running"))
         if on_start is not None:
             on_start(run)
@@ -609,7 +618,7 @@ async def replay(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _fingerprint_or_none(paths: Sequence[str]) -> list[dict[str, Any]] | None:
+def fingerprint_or_none(paths: Sequence[str]) -> list[dict[str, Any]] | None:
     """The input's fingerprint, or None for stdin (such a run cannot resume)."""
     try:
         return fingerprint(paths)
@@ -623,14 +632,23 @@ def _run_doc(
     return {"version": 1, "state": state, "inputs": inputs, "resume_with": resume_command}
 
 
-async def _endpoint(settings: Settings, stack: AsyncExitStack) -> tuple[str, bytes]:
-    """The API URL and auth fields; for `embedded`, an emulator on a free loopback port."""
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where requests go and the credentials they carry (repr hides the key)."""
+
+    url: str
+    app_id: str
+    client_key: str = field(repr=False)
+
+
+async def open_endpoint(settings: Settings, stack: AsyncExitStack) -> Endpoint:
+    """The API to send to; for `embedded`, an emulator started on a free loopback port."""
     if settings.endpoint == "embedded":
         from replayer.emulator.config import EmulatorConfig
         from replayer.emulator.serve import embedded
 
         config = EmulatorConfig()
         url = await stack.enter_async_context(embedded(config))
-        return url, send.auth_prefix(config.app_id, config.client_key)
+        return Endpoint(url, config.app_id, config.client_key)
     assert settings.app_id is not None and settings.client_key is not None
-    return settings.endpoint, send.auth_prefix(settings.app_id, settings.client_key.reveal())
+    return Endpoint(settings.endpoint, settings.app_id, settings.client_key.reveal())

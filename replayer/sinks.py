@@ -8,6 +8,7 @@ rows whose records the journal will send again, marked as possible duplicates.
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,7 @@ def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
 
 
 OUR_FILES = (RESULTS, FAILURES, SUMMARY, METRICS, "journal.log", "run.json")
+WORKERS_DIR = "workers"  # one folder per worker process, merged into the files above
 
 
 class OutDirError(Exception):
@@ -158,5 +160,6 @@ def prepare_out_dir(out_dir: Path | None, *, resume: bool, overwrite: bool, now_
             )
         for name in OUR_FILES:
             (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / WORKERS_DIR, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir

@@ -77,7 +77,7 @@ def test_demo_on_the_samples_accounts_for_every_line(tmp_path: Path) -> None:
     assert len({(r["file"], r["line"]) for r in rows}) == non_blank
     assert summary(out)["delivered"] == len(read_rows(out / RESULTS))
     assert "delivered" in result.output
-    for file in out.iterdir():
+    for file in (f for f in out.rglob("*") if f.is_file()):
         assert b"sample-secret-do-not-echo" not in file.read_bytes()
 
 
@@ -178,7 +178,7 @@ def test_key_from_env_reaches_the_server_and_no_output(tmp_path: Path,
 
     assert result.exit_code == 0, result.output
     assert TEST_KEY not in result.output
-    for file in out.iterdir():
+    for file in (f for f in out.rglob("*") if f.is_file()):
         assert TEST_KEY.encode() not in file.read_bytes(), file.name
 
 
@@ -194,7 +194,7 @@ def test_key_file_and_wrong_key_exits_3(tmp_path: Path, threaded_emulator: str) 
     assert result.exit_code == 3, result.output
     assert "invalid access key" in result.output.lower()
     assert "not-the-right-key" not in result.output
-    for file in out.iterdir():
+    for file in (f for f in out.rglob("*") if f.is_file()):
         assert b"not-the-right-key" not in file.read_bytes(), file.name
 
 

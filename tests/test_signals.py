@@ -45,8 +45,8 @@ async def until(predicate: Any, *, timeout_s: float = 30.0) -> None:
 
 
 def has_rows(out: Path) -> bool:
-    path = out / RESULTS
-    return path.exists() and path.stat().st_size > 0
+    """Some result row is on disk (in a worker's folder while a multi-worker run goes on)."""
+    return any(p.stat().st_size > 0 for p in out.rglob(RESULTS))
 
 
 async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
@@ -111,19 +111,20 @@ async def test_second_sigint_stops_at_once_with_consistent_outputs(
     data = generated(tmp_path / "in.ndjson", records=200, users=50)
     out = tmp_path / "out"
     proc = await spawn(data, out, emulator.url, "--drain-timeout", "60")
-    await until(lambda: (out / "journal.log").exists() and (out / "journal.log").stat().st_size)
+    await until(lambda: any(p.stat().st_size for p in out.rglob("journal.log")))
 
     proc.send_signal(signal.SIGINT)
     assert proc.stderr is not None
     line = await asyncio.wait_for(proc.stderr.readline(), 10)
     assert b"again to stop at once" in line
     proc.send_signal(signal.SIGINT)
-    returncode, _, _ = await finish(proc)  # within finish()'s bound, far below the drain timeout
+    returncode, _, err = await finish(proc)  # within finish()'s bound, far below the drain timeout
 
     summary = orjson.loads((out / SUMMARY).read_bytes())
-    assert returncode == 130
+    assert returncode == 130, err
     assert summary["state"] == "interrupted"
-    assert summary["delivered"] == 0 and summary["unfinished"] == 200
+    assert summary["delivered"] == 0 and summary["unfinished"] > 0
+    assert read_rows(out / RESULTS) == []
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
