@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -322,13 +322,24 @@ class Replay:
     async def _send(self, take: Take) -> None:
         self.in_flight += 1
         try:
-            await self._send_parts(take.parts)
+            answers: dict[int, Answer] = {}
+            await self._attempt(take.parts, answers)
+            if self.fatal is None:
+                for lane, works in take.parts:
+                    self._settle(lane, works, answers)
         finally:
             self.in_flight -= 1
             self._slots.release()
             self._changed.set()
 
-    async def _send_parts(self, parts: tuple[tuple[Lane, tuple[Work, ...]], ...]) -> None:
+    async def _attempt(self, parts: Parts, answers: dict[int, Answer]) -> None:
+        """Sends `parts` in one call and records each work's answer in `answers`.
+
+        A call refused as too large (403 on a multi) was ignored as a whole: it costs no
+        attempt, and its halves go out one after the other. Works left without an answer
+        (after a fatal answer, or behind an earlier half of the same user that must be
+        retried first) were not sent; they stay queued, first in their lanes.
+        """
         works = [w for _, ws in parts for w in ws]
         for work in works:
             work.attempts += 1
@@ -343,19 +354,22 @@ class Replay:
         self.stats.request()
         outcomes = classify(attempt, len(works))
         self._note_health(attempt.status)
-        if outcomes[0].verdict is Verdict.FATAL:
+        verdict = outcomes[0].verdict
+        if verdict is Verdict.FATAL:
             self._stop_fatal(outcomes[0])
             return
-        if outcomes[0].verdict is Verdict.SPLIT:
+        if verdict is Verdict.SPLIT:
+            for work in works:
+                work.attempts -= 1
             for half in _halves(parts):
-                await self._send_parts(half)
+                await self._attempt(half, answers)
+                if self.fatal is not None or (len(parts) == 1 and _may_retry(half, answers)):
+                    return  # one user's later actions must not overtake a retry
             return
         retry_after_s = parse_retry_after(attempt.retry_after, now_s=self.clock.wall())
-        by_work = dict(zip(map(id, works), outcomes, strict=True))
-        for lane, lane_works in parts:
-            for work in lane_works:
-                work.latency_ms = attempt.latency_ms
-            self._settle(lane, lane_works, by_work, retry_after_s)
+        for work, outcome in zip(works, outcomes, strict=True):
+            work.latency_ms = attempt.latency_ms
+            answers[id(work)] = Answer(outcome, retry_after_s)
 
     def _note_health(self, status: int | None) -> None:
         now_s = self.clock.now()
@@ -378,33 +392,28 @@ class Replay:
                         self.health.window_s)
         return down
 
-    def _settle(
-        self,
-        lane: Lane,
-        works: tuple[Work, ...],
-        by_work: dict[int, Outcome],
-        retry_after_s: float | None,
-    ) -> None:
-        """Writes the final outcomes of one lane's works; schedules the rest for a retry."""
+    def _settle(self, lane: Lane, works: tuple[Work, ...], answers: dict[int, Answer]) -> None:
+        """Writes the final outcomes of one lane's works; the rest wait for another attempt."""
         final: list[Work] = []
         delay_s = 0.0
         for work in works:
-            outcome = by_work[id(work)]
-            wait_s = self._decide(work, outcome, retry_after_s)
+            answer = answers.get(id(work))
+            wait_s = 0.0 if answer is None else self._decide(work, answer)
             if wait_s is None:
                 final.append(work)
             else:
                 delay_s = max(delay_s, wait_s)
         if not self.lanes.settle(lane, works, final):
             self.retry_waiting += 1
-            self.stats.retried(len(works) - len(final))
+            self.stats.retried(sum(1 for w in works if id(w) in answers) - len(final))
             timer = self._tg.create_task(self._release_later(lane, delay_s))
             self._timers.add(timer)
             timer.add_done_callback(self._timers.discard)
         self._room.set()
 
-    def _decide(self, work: Work, outcome: Outcome, retry_after_s: float | None) -> float | None:
+    def _decide(self, work: Work, answer: Answer) -> float | None:
         """Writes the row of a final outcome and returns None, or returns the retry delay."""
+        outcome, retry_after_s = answer
         verdict = outcome.verdict
         if verdict is Verdict.DELIVERED:
             self.results.write(result_row(work, outcome, save_response=self.settings.save_responses))
@@ -566,9 +575,27 @@ class Replay:
         return "aborted"
 
 
-def _halves(
-    parts: tuple[tuple[Lane, tuple[Work, ...]], ...],
-) -> list[tuple[tuple[Lane, tuple[Work, ...]], ...]]:
+class Answer(NamedTuple):
+    """What the server said about one work: the outcome and any Retry-After."""
+
+    outcome: Outcome
+    retry_after_s: float | None
+
+
+Parts = tuple[tuple[Lane, tuple[Work, ...]], ...]
+
+
+def _may_retry(parts: Parts, answers: dict[int, Answer]) -> bool:
+    """True when some work of `parts` has no final answer yet (it may be sent again)."""
+    for _, works in parts:
+        for work in works:
+            answer = answers.get(id(work))
+            if answer is None or answer.outcome.verdict in (Verdict.RETRYABLE, Verdict.AMBIGUOUS):
+                return True
+    return False
+
+
+def _halves(parts: Parts) -> list[Parts]:
     """Splits a refused multi call in two: by users, or a lone user's actions in order."""
     if len(parts) > 1:
         mid = len(parts) // 2
