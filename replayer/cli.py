@@ -154,7 +154,7 @@ def _check_paths(paths: tuple[str, ...]) -> None:
     if paths.count(STDIN) > 1:
         raise click.UsageError("'-' (stdin) can be given once")
     for path in paths:
-        if path != STDIN and not os.path.isfile(path):
+        if path != STDIN and (not os.path.exists(path) or os.path.isdir(path)):
             raise click.UsageError(f"no such file: {path}")
 
 

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from replayer.read import STDIN, display_name
+from replayer.read import display_name, is_stream
 from replayer.sinks import FAILURES, RESULTS, write_json_atomic
 from replayer.stats import RunStats
 
@@ -37,8 +37,9 @@ def fingerprint(paths: Sequence[str]) -> list[dict[str, Any]]:
     """Identifies the input: per file its name, size and a hash of its first and last MiB."""
     prints = []
     for path in paths:
-        if path == STDIN:
-            raise ResumeError("stdin cannot be fingerprinted, so a run reading '-' cannot resume")
+        if is_stream(path):
+            raise ResumeError(f"{display_name(path)} can be read only once (stdin or a pipe), "
+                              "so a run reading it cannot resume")
         size = os.path.getsize(path)
         digest = hashlib.sha256()
         with open(path, "rb") as f:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,16 @@ class ReadCounts:
     skipped_done: int = 0
     bytes_read: int = 0
     files_done: list[str] = field(default_factory=list)
+
+
+def is_stream(path: str) -> bool:
+    """True for stdin, pipes and other inputs that can be read only once (no resume, one worker)."""
+    if path == STDIN:
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def total_size(paths: Sequence[str]) -> int | None:

@@ -42,6 +42,7 @@ from replayer.pipeline import (
     open_endpoint,
     replay,
 )
+from replayer.read import is_stream
 from replayer.shard import Shard
 from replayer.sinks import (
     FAILURES,
@@ -62,8 +63,8 @@ _SEVERITY = (EXIT_WORKER, EXIT_INVALID_KEY, EXIT_INPUT, EXIT_SIGTERM, EXIT_SIGIN
 
 
 def worker_count(settings: Settings, paths: Sequence[str]) -> int:
-    """How many workers to run: the setting (0 = one per CPU), 1 for stdin (read once)."""
-    if "-" in paths:
+    """How many workers to run: the setting (0 = one per CPU); 1 for stdin or a pipe (read once)."""
+    if any(is_stream(p) for p in paths):
         return 1
     return settings.workers or os.cpu_count() or 1
 

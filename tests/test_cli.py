@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,20 @@ def test_help_documents_exit_codes() -> None:
     assert result.exit_code == 0
     for code in ("0 ", "1 ", "2 ", "3 ", "130"):
         assert code in result.output
+
+
+def test_a_named_pipe_is_read_once_by_one_worker(tmp_path: Path) -> None:
+    data = generated(tmp_path / "in.ndjson", records=120, users=30).read_bytes()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,), daemon=True)
+    writer.start()
+    out = tmp_path / "out"
+
+    result = invoke("run", str(fifo), "--out", str(out), "--workers", "2")
+
+    writer.join(10)
+    assert result.exit_code == 0, result.output
+    assert sorted(r["line"] for r in read_rows(out / RESULTS)) == list(range(1, 121))
+    assert not (out / "workers").exists(), "a pipe can be read once: one worker"
+    assert orjson.loads((out / "run.json").read_bytes())["inputs"] is None, "cannot resume"
