@@ -97,7 +97,7 @@ class Settings:
     concurrency: int = 64
     rate_per_s: float | None = None  # None: unpaced
     timeout_s: float = 30.0
-    batch: bool = False
+    batch: bool = True
     batch_users: int = 50
     batch_actions: int = 500
     batch_linger_ms: float = 20.0

@@ -87,7 +87,7 @@ LOADED_DEFAULTS: dict[str, object] = {
     "concurrency": 64,
     "rate_per_s": None,
     "timeout_s": 30.0,
-    "batch": False,
+    "batch": True,
     "batch_users": 50,
     "batch_actions": 500,
     "batch_linger_ms": 20.0,

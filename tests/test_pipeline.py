@@ -151,7 +151,7 @@ async def test_retryable_faults_end_delivered_in_order(
     emulator = await start_emulator(faults=faults, seed=11)
     data = generated(tmp_path / "in.ndjson", records=1000, users=50)
 
-    report = await run_replay(settings_for(emulator.url, max_attempts=20), [data],
+    report = await run_replay(settings_for(emulator.url, max_attempts=20, batch=False), [data],
                               tmp_path / "out")
 
     state = await emulator.state()

@@ -94,7 +94,8 @@ async def test_outage_pauses_and_probes_instead_of_failing_records(tmp_path: Pat
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     data = generated(tmp_path / "in.ndjson", records=60, users=15)
-    settings = settings_for(str(server.make_url("/api")), concurrency=8, max_attempts=4,
+    settings = settings_for(str(server.make_url("/api")), batch=False, concurrency=8,
+                            max_attempts=4,
                             backoff_base_s=0.1, backoff_max_s=0.4, outage_window_s=0.3,
                             outage_probe_max_s=0.2)
     try:

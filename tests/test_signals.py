@@ -82,7 +82,7 @@ async def test_signal_drains_exits_resumable_and_resume_completes(
     emulator = await start_emulator(latency_ms=LatencyModel(5.0))
     data = generated(tmp_path / "in.ndjson", records=4000, users=200)
     out = tmp_path / "out"
-    proc = await spawn(data, out, emulator.url, "--concurrency", "16")
+    proc = await spawn(data, out, emulator.url, "--concurrency", "16", "--no-batch")
     await until(lambda: has_rows(out))
 
     proc.send_signal(signum)
@@ -96,7 +96,7 @@ async def test_signal_drains_exits_resumable_and_resume_completes(
     rows = read_rows(out / RESULTS)
     assert len({r["line"] for r in rows}) == len(rows), "no line twice"
 
-    resumed = await spawn(data, out, emulator.url, "--resume")
+    resumed = await spawn(data, out, emulator.url, "--resume", "--no-batch")
     returncode, stdout, stderr = await finish(resumed)
 
     assert returncode == 0, stderr
@@ -127,14 +127,19 @@ async def test_second_sigint_stops_at_once_with_consistent_outputs(
     assert read_rows(out / RESULTS) == []
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "mode"),
+    [(1, ["--no-batch"]), (2, ["--no-batch"]), (3, ["--no-batch"]),
+     (4, ["--batch-users", "4", "--batch-actions", "8"])],
+    ids=["start-1", "start-2", "start-3", "multi-4"],
+)
 async def test_sigkill_at_a_random_moment_then_resume_loses_nothing(
-    start_emulator: StartEmulator, tmp_path: Path, seed: int
+    start_emulator: StartEmulator, tmp_path: Path, seed: int, mode: list[str]
 ) -> None:
     emulator = await start_emulator(latency_ms=LatencyModel(2.0))
     data = generated(tmp_path / "in.ndjson", records=3000, users=300, seed=seed)
     out = tmp_path / "out"
-    proc = await spawn(data, out, emulator.url, "--concurrency", "32")
+    proc = await spawn(data, out, emulator.url, "--concurrency", "32", *mode)
     await until(lambda: has_rows(out))
     await asyncio.sleep(random.Random(seed).uniform(0.0, 0.4))
 
@@ -142,7 +147,7 @@ async def test_sigkill_at_a_random_moment_then_resume_loses_nothing(
     await proc.wait()
     assert not (out / SUMMARY).exists(), "killed mid-run, before it could finish"
     assert len(read_rows(out / RESULTS)) < 3000
-    resumed = await spawn(data, out, emulator.url, "--resume")
+    resumed = await spawn(data, out, emulator.url, "--resume", *mode)
     returncode, _stdout, stderr = await finish(resumed)
 
     assert returncode == 0, stderr
