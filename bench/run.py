@@ -359,10 +359,11 @@ def throughput(args: argparse.Namespace, tmp: Path, server: Server, client: list
         return cmd, check_wrk
 
     has_workers = "--workers" in help_text
+    one = ["--workers", "1"] if has_workers else []  # the default is one worker per CPU
     variants = [
         Variant("a", "(a) baseline aiohttp client", baseline),
-        Variant("b", "(b) replayer run --no-batch", replayer_variant("--no-batch")),
-        Variant("c", "(c) replayer run --batch", replayer_variant("--batch")),
+        Variant("b", "(b) replayer run --no-batch", replayer_variant("--no-batch", *one)),
+        Variant("c", "(c) replayer run --batch", replayer_variant("--batch", *one)),
         Variant("d", "(d) replayer run --batch --workers 2",
                 replayer_variant("--batch", "--workers", "2") if has_workers else None,
                 "" if has_workers else "not available: `replayer run --help` lists no --workers"),
@@ -394,8 +395,10 @@ def rss_section(args: argparse.Namespace, tmp: Path, server: Server, client: lis
         work = tmp / f"rss-{size}"
         work.mkdir(exist_ok=True)
         out = work / "out"
+        one = ["--workers", "1"] if "--workers" in help_text else []
         cmd = [*client, *replayer_cmd(), "run", str(path), "--endpoint", server.url, "--batch",
-               "--concurrency", str(args.concurrency), "--out", str(out), "--overwrite", *quiet]
+               "--concurrency", str(args.concurrency), "--out", str(out), "--overwrite", *quiet,
+               *one]
         m = measure(cmd, server=server, work_dir=work, timeout_s=args.run_timeout,
                     check=check_replayer(out, size))
         m.extra["cmd"] = cmd
@@ -434,7 +437,8 @@ def rate_section(args: argparse.Namespace, tmp: Path, server_prefix: list[str],
     quiet = ["--quiet"] if "--quiet" in help_text else []
     cmd = [*client, *replayer_cmd(), "run", str(path), "--endpoint", server.url, "--no-batch",
            "--rate", f"{args.rate_per_s:g}", "--concurrency", str(args.concurrency),
-           "--out", str(out), "--overwrite", *quiet]
+           "--out", str(out), "--overwrite", *quiet,
+           *(["--workers", "1"] if "--workers" in help_text else [])]
     try:
         m = measure(cmd, server=server, work_dir=work, timeout_s=args.run_timeout,
                     check=check_replayer(out, records))

@@ -26,7 +26,7 @@ from replayer.config import ConfigError, Settings, load_settings
 from replayer.emulator.command import emulate
 from replayer.generate import write_records
 from replayer.journal import ResumeError, load_resume
-from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay
+from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
 from replayer.read import STDIN
 from replayer.sinks import OutDirError, prepare_out_dir
 from replayer.workers import check_resume, run_workers, worker_count
@@ -143,6 +143,7 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
     logging.basicConfig(level=logging.ERROR if settings.quiet else logging.INFO,
                         format="replayer: %(message)s", stream=sys.stderr)
     resume_command = _resume_command(paths, out_dir, config_path)
+    tune_gc()
     report = asyncio.run(_run(settings, paths, out_dir, resume, resume_command,
                               random.Random(seed), workers))
     if not settings.quiet:

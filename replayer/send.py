@@ -7,7 +7,6 @@ is never part of a URL, so aiohttp's own error messages cannot carry it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 
@@ -47,25 +46,34 @@ def _merge(opening: bytes, obj: bytes) -> bytes:
     return opening + b"}" if obj == b"{}" else opening + b"," + obj[1:]
 
 
-async def post(
-    http: aiohttp.ClientSession, url: str, body: bytes, *, timeout_s: float
-) -> Attempt:
-    """POSTs `body` to `url` once and reports what came back, never raising for the network."""
+_JSON = {"Content-Type": "application/json"}
+
+
+def client_timeout(timeout_s: float) -> aiohttp.ClientTimeout:
+    """The per-request limit, set once on the session (no extra timer per request)."""
+    return aiohttp.ClientTimeout(total=timeout_s)
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: bytes) -> Attempt:
+    """POSTs `body` to `url` once (within the session's timeout) and reports what came back.
+
+    Never raises for the network: every transport error is an `Attempt` with `error` set.
+    """
     started = time.perf_counter()
 
     def elapsed_ms() -> float:
         return (time.perf_counter() - started) * 1000.0
 
     try:
-        async with asyncio.timeout(timeout_s):
-            async with http.post(
-                url, data=body, headers={"Content-Type": "application/json"}
-            ) as response:
-                payload = await response.read()
-                return Attempt(
-                    response.status, payload, latency_ms=elapsed_ms(),
-                    retry_after=response.headers.get("Retry-After"),
-                )
+        async with http.post(url, data=body, headers=_JSON) as response:
+            payload = await response.read()
+            return Attempt(
+                response.status, payload, latency_ms=elapsed_ms(),
+                retry_after=response.headers.get("Retry-After"),
+            )
+    except aiohttp.ConnectionTimeoutError as exc:
+        # Timed out while connecting: the request never left this machine.
+        return Attempt(None, None, "timeout", _describe(exc), sent=False, latency_ms=elapsed_ms())
     except TimeoutError:
         return Attempt(None, None, "timeout", latency_ms=elapsed_ms())
     except aiohttp.ClientConnectorError as exc:

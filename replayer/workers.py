@@ -41,6 +41,7 @@ from replayer.pipeline import (
     fingerprint_or_none,
     open_endpoint,
     replay,
+    tune_gc,
 )
 from replayer.read import is_stream
 from replayer.shard import Shard
@@ -322,5 +323,6 @@ async def _work(index: int, count: int, folder: Path, resume: bool,
 def main(argv: list[str], *, early_signals: list[int]) -> int:
     """One worker (see worker_main.py): INDEX COUNT FOLDER new|resume PATH..."""
     index, count, folder, mode, *paths = argv
+    tune_gc()
     return asyncio.run(_work(int(index), int(count), Path(folder), mode == "resume", paths,
                              early_signals))
