@@ -31,7 +31,7 @@ from replayer.health import Health
 from replayer.journal import Journal, ResumeError, ResumeState, fingerprint
 from replayer.lanes import Lane, Lanes, Take, Work
 from replayer.pacing import Clock, Pacer, RealClock
-from replayer.read import ChunkReader, ReadCounts, iter_lines
+from replayer.read import ChunkReader, ReadCounts, iter_lines, total_size
 from replayer.records import RecordFailure
 from replayer.retry import RetryPolicy, parse_retry_after
 from replayer.shard import Shard
@@ -129,6 +129,7 @@ class Replay:
         )
         self.stats = RunStats()
         self.counts = ReadCounts()
+        self.bytes_total = total_size(self.paths)  # for progress: None for stdin, pipes, .gz
         self._spill = FileSpill(out_dir)
         lane_cap = settings.batch_actions if settings.batch else 16
         self.lanes = Lanes(lane_cap=lane_cap, spill=self._spill)
@@ -485,11 +486,14 @@ class Replay:
             "failed_by_kind": dict(window.failed),
             "retries": window.retries,
             "latency_ms": window.latency.summary(),
+            "latency_buckets_ms": window.latency.buckets_ms(),
+            "latency_sum_ms": round(window.latency.total, 3),
             "in_flight": self.in_flight,
             "retry_waiting": self.retry_waiting,
             "pending": self.lanes.pending,
             "lines_read": self.counts.lines,
             "bytes_read": self.counts.bytes_read,
+            "bytes_total": self.bytes_total,
             "outage": self._in_outage,
         }
 

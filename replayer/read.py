@@ -52,7 +52,7 @@ def total_size(paths: Sequence[str]) -> int | None:
     """Bytes of input when every path is a plain file (for progress); None otherwise."""
     total = 0
     for path in paths:
-        if path == STDIN or path.endswith(".gz"):
+        if path.endswith(".gz") or is_stream(path):
             return None
         try:
             total += os.path.getsize(path)

@@ -20,11 +20,13 @@ class Histogram:
     buckets: Counter[int] = field(default_factory=Counter)
     count: int = 0
     max_value: float = 0.0
+    total: float = 0.0
 
     def add(self, value_ms: float) -> None:
         """Records one value."""
         self.buckets[_bucket(value_ms)] += 1
         self.count += 1
+        self.total += value_ms
         self.max_value = max(self.max_value, value_ms)
 
     def percentile(self, p: float) -> float | None:
@@ -63,6 +65,7 @@ class Histogram:
         """Adds another histogram's counts to this one."""
         self.buckets.update(other.buckets)
         self.count += other.count
+        self.total += other.total
         self.max_value = max(self.max_value, other.max_value)
 
 

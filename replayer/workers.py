@@ -218,6 +218,10 @@ def _merge_metrics(sources: list[Path], target: Path) -> None:
                     merged[key] = dict(Counter(merged[key]) + Counter(value))
                 elif key == "latency_ms":
                     merged[key] = {p: _max_or_none(merged[key].get(p), v) for p, v in value.items()}
+                elif key == "latency_buckets_ms":
+                    merged[key] = _add_buckets(merged.get(key, []), value)
+                elif key == "bytes_total":
+                    merged[key] = value
                 elif key == "outage":
                     merged[key] = merged[key] or value
                 elif key in ("lines_read", "bytes_read"):
@@ -225,6 +229,13 @@ def _merge_metrics(sources: list[Path], target: Path) -> None:
                 else:
                     merged[key] = merged.get(key, 0) + value
     target.write_bytes(b"".join(orjson.dumps(by_second[s]) + b"\n" for s in sorted(by_second)))
+
+
+def _add_buckets(a: list[list[float]], b: list[list[float]]) -> list[list[float]]:
+    counts: Counter[float] = Counter()
+    for upper, n in (*a, *b):
+        counts[upper] += int(n)
+    return [[upper, counts[upper]] for upper in sorted(counts)]
 
 
 def _max_or_none(a: float | None, b: float | None) -> float | None:

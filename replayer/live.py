@@ -1,0 +1,121 @@
+"""Live totals of a run that is still going, built from its metrics.ndjson files.
+
+The pipeline appends one row per second per process; following those files gives
+the progress display and the Prometheus endpoint the same numbers for one process or
+many workers, and costs the hot path nothing. `Totals` is pure; `Follower` reads.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from replayer.stats import Histogram
+
+_GAUGES = ("in_flight", "retry_waiting", "pending")
+
+
+@dataclass(slots=True)
+class Totals:
+    """Sums of every row seen so far, plus the latest gauges of each source."""
+
+    requests: int = 0
+    delivered: int = 0
+    failed: int = 0
+    failed_by_kind: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+    lines_read: int = 0
+    bytes_read: int = 0
+    bytes_total: int | None = None
+    elapsed_s: float = 0.0
+    outage: bool = False
+    gauges: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> gauge -> value
+    recent: list[tuple[float, int]] = field(default_factory=list)  # (elapsed_s, records done)
+
+    @property
+    def done(self) -> int:
+        """Records with a row: delivered or failed."""
+        return self.delivered + self.failed
+
+    def gauge(self, name: str) -> int:
+        """A gauge summed over the sources (in_flight, retry_waiting, pending)."""
+        return sum(g.get(name, 0) for g in self.gauges.values())
+
+    def add(self, source: str, row: dict[str, Any]) -> None:
+        """Takes one metrics row of `source` (a file) into the totals."""
+        self.requests += row.get("requests", 0)
+        self.delivered += row.get("delivered", 0)
+        self.failed += row.get("failed", 0)
+        self.failed_by_kind.update(row.get("failed_by_kind", {}))
+        self.retries += row.get("retries", 0)
+        pairs = row.get("latency_buckets_ms") or []
+        if pairs:
+            top = (row.get("latency_ms") or {}).get("max") or 0.0
+            window = Histogram.from_buckets_ms(pairs, max_value=top)
+            window.total = row.get("latency_sum_ms", 0.0)
+            self.latency.merge(window)
+        # Every worker reads every line, so reading progress is the furthest source's.
+        self.lines_read = max(self.lines_read, row.get("lines_read", 0))
+        self.bytes_read = max(self.bytes_read, row.get("bytes_read", 0))
+        self.bytes_total = row.get("bytes_total", self.bytes_total)
+        self.elapsed_s = max(self.elapsed_s, row.get("elapsed_s", 0.0))
+        self.outage = bool(row.get("outage", False))
+        self.gauges[source] = {name: row.get(name, 0) for name in _GAUGES}
+        self.recent.append((self.elapsed_s, self.done))
+        del self.recent[:-30]
+
+    def records_per_s(self) -> float:
+        """Records finished per second over the last ~10 s (0 before two rows)."""
+        if len(self.recent) < 2:
+            return 0.0
+        now_s, now_done = self.recent[-1]
+        then_s, then_done = next(
+            ((s, d) for s, d in self.recent if now_s - s <= 10.0), self.recent[0]
+        )
+        if now_s <= then_s:
+            then_s, then_done = self.recent[0]
+        span = now_s - then_s
+        return (now_done - then_done) / span if span > 0 else 0.0
+
+    def eta_s(self) -> float | None:
+        """Seconds left, from bytes read of the input's size and the recent pace."""
+        if not self.bytes_total or not self.bytes_read or self.elapsed_s <= 0:
+            return None
+        share = min(1.0, self.bytes_read / self.bytes_total)
+        if share >= 1.0:
+            rate = self.records_per_s()
+            pending = self.gauge("pending")
+            return pending / rate if rate > 0 else None
+        return self.elapsed_s * (1.0 - share) / share
+
+
+class Follower:
+    """Reads the complete rows appended to a set of files since the last call."""
+
+    def __init__(self, files: Callable[[], Iterable[Path]]) -> None:
+        self._files = files
+        self._offsets: dict[Path, int] = {}
+        self.totals = Totals()
+
+    def poll(self) -> Totals:
+        """Takes in every new complete row; a half-written last row waits for the next poll."""
+        for path in self._files():
+            offset = self._offsets.get(path, 0)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n") + 1
+            for raw in data[:end].splitlines():
+                if raw:
+                    self.totals.add(str(path), orjson.loads(raw))
+            self._offsets[path] = offset + end
+        return self.totals
