@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import logging
 import os
 import random
 import shlex
@@ -26,6 +25,7 @@ from replayer.config import ConfigError, Settings, load_settings
 from replayer.emulator.command import emulate
 from replayer.generate import write_records
 from replayer.journal import ResumeError, load_resume
+from replayer.logs import setup_logging
 from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
 from replayer.read import STDIN
 from replayer.sinks import OutDirError, prepare_out_dir
@@ -115,6 +115,10 @@ def _flags(**given: Any) -> dict[str, Any]:
 @click.option("--workers", type=int, default=None,
               help="Processes sharing the users by a stable hash [0: one per CPU]; "
                    "1 when reading stdin.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines on stderr as text or JSON [text].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default=None, help="debug: every record; info: failures and events [info].")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
 @click.option("--seed", type=int, default=None, help="Seed for retry jitter (reproducible runs).")
 def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **given: Any) -> None:
@@ -140,8 +144,7 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
             resume = load_resume(out_dir, paths)
     except (ConfigError, OutDirError, ResumeError) as exc:
         raise SetupError(str(exc)) from None
-    logging.basicConfig(level=logging.ERROR if settings.quiet else logging.INFO,
-                        format="replayer: %(message)s", stream=sys.stderr)
+    setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     resume_command = _resume_command(paths, out_dir, config_path)
     tune_gc()
     report = asyncio.run(_run(settings, paths, out_dir, resume, resume_command,

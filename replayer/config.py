@@ -271,9 +271,9 @@ FIELDS: tuple[FieldSpec, ...] = (
         ("REPLAYER_ALLOW_UNKNOWN_FIELDS",),
     ),
     FieldSpec(
-        "log_format", "str", "", "log", ("REPLAYER_LOG_FORMAT",), choices=get_args(LogFormat)
+        "log_format", "str", "--log-format", "log", ("REPLAYER_LOG_FORMAT",), choices=get_args(LogFormat)
     ),
-    FieldSpec("log_level", "str", "", "log", ("REPLAYER_LOG_LEVEL",), choices=get_args(LogLevel)),
+    FieldSpec("log_level", "str", "--log-level", "log", ("REPLAYER_LOG_LEVEL",), choices=get_args(LogLevel)),
     FieldSpec(
         "progress_interval_s", "float", "", "log", ("REPLAYER_PROGRESS_INTERVAL_S",), _above(0)
     ),

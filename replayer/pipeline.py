@@ -30,6 +30,7 @@ from replayer.config import Settings
 from replayer.health import Health
 from replayer.journal import Journal, ResumeError, ResumeState, fingerprint
 from replayer.lanes import Lane, Lanes, Take, Work
+from replayer.logs import about, log
 from replayer.pacing import Clock, Pacer, RealClock
 from replayer.read import ChunkReader, ReadCounts, iter_lines, total_size
 from replayer.records import RecordFailure
@@ -59,7 +60,6 @@ EXIT_WORKER = 5
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
-log = logging.getLogger("replayer")
 
 FLUSH_INTERVAL_S = 0.05
 METRICS_INTERVAL_S = 1.0
@@ -239,6 +239,9 @@ class Replay:
                     if isinstance(parsed, RecordFailure):
                         self.failures.write(invalid_row(parsed))
                         self.stats.failed(parsed.kind)
+                        log.info("invalid, not sent (%s): %s", parsed.kind, parsed.message,
+                                 extra=about(parsed.file, parsed.line_no,
+                                             parsed.user_id or parsed.device_id, parsed.kind))
                         continue
                     work = Work(parsed)
                     if resume is not None and resume.was_sent(parsed.file, parsed.line_no):
@@ -421,6 +424,10 @@ class Replay:
             self.results.write(result_row(work, outcome, save_response=self.settings.save_responses))
             self.stats.delivered(latency_ms=work.latency_ms)
             self.stats.ambiguous_attempts += work.ambiguous
+            if log.isEnabledFor(logging.DEBUG):
+                s = work.session
+                log.debug("delivered after %d attempt(s)", work.attempts,
+                          extra=about(s.file, s.line_no, s.lane))
             return None
         if verdict in (Verdict.SKIPPED, Verdict.REJECTED):
             self._fail(work, outcome.kind, outcome.message, outcome.http_status)
@@ -440,9 +447,16 @@ class Replay:
         if delay is None:
             message = f"gave up after {work.attempts} attempts: {outcome.message}"
             self._fail(work, outcome.kind, message, outcome.http_status)
+        elif log.isEnabledFor(logging.DEBUG):
+            s = work.session
+            log.debug("retry in %.2f s after %s: %s", delay, outcome.kind, outcome.message,
+                      extra=about(s.file, s.line_no, s.lane, outcome.kind))
         return delay
 
     def _fail(self, work: Work, kind: str, message: str, http_status: int | None) -> None:
+        s = work.session
+        log.info("failed (%s) after %d attempt(s): %s", kind, work.attempts, message,
+                 extra=about(s.file, s.line_no, s.lane, kind))
         self.failures.write(failure_row(work, kind, message, http_status))
         self.stats.failed(kind, latency_ms=work.latency_ms)
         self.stats.ambiguous_attempts += work.ambiguous

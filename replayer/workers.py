@@ -28,6 +28,7 @@ import orjson
 
 from replayer.config import Secret, Settings
 from replayer.journal import RUN, ResumeError, fingerprint, load_resume
+from replayer.logs import setup_logging
 from replayer.pipeline import (
     EXIT_FAILURES,
     EXIT_INPUT,
@@ -79,7 +80,7 @@ async def run_workers(
     async with AsyncExitStack() as stack:
         endpoint = await open_endpoint(settings, stack)
         share = dataclasses.replace(
-            settings, endpoint=endpoint.url, app_id=endpoint.app_id, workers=1, quiet=True,
+            settings, endpoint=endpoint.url, app_id=endpoint.app_id, workers=1,
             concurrency=math.ceil(settings.concurrency / count),
             rate_per_s=settings.rate_per_s / count if settings.rate_per_s else None,
         )
@@ -325,6 +326,7 @@ async def _work(index: int, count: int, folder: Path, resume: bool,
     for early in early_signals:
         _on_worker_signal(control, early)
     settings = dataclasses.replace(_settings_from_env(), out_dir=folder)
+    setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     state = load_resume(folder, paths) if resume and (folder / RUN).exists() else None
     report = await replay(settings, paths, folder, control=control, resume=state,
                           shard=Shard(index, count))
