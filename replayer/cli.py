@@ -29,6 +29,7 @@ from replayer.logs import setup_logging
 from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
 from replayer.read import STDIN
 from replayer.sinks import OutDirError, prepare_out_dir
+from replayer.watch import watching
 from replayer.workers import check_resume, run_workers, worker_count
 
 RUN_EPILOG = """\b
@@ -119,6 +120,12 @@ def _flags(**given: Any) -> dict[str, Any]:
               help="Log lines on stderr as text or JSON [text].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default=None, help="debug: every record; info: failures and events [info].")
+@click.option("--progress-interval", "progress_interval_s", type=float, default=None,
+              help="Seconds between progress lines when stderr is not a terminal [10].")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics on this port while the run goes on (0: any).")
+@click.option("--metrics-host", default=None,
+              help="Address for --metrics-port [127.0.0.1].")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
 @click.option("--seed", type=int, default=None, help="Seed for retry jitter (reproducible runs).")
 def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **given: Any) -> None:
@@ -169,11 +176,12 @@ async def _run(settings: Settings, paths: tuple[str, ...], out_dir: Path, resume
     for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
         loop.add_signal_handler(signum, _on_signal, control, name, settings.quiet)
     try:
-        if workers > 1:
-            return await run_workers(settings, paths, out_dir, workers, control=control,
-                                     resume_command=resume_command)
-        return await replay(settings, paths, out_dir, control=control, resume=resume,
-                            rng=rng, resume_command=resume_command)
+        async with watching(settings, out_dir, workers):
+            if workers > 1:
+                return await run_workers(settings, paths, out_dir, workers, control=control,
+                                         resume_command=resume_command)
+            return await replay(settings, paths, out_dir, control=control, resume=resume,
+                                rng=rng, resume_command=resume_command)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

@@ -120,6 +120,8 @@ class Settings:
     log_level: LogLevel = "info"
     progress_interval_s: float = 10.0
     quiet: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     def redacted(self) -> dict[str, object]:
         """Every setting as JSON-ready values, with the client key hidden (for summary.json)."""
@@ -275,9 +277,14 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec("log_level", "str", "--log-level", "log", ("REPLAYER_LOG_LEVEL",), choices=get_args(LogLevel)),
     FieldSpec(
-        "progress_interval_s", "float", "", "log", ("REPLAYER_PROGRESS_INTERVAL_S",), _above(0)
+        "progress_interval_s", "float", "--progress-interval", "log", ("REPLAYER_PROGRESS_INTERVAL_S",), _above(0)
     ),
     FieldSpec("quiet", "bool", "--quiet", "log", ("REPLAYER_QUIET",)),
+    FieldSpec(
+        "metrics_port", "int", "--metrics-port", "log", ("REPLAYER_METRICS_PORT",),
+        _between(0, 65535),
+    ),
+    FieldSpec("metrics_host", "str", "--metrics-host", "log", ("REPLAYER_METRICS_HOST",)),
 )
 SPECS: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(spec.section for spec in FIELDS))

@@ -67,8 +67,12 @@ class Totals:
         self.elapsed_s = max(self.elapsed_s, row.get("elapsed_s", 0.0))
         self.outage = bool(row.get("outage", False))
         self.gauges[source] = {name: row.get(name, 0) for name in _GAUGES}
-        self.recent.append((self.elapsed_s, self.done))
-        del self.recent[:-30]
+
+    def mark(self) -> None:
+        """Notes (elapsed, done) once per poll, for the recent rate."""
+        if not self.recent or self.recent[-1][0] < self.elapsed_s:
+            self.recent.append((self.elapsed_s, self.done))
+            del self.recent[:-30]
 
     def records_per_s(self) -> float:
         """Records finished per second over the last ~10 s (0 before two rows)."""
@@ -100,7 +104,8 @@ class Follower:
 
     def __init__(self, files: Callable[[], Iterable[Path]]) -> None:
         self._files = files
-        self._offsets: dict[Path, int] = {}
+        # A resumed run appends to its files: its live totals start from what is new.
+        self._offsets: dict[Path, int] = {p: p.stat().st_size for p in files() if p.exists()}
         self.totals = Totals()
 
     def poll(self) -> Totals:
@@ -118,4 +123,5 @@ class Follower:
                 if raw:
                     self.totals.add(str(path), orjson.loads(raw))
             self._offsets[path] = offset + end
+        self.totals.mark()
         return self.totals

@@ -48,9 +48,26 @@ class TextFormatter(logging.Formatter):
         return f"replayer: {where}{record.getMessage()}"
 
 
-def setup_logging(*, fmt: str, level: str, quiet: bool = False) -> None:
-    """Sends the `replayer` logger to stderr in `fmt` at `level` (errors only when quiet)."""
-    handler = logging.StreamHandler(sys.stderr)
+class ConsoleHandler(logging.Handler):
+    """Prints through a rich console, so lines appear above a live progress display."""
+
+    def __init__(self, console: Any) -> None:
+        super().__init__()
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._console.print(self.format(record), markup=False, highlight=False,
+                            soft_wrap=True)
+
+
+def setup_logging(*, fmt: str, level: str, quiet: bool = False, console: Any = None) -> None:
+    """Sends the `replayer` logger to stderr in `fmt` at `level` (errors only when quiet).
+
+    With a rich `console` (a live display on the terminal), lines go through it.
+    """
+    handler: logging.Handler = (
+        ConsoleHandler(console) if console is not None else logging.StreamHandler(sys.stderr)
+    )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     log.handlers[:] = [handler]
     log.propagate = False

@@ -110,6 +110,8 @@ LOADED_DEFAULTS: dict[str, object] = {
     "log_level": "info",
     "progress_interval_s": 10.0,
     "quiet": False,
+    "metrics_port": None,
+    "metrics_host": "127.0.0.1",
 }
 
 
@@ -231,6 +233,8 @@ ENV_CASES: list[tuple[str, str, str, object]] = [
     ("REPLAYER_BACKOFF_JITTER", "0", "backoff_jitter", 0.0),
     ("REPLAYER_ON_AMBIGUOUS", "Fail", "on_ambiguous", "fail"),
     ("REPLAYER_DRAIN_TIMEOUT_S", "0", "drain_timeout_s", 0.0),
+    ("REPLAYER_METRICS_PORT", "9464", "metrics_port", 9464),
+    ("REPLAYER_METRICS_HOST", "::1", "metrics_host", "::1"),
     ("REPLAYER_OUTAGE_WINDOW_S", "5", "outage_window_s", 5.0),
     ("REPLAYER_OUTAGE_PROBE_MAX_S", "2.5", "outage_probe_max_s", 2.5),
     ("REPLAYER_WORKERS", "4", "workers", 4),

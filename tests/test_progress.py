@@ -36,6 +36,7 @@ def _totals(*rows: dict[str, Any]) -> Totals:
     totals = Totals()
     for row in rows:
         totals.add("metrics.ndjson", row)
+        totals.mark()  # as Follower.poll does after each poll
     return totals
 
 

@@ -53,6 +53,7 @@ def totals_of(rows: list[tuple[str, dict[str, Any]]]) -> Totals:
     totals = Totals()
     for source, r in rows:
         totals.add(source, r)
+        totals.mark()  # as Follower.poll does after each poll
     return totals
 
 

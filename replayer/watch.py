@@ -1,0 +1,69 @@
+"""Watching a run: once a second, read its metrics rows, redraw progress, serve /metrics.
+
+One task polls the metrics files (one per process) into live `Totals`; the progress
+display and the Prometheus endpoint both show those, so neither touches the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+from aiohttp import web
+
+from replayer.config import Settings
+from replayer.live import Follower
+from replayer.logs import log, setup_logging
+from replayer.progress import Progress
+from replayer.prom import metrics_app, serve_metrics
+from replayer.sinks import METRICS, WORKERS_DIR
+
+POLL_INTERVAL_S = 1.0
+
+
+def metrics_files(out_dir: Path, workers: int) -> Callable[[], Iterable[Path]]:
+    """The metrics.ndjson files a run of `workers` processes writes while it goes on."""
+    if workers <= 1:
+        return lambda: [out_dir / METRICS]
+    return lambda: [out_dir / WORKERS_DIR / str(i) / METRICS for i in range(workers)]
+
+
+@asynccontextmanager
+async def watching(settings: Settings, out_dir: Path, workers: int) -> AsyncIterator[None]:
+    """Shows progress (unless quiet) and serves /metrics (if a port is set) while inside."""
+    follower = Follower(metrics_files(out_dir, workers))
+    progress = None
+    if not settings.quiet:
+        progress = Progress(stream=sys.stderr, tty=sys.stderr.isatty(),
+                            interval_s=settings.progress_interval_s)
+        if progress.console is not None:  # log lines above the live display, not through it
+            setup_logging(fmt=settings.log_format, level=settings.log_level,
+                          console=progress.console)
+    runner: web.AppRunner | None = None
+    if settings.metrics_port is not None:
+        runner = await serve_metrics(metrics_app(lambda: follower.totals),
+                                     settings.metrics_host, settings.metrics_port)
+        host, port = runner.addresses[0][:2]
+        log.warning("metrics on http://%s:%s/metrics", host, port)
+    poller = asyncio.create_task(_poll(follower, progress))
+    try:
+        yield
+    finally:
+        poller.cancel()
+        with suppress(asyncio.CancelledError):
+            await poller
+        if progress is not None:
+            progress.close(follower.poll())
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _poll(follower: Follower, progress: Progress | None) -> None:
+    while True:
+        totals = follower.poll()
+        if progress is not None:
+            progress.update(totals)
+        await asyncio.sleep(POLL_INTERVAL_S)
