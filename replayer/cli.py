@@ -21,13 +21,15 @@ from typing import Any
 import click
 
 from replayer import __version__
-from replayer.config import ConfigError, Settings, load_settings
+from replayer.checkfile import check_files, kind_table
+from replayer.config import ConfigError, Settings, is_remote, load_settings
 from replayer.emulator.command import emulate
 from replayer.generate import write_records
 from replayer.journal import ResumeError, load_resume
 from replayer.logs import setup_logging
 from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
-from replayer.read import STDIN
+from replayer.read import STDIN, is_stream
+from replayer.records import RecordFailure
 from replayer.sinks import OutDirError, prepare_out_dir
 from replayer.watch import watching
 from replayer.workers import check_resume, run_workers, worker_count
@@ -75,6 +77,13 @@ def _flags(**given: Any) -> dict[str, Any]:
               help="Output folder (default: a new folder under ./replay-out/).")
 @click.option("--resume", is_flag=True, default=None,
               help="Continue the run in --out: skip lines already done.")
+@click.option("--dry-run", is_flag=True, default=None,
+              help="Send nothing: write the request bodies to requests.ndjson (key redacted) "
+                   "and print what the run would cost.")
+@click.option("--yes", "-y", is_flag=True, default=None,
+              help="Do not ask before a large run against the real API.")
+@click.option("--confirm-over", type=int, default=None,
+              help="Ask before a real run of more records than this [10000].")
 @click.option("--overwrite", is_flag=True, default=None,
               help="Start over in a non-empty --out (removes replayer's files in it).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
@@ -152,6 +161,7 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
     except (ConfigError, OutDirError, ResumeError) as exc:
         raise SetupError(str(exc)) from None
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
+    _confirm_real_run(settings, paths)
     resume_command = _resume_command(paths, out_dir, config_path)
     tune_gc()
     report = asyncio.run(_run(settings, paths, out_dir, resume, resume_command,
@@ -159,6 +169,36 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
     if not settings.quiet:
         _print_summary(report)
     sys.exit(report.exit_code)
+
+
+def _interactive() -> bool:
+    """Whether someone at a terminal can answer a question."""
+    return sys.stdin.isatty()
+
+
+def _confirm_real_run(settings: Settings, paths: tuple[str, ...]) -> None:
+    """Before a large run against the real API: show what it will cost and ask."""
+    if settings.yes or settings.dry_run or not is_remote(settings.endpoint):
+        return
+    if any(is_stream(p) for p in paths):
+        size = "an input of unknown size (stdin or a pipe)"
+    else:
+        tally = check_files(paths, allow_unknown_fields=settings.allow_unknown_fields,
+                            max_line_bytes=settings.max_line_bytes, on_invalid=lambda _: None)
+        if tally.valid <= settings.confirm_over:
+            return
+        users = len(tally.users)
+        fewest = max(-(-tally.valid // settings.batch_actions), -(-users // settings.batch_users))
+        calls = (f"at least {fewest} multi calls" if settings.batch
+                 else f"{tally.valid} start calls")
+        size = (f"{tally.valid} records ({tally.invalid} invalid lines will not be sent) for "
+                f"{users} distinct users: {calls}, at least {users} user lookups (billed)")
+    click.echo(f"About to replay {size} into {settings.endpoint}.", err=True)
+    if not _interactive():
+        raise SetupError("a large run against the real API needs a yes: run it from a terminal "
+                         "to confirm, or add --yes (see --dry-run for the exact cost)")
+    if not click.confirm("Go on?", err=True):
+        raise SetupError("not confirmed; nothing was sent")
 
 
 def _check_paths(paths: tuple[str, ...]) -> None:
@@ -210,14 +250,19 @@ def _print_summary(report: RunReport) -> None:
         f"{s['state']}: {s['records']} records from {s['lines_read']} lines in "
         f"{s['elapsed_s']:.2f} s ({s['records_per_s']:.0f} records/s)"
     )
-    click.echo(f"  delivered {s['delivered']}, failed {s['failed']}"
+    done = "would send" if s.get("dry_run") else "delivered"
+    click.echo(f"  {done} {s['delivered']}, failed {s['failed']}"
                + (f", unfinished {s['unfinished']}" if s["unfinished"] else ""))
     if s["failures_by_kind"]:
         kinds = ", ".join(f"{k} {n}" for k, n in s["failures_by_kind"].items())
         click.echo(f"  failures by kind: {kinds}")
-    if lat.get("p50") is not None:
+    if lat.get("p50") is not None and not s.get("dry_run"):
         click.echo(f"  latency ms: p50 {lat['p50']}, p90 {lat['p90']}, p99 {lat['p99']}, "
                    f"max {lat['max']}")
+    if s.get("dry_run"):
+        click.echo(f"  dry run, nothing sent: {s['requests']} API calls carrying "
+                   f"{s['user_lookups']} user lookups (the billable unit) would go out; "
+                   f"bodies in {report.out_dir}/requests.ndjson")
     if s.get("stopped_because"):
         click.echo(f"  stopped because {s['stopped_because']}", err=True)
     click.echo(f"  outputs in {report.out_dir}/ (results.ndjson, failures.ndjson, summary.json)")
@@ -247,6 +292,38 @@ def generate(records: int, users: int, seed: int, with_time: bool, output: str) 
     opener: Any = gzip.open if output.endswith(".gz") else open
     with opener(output, "wb") as out:
         write_records(out, records=records, users=users, seed=seed, with_time=with_time)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--allow-unknown-fields", is_flag=True,
+              help="Accept fields that are not start parameters, as run would with this flag.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=1_048_576,
+              show_default=True, help="Longer lines are invalid (line_too_long).")
+def validate(paths: tuple[str, ...], allow_unknown_fields: bool, max_line_bytes: int) -> None:
+    """Check PATH... as `replayer run` would, sending nothing.
+
+    Prints every invalid line with its file, line number, kind and reason, then a
+    table of counts by kind. Exit code 0 when every line is valid, 1 otherwise,
+    2 on a usage error.
+
+    \b
+    Example:
+      replayer validate sessions.ndjson.gz && replayer run sessions.ndjson.gz
+    """
+    _check_paths(paths)
+
+    def report(failure: RecordFailure) -> None:
+        click.echo(f"{failure.file}:{failure.line_no}: {failure.kind}: {failure.message}")
+
+    tally = check_files(paths, allow_unknown_fields=allow_unknown_fields,
+                        max_line_bytes=max_line_bytes, on_invalid=report)
+    counts = tally.counts
+    click.echo(f"{counts.lines} lines ({counts.blank_lines} blank): {tally.valid} valid records "
+               f"for {len(tally.users)} distinct users, {tally.invalid} invalid")
+    if tally.invalid:
+        click.echo("\n".join(kind_table(tally)))
+    sys.exit(1 if tally.invalid else 0)
 
 
 main.add_command(emulate)

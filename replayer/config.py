@@ -111,6 +111,9 @@ class Settings:
     drain_timeout_s: float = 30.0
     workers: int = 0  # 0: one per CPU
     resume: bool = False
+    dry_run: bool = False
+    yes: bool = False
+    confirm_over: int = 10_000
     out_dir: Path | None = None
     overwrite: bool = False
     save_responses: bool = False
@@ -261,6 +264,10 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec("workers", "int", "--workers", "run", ("REPLAYER_WORKERS",), _at_least(0)),
     FieldSpec("resume", "bool", "--resume", "run", ("REPLAYER_RESUME",)),
+    FieldSpec("dry_run", "bool", "--dry-run", "run", ("REPLAYER_DRY_RUN",)),
+    FieldSpec("yes", "bool", "--yes", "run", ("REPLAYER_YES",)),
+    FieldSpec("confirm_over", "int", "--confirm-over", "run", ("REPLAYER_CONFIRM_OVER",),
+              _at_least(0)),
     FieldSpec("out_dir", "path", "--out", "output", ("REPLAYER_OUT_DIR",)),
     FieldSpec("overwrite", "bool", "--overwrite", "output", ("REPLAYER_OVERWRITE",)),
     FieldSpec("save_responses", "bool", "--save-responses", "output", ("REPLAYER_SAVE_RESPONSES",)),
@@ -494,6 +501,14 @@ def _check_endpoint(settings: Settings, source: str) -> None:
         f'{source}: expected "embedded" or an http(s) URL such as '
         f"https://api.leanplum.com/api, but {problem}"
     )
+
+
+def is_remote(endpoint: str) -> bool:
+    """True for an endpoint that is neither embedded nor on this machine (the real API, say)."""
+    if endpoint == EMBEDDED:
+        return False
+    host = urlsplit(endpoint).hostname or ""
+    return not _is_loopback(host)
 
 
 def _is_loopback(host: str) -> bool:

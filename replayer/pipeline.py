@@ -39,6 +39,7 @@ from replayer.shard import Shard
 from replayer.sinks import (
     FAILURES,
     METRICS,
+    REQUESTS,
     RESULTS,
     SUMMARY,
     NdjsonSink,
@@ -102,7 +103,7 @@ class Replay:
         paths: Sequence[str],
         out_dir: Path,
         *,
-        http: aiohttp.ClientSession,
+        poster: send.Poster,
         url: str,
         auth: bytes,
         clock: Clock,
@@ -114,7 +115,8 @@ class Replay:
         self.settings = settings
         self.paths = list(paths)
         self.out_dir = out_dir
-        self.http = http
+        self.poster = poster
+        self._delivered_status = "dry_run" if settings.dry_run else "delivered"
         self._start_url = f"{url}?action=start"
         self._multi_url = f"{url}?action=multi"
         self._auth = auth
@@ -355,8 +357,8 @@ class Replay:
         else:
             body = send.start_body(self._auth, works[0])
             url = self._start_url
-        attempt = await send.post(self.http, url, body)
-        self.stats.request()
+        attempt = await self.poster(url, body, actions=len(works))
+        self.stats.request(users=len(parts))
         outcomes = classify(attempt, len(works))
         self._note_health(attempt.status)
         verdict = outcomes[0].verdict
@@ -421,7 +423,8 @@ class Replay:
         outcome, retry_after_s = answer
         verdict = outcome.verdict
         if verdict is Verdict.DELIVERED:
-            self.results.write(result_row(work, outcome, save_response=self.settings.save_responses))
+            self.results.write(result_row(work, outcome, save_response=self.settings.save_responses,
+                                          status=self._delivered_status))
             self.stats.delivered(latency_ms=work.latency_ms)
             self.stats.ambiguous_attempts += work.ambiguous
             if log.isEnabledFor(logging.DEBUG):
@@ -556,6 +559,7 @@ class Replay:
             "unfinished": self.unfinished(),
             "failures_by_kind": dict(sorted((stats.by_kind + prior.by_kind).items())),
             "requests": stats.requests,
+            "user_lookups": stats.user_lookups,
             "retries": stats.retries,
             "ambiguous_attempts": stats.ambiguous_attempts,
             "possible_duplicates": stats.possible_duplicates + prior.possible_duplicates,
@@ -573,6 +577,8 @@ class Replay:
             "settings": self.settings.redacted(),
             "inputs": list(self.paths),
         }
+        if self.settings.dry_run:
+            doc["dry_run"] = True
         if self.resume is not None:
             doc["resumed"] = {
                 "lines_already_done": self.counts.skipped_done,
@@ -654,13 +660,21 @@ async def replay(
 ) -> RunReport:
     """Runs one replay against the configured endpoint (starting the embedded emulator if asked)."""
     async with AsyncExitStack() as stack:
-        endpoint = await open_endpoint(settings, stack)
-        connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
-        http = await stack.enter_async_context(aiohttp.ClientSession(
-            connector=connector, timeout=send.client_timeout(settings.timeout_s)))
+        if settings.dry_run:
+            dry = send.DryPoster(out_dir / REQUESTS)
+            stack.callback(dry.close)
+            poster: send.Poster = dry
+            # The bodies are built with the key redacted: it is never in them to leak.
+            url, auth = settings.endpoint, send.auth_prefix(settings.app_id or "", "[redacted]")
+        else:
+            endpoint = await open_endpoint(settings, stack)
+            connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
+            http = await stack.enter_async_context(aiohttp.ClientSession(
+                connector=connector, timeout=send.client_timeout(settings.timeout_s)))
+            poster = send.HttpPoster(http)
+            url, auth = endpoint.url, send.auth_prefix(endpoint.app_id, endpoint.client_key)
         run = Replay(
-            settings, paths, out_dir, http=http, url=endpoint.url,
-            auth=send.auth_prefix(endpoint.app_id, endpoint.client_key),
+            settings, paths, out_dir, poster=poster, url=url, auth=auth,
             clock=clock or RealClock(), rng=rng or random.Random(), control=control,
             resume=resume, shard=shard,
         )

@@ -7,8 +7,11 @@ is never part of a URL, so aiohttp's own error messages cannot carry it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 import orjson
@@ -91,3 +94,41 @@ def _describe(exc: BaseException) -> str:
     """The exception's class and text; bodies are never part of aiohttp's messages."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Poster(Protocol):
+    """Sends one request body and reports the attempt (the seam that --dry-run replaces)."""
+
+    async def __call__(self, url: str, body: bytes, *, actions: int) -> Attempt: ...
+
+
+class HttpPoster:
+    """The real thing: POSTs through the run's one aiohttp session."""
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self._http = http
+
+    async def __call__(self, url: str, body: bytes, *, actions: int) -> Attempt:
+        """POSTs `body` to `url`."""
+        return await post(self._http, url, body)
+
+
+class DryPoster:
+    """--dry-run: writes each body (already built with the key redacted) and answers success."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    async def __call__(self, url: str, body: bytes, *, actions: int) -> Attempt:
+        """Appends `{"url":…,"body":…}` and answers one success element per action."""
+        action = url.rsplit("action=", 1)[-1]
+        os.write(self._fd, b'{"action":"' + action.encode() + b'","body":' + body + b"}\n")
+        answer = b'{"response":[' + b",".join([_DRY_ELEMENT] * actions) + b"]}"
+        return Attempt(200, answer)
+
+    def close(self) -> None:
+        """Closes the requests file."""
+        os.close(self._fd)
+
+
+_DRY_ELEMENT = b'{"success":true,"vars":{},"variants":[]}'

@@ -23,6 +23,7 @@ RESULTS = "results.ndjson"
 FAILURES = "failures.ndjson"
 SUMMARY = "summary.json"
 METRICS = "metrics.ndjson"
+REQUESTS = "requests.ndjson"  # --dry-run: every body that would have been sent
 # orjson's output holds ~8 KB of allocation per row until joined: keep few queued.
 MAX_BUFFERED_ROWS = 512
 
@@ -63,14 +64,16 @@ class NdjsonSink:
         os.close(self._fd)
 
 
-def result_row(work: Work, outcome: Outcome, *, save_response: bool) -> dict[str, Any]:
-    """The results.ndjson row of a delivered record."""
+def result_row(
+    work: Work, outcome: Outcome, *, save_response: bool, status: str = "delivered"
+) -> dict[str, Any]:
+    """The results.ndjson row of a delivered record (`dry_run` when nothing was sent)."""
     s = work.session
     element = outcome.element or {}
     variants = element.get("variants")
     row: dict[str, Any] = {
         "file": s.file, "line": s.line_no, "userId": s.user_id, "deviceId": s.device_id,
-        "status": "delivered", "http_status": outcome.http_status,
+        "status": status, "http_status": outcome.http_status,
         "attempts": work.attempts, "latency_ms": round(work.latency_ms, 3),
         "vars": len(element.get("vars") or {}),
         "variants": [v.get("id") for v in variants if isinstance(v, dict)]
@@ -124,7 +127,7 @@ def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-OUR_FILES = (RESULTS, FAILURES, SUMMARY, METRICS, "journal.log", "run.json")
+OUR_FILES = (RESULTS, FAILURES, SUMMARY, METRICS, REQUESTS, "journal.log", "run.json")
 WORKERS_DIR = "workers"  # one folder per worker process, merged into the files above
 
 

@@ -96,6 +96,7 @@ class RunStats:
     by_status: Counter[str] = field(default_factory=Counter)
     by_kind: Counter[str] = field(default_factory=Counter)
     requests: int = 0
+    user_lookups: int = 0  # distinct users per call, summed: what Leanplum bills
     retries: int = 0
     ambiguous_attempts: int = 0
     possible_duplicates: int = 0
@@ -103,9 +104,10 @@ class RunStats:
     failed_latency: Histogram = field(default_factory=Histogram)  # sent, then failed
     window: Window = field(default_factory=Window)
 
-    def request(self) -> None:
-        """Counts one HTTP request."""
+    def request(self, *, users: int = 1) -> None:
+        """Counts one HTTP request carrying `users` distinct users."""
         self.requests += 1
+        self.user_lookups += users
         self.window.requests += 1
 
     def retried(self, n: int) -> None:

@@ -49,6 +49,7 @@ from replayer.shard import Shard
 from replayer.sinks import (
     FAILURES,
     METRICS,
+    REQUESTS,
     RESULTS,
     SUMMARY,
     WORKERS_DIR,
@@ -182,8 +183,9 @@ def merge_outputs(out_dir: Path, count: int, *, settings: Settings, started_wall
                   elapsed_s: float) -> dict[str, Any]:
     """Writes one set of output files from the workers' folders; returns the merged summary."""
     folders = [out_dir / WORKERS_DIR / str(i) for i in range(count)]
-    for name in (RESULTS, FAILURES):
-        _concatenate([f / name for f in folders], out_dir / name)
+    for name in (RESULTS, FAILURES, REQUESTS):
+        if any((f / name).exists() for f in folders):
+            _concatenate([f / name for f in folders], out_dir / name)
     _merge_metrics([f / METRICS for f in folders], out_dir / METRICS)
     parts = [orjson.loads((f / SUMMARY).read_bytes()) for f in folders if (f / SUMMARY).exists()]
     return _merge_summaries(parts, count, settings=settings, started_wall=started_wall,
@@ -249,7 +251,8 @@ def _merge_summaries(parts: list[dict[str, Any]], count: int, *, settings: Setti
     kinds: Counter[str] = Counter()
     hists: dict[str, Histogram] = defaultdict(Histogram)
     for part in parts:
-        for key in ("records", "delivered", "failed", "unfinished", "requests", "retries",
+        for key in ("records", "delivered", "failed", "unfinished", "requests", "user_lookups",
+                    "retries",
                     "ambiguous_attempts", "possible_duplicates", "outages"):
             totals[key] += part.get(key, 0)
         kinds.update(part.get("failures_by_kind", {}))
@@ -266,7 +269,7 @@ def _merge_summaries(parts: list[dict[str, Any]], count: int, *, settings: Setti
         "blank_lines": first.get("blank_lines", 0),
         **{k: totals[k] for k in ("records", "delivered", "failed", "unfinished")},
         "failures_by_kind": dict(sorted(kinds.items())),
-        **{k: totals[k] for k in ("requests", "retries", "ambiguous_attempts",
+        **{k: totals[k] for k in ("requests", "user_lookups", "retries", "ambiguous_attempts",
                                   "possible_duplicates", "outages")},
         "records_per_s": round(this_run / max(elapsed_s, 1e-9), 1),
         "latency_ms": hists["delivered"].summary(),
@@ -277,6 +280,7 @@ def _merge_summaries(parts: list[dict[str, Any]], count: int, *, settings: Setti
         "elapsed_s": round(elapsed_s, 3),
         "settings": settings.redacted(),
         "workers": count,
+        **({"dry_run": True} if settings.dry_run else {}),
         "per_worker": [{k: p.get(k) for k in ("state", "exit_code", "records", "delivered",
                                               "failed", "unfinished")} for p in parts],
     }
