@@ -52,14 +52,35 @@ def throttle_shape(rate_per_s: float) -> tuple[int, float]:
     return per_window, per_window / rate_per_s
 
 
-class Pacer:
-    """Hands out one token per allowed request; `run()` is the only task touching the throttler."""
+class ScheduleEnded(Exception):
+    """The rate schedule planned no more requests (a ramp down to 0 ended)."""
 
-    def __init__(self, rate_per_s: float) -> None:
+
+class Pacing(Protocol):
+    """Decides when each request may go; `wait` returns the time it was planned for."""
+
+    async def run(self) -> None: ...
+
+    async def wait(self) -> float: ...
+
+    def planned_by(self, elapsed_s: float) -> float: ...
+
+
+class Pacer:
+    """A constant rate: one token per allowed request; `run()` alone polls the throttler.
+
+    `wait` returns the request's planned time, start + k / rate, so latency measured from
+    it shows how late the client was, not only how slow the server was.
+    """
+
+    def __init__(self, rate_per_s: float, *, clock: Clock) -> None:
         per_window, window_s = throttle_shape(rate_per_s)
         # Poll at 1/100 of the window: each refill starts at most 1% late.
         self._throttler = Throttler(per_window, period=window_s, retry_interval=window_s / 100)
         self._tokens: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        self._clock = clock
+        self._start_s: float | None = None
+        self._issued = 0
         self.rate_per_s = rate_per_s
 
     async def run(self) -> None:
@@ -68,6 +89,15 @@ class Pacer:
             await self._throttler.acquire()  # type: ignore[no-untyped-call]  # untyped library
             await self._tokens.put(None)
 
-    async def wait(self) -> None:
-        """Waits until this request may go."""
+    async def wait(self) -> float:
+        """Waits until this request may go; returns when it was planned (monotonic s)."""
+        if self._start_s is None:
+            self._start_s = self._clock.now()
         await self._tokens.get()
+        planned = self._start_s + self._issued / self.rate_per_s
+        self._issued += 1
+        return planned
+
+    def planned_by(self, elapsed_s: float) -> float:
+        """Requests planned in the first `elapsed_s` seconds."""
+        return self.rate_per_s * max(0.0, elapsed_s)

@@ -31,7 +31,7 @@ from replayer.health import Health
 from replayer.journal import Journal, ResumeError, ResumeState, fingerprint
 from replayer.lanes import Lane, Lanes, Take, Work
 from replayer.logs import about, log
-from replayer.pacing import Clock, Pacer, RealClock
+from replayer.pacing import Clock, Pacer, Pacing, RealClock, ScheduleEnded
 from replayer.read import ChunkReader, ReadCounts, iter_lines, total_size
 from replayer.records import RecordFailure
 from replayer.retry import RetryPolicy, parse_retry_after
@@ -63,6 +63,7 @@ EXIT_SIGTERM = 143
 
 
 FLUSH_INTERVAL_S = 0.05
+LOAD_PERCENTILES = (50, 90, 99, 99.9, 99.99)
 METRICS_INTERVAL_S = 1.0
 MEMORY_CAP = 20_000  # sessions held in memory across all lanes
 SPILL_CAP = 500_000  # sessions waiting on disk before intake pauses
@@ -139,10 +140,13 @@ class Replay:
         self.failures = NdjsonSink(out_dir / FAILURES)
         self.metrics = NdjsonSink(out_dir / METRICS)
         self.journal = Journal(out_dir)
-        self.pacer = Pacer(settings.rate_per_s) if settings.rate_per_s else None
+        self.pacer: Pacing | None = (
+            Pacer(settings.rate_per_s, clock=clock) if settings.rate_per_s else None
+        )
         self.health = Health(window_s=settings.outage_window_s,
                              probe_max_s=settings.outage_probe_max_s, last_ok_s=clock.now())
         self.outages = 0
+        self._planned_total = 0.0
         self._in_outage = False
         self.in_flight = 0
         self.retry_waiting = 0
@@ -272,11 +276,23 @@ class Replay:
             if take is None:
                 self._slots.release()
                 return
-            if self.pacer is not None:
-                await self.pacer.wait()
-            task = self._tg.create_task(self._send(take))
+            planned = await self._planned_time(take)
+            if planned is None:
+                self._slots.release()
+                return
+            task = self._tg.create_task(self._send(take, planned))
             self._requests.add(task)
             task.add_done_callback(self._requests.discard)
+
+    async def _planned_time(self, take: Take) -> float | None:
+        """When this request was planned to go (after pacing); None when the schedule ended."""
+        if self.pacer is None:
+            return self.clock.now()
+        try:
+            return await self.pacer.wait()
+        except ScheduleEnded:
+            self.control.request_stop("schedule")
+            return None
 
     async def _probe_turn(self) -> None:
         """During an outage: one request at a time, after a growing pause (it is a probe)."""
@@ -326,11 +342,11 @@ class Replay:
 
     # ---- one request -----------------------------------------------------------------
 
-    async def _send(self, take: Take) -> None:
+    async def _send(self, take: Take, planned: float) -> None:
         self.in_flight += 1
         try:
             answers: dict[int, Answer] = {}
-            await self._attempt(take.parts, answers)
+            await self._attempt(take.parts, answers, planned)
             if self.fatal is None:
                 for lane, works in take.parts:
                     self._settle(lane, works, answers)
@@ -339,7 +355,7 @@ class Replay:
             self._slots.release()
             self._changed.set()
 
-    async def _attempt(self, parts: Parts, answers: dict[int, Answer]) -> None:
+    async def _attempt(self, parts: Parts, answers: dict[int, Answer], planned: float) -> None:
         """Sends `parts` in one call and records each work's answer in `answers`.
 
         A call refused as too large (403 on a multi) was ignored as a whole: it costs no
@@ -357,8 +373,12 @@ class Replay:
         else:
             body = send.start_body(self._auth, works[0])
             url = self._start_url
+        sent = self.clock.now()
         attempt = await self.poster(url, body, actions=len(works))
         self.stats.request(users=len(parts))
+        self.stats.answered(service_ms=attempt.latency_ms,
+                            scheduled_ms=(self.clock.now() - planned) * 1000.0,
+                            behind_ms=max(0.0, sent - planned) * 1000.0)
         outcomes = classify(attempt, len(works))
         self._note_health(attempt.status)
         verdict = outcomes[0].verdict
@@ -369,7 +389,7 @@ class Replay:
             for work in works:
                 work.attempts -= 1
             for half in _halves(parts):
-                await self._attempt(half, answers)
+                await self._attempt(half, answers, planned)
                 if self.fatal is not None or (len(parts) == 1 and _may_retry(half, answers)):
                     return  # one user's later actions must not overtake a retry
             return
@@ -504,6 +524,8 @@ class Replay:
             "retries": window.retries,
             "latency_ms": window.latency.summary(),
             "latency_buckets_ms": window.latency.buckets_ms(),
+            "scheduled_latency_ms": window.scheduled.summary(),
+            "planned": self._planned_in_window(),
             "latency_sum_ms": round(window.latency.total, 3),
             "in_flight": self.in_flight,
             "retry_waiting": self.retry_waiting,
@@ -513,6 +535,14 @@ class Replay:
             "bytes_total": self.bytes_total,
             "outage": self._in_outage,
         }
+
+    def _planned_in_window(self) -> float | None:
+        """Requests the schedule planned since the last metrics row (None when unpaced)."""
+        if self.pacer is None:
+            return None
+        now = self.pacer.planned_by(self.clock.now() - self.started)
+        planned, self._planned_total = now - self._planned_total, now
+        return round(planned, 2)
 
     def _close_files(self) -> None:
         self.metrics.write(self.metrics_row())
@@ -570,7 +600,15 @@ class Replay:
             "latency_histogram_ms": {
                 "delivered": stats.latency.buckets_ms(),
                 "failed": stats.failed_latency.buckets_ms(),
+                "service": stats.service.buckets_ms(),
+                "scheduled": stats.scheduled.buckets_ms(),
             },
+            # Per request: from the actual send, and from when it was planned to go.
+            "request_latency_ms": {
+                "service": stats.service.summary(LOAD_PERCENTILES),
+                "scheduled": stats.scheduled.summary(LOAD_PERCENTILES),
+            },
+            "behind_schedule_ms": stats.behind.summary(LOAD_PERCENTILES),
             "started_at": _iso(self.started_wall),
             "ended_at": _iso(self.started_wall + elapsed_s),
             "elapsed_s": round(elapsed_s, 3),

@@ -55,9 +55,9 @@ class Histogram:
         h.max_value = max_value
         return h
 
-    def summary(self) -> dict[str, float | None]:
-        """p50/p90/p99/max in ms, rounded for reading; None when empty."""
-        out = {f"p{p}": self.percentile(p) for p in (50, 90, 99)}
+    def summary(self, percentiles: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | None]:
+        """Percentiles (p50/p90/p99 by default) and max in ms, rounded; None when empty."""
+        out = {f"p{p:g}": self.percentile(p) for p in percentiles}
         out["max"] = self.max_value if self.count else None
         return {k: (round(v, 3) if v is not None else None) for k, v in out.items()}
 
@@ -87,6 +87,7 @@ class Window:
     failed: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     latency: Histogram = field(default_factory=Histogram)
+    scheduled: Histogram = field(default_factory=Histogram)  # per request, from planned send
 
 
 @dataclass(slots=True)
@@ -102,6 +103,11 @@ class RunStats:
     possible_duplicates: int = 0
     latency: Histogram = field(default_factory=Histogram)  # delivered records
     failed_latency: Histogram = field(default_factory=Histogram)  # sent, then failed
+    # Per request, two views: from the actual send (service) and from the time the
+    # request was planned for (scheduled), which a stalled server cannot hide from.
+    service: Histogram = field(default_factory=Histogram)
+    scheduled: Histogram = field(default_factory=Histogram)
+    behind: Histogram = field(default_factory=Histogram)  # sent this late after planned, ms
     window: Window = field(default_factory=Window)
 
     def request(self, *, users: int = 1) -> None:
@@ -109,6 +115,13 @@ class RunStats:
         self.requests += 1
         self.user_lookups += users
         self.window.requests += 1
+
+    def answered(self, *, service_ms: float, scheduled_ms: float, behind_ms: float) -> None:
+        """Times one request: its own latency, from its planned time, and its send delay."""
+        self.service.add(service_ms)
+        self.scheduled.add(scheduled_ms)
+        self.behind.add(behind_ms)
+        self.window.scheduled.add(scheduled_ms)
 
     def retried(self, n: int) -> None:
         """Counts `n` records scheduled for another attempt."""

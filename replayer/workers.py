@@ -37,6 +37,7 @@ from replayer.pipeline import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_WORKER,
+    LOAD_PERCENTILES,
     RunControl,
     RunReport,
     fingerprint_or_none,
@@ -219,8 +220,9 @@ def _merge_metrics(sources: list[Path], target: Path) -> None:
                     merged[key] = max(merged.get(key, 0.0), value)
                 elif key == "failed_by_kind":
                     merged[key] = dict(Counter(merged[key]) + Counter(value))
-                elif key == "latency_ms":
-                    merged[key] = {p: _max_or_none(merged[key].get(p), v) for p, v in value.items()}
+                elif key in ("latency_ms", "scheduled_latency_ms"):
+                    seen = merged.get(key, {})
+                    merged[key] = {p: _max_or_none(seen.get(p), v) for p, v in value.items()}
                 elif key == "latency_buckets_ms":
                     merged[key] = _add_buckets(merged.get(key, []), value)
                 elif key == "bytes_total":
@@ -229,8 +231,8 @@ def _merge_metrics(sources: list[Path], target: Path) -> None:
                     merged[key] = merged[key] or value
                 elif key in ("lines_read", "bytes_read"):
                     merged[key] = max(merged.get(key, 0), value)  # every worker reads all lines
-                else:
-                    merged[key] = merged.get(key, 0) + value
+                elif value is not None:
+                    merged[key] = (merged.get(key) or 0) + value
     target.write_bytes(b"".join(orjson.dumps(by_second[s]) + b"\n" for s in sorted(by_second)))
 
 
@@ -257,8 +259,9 @@ def _merge_summaries(parts: list[dict[str, Any]], count: int, *, settings: Setti
             totals[key] += part.get(key, 0)
         kinds.update(part.get("failures_by_kind", {}))
         for outcome, pairs in part.get("latency_histogram_ms", {}).items():
-            top = (part["latency_ms"] if outcome == "delivered" else part["failed_latency_ms"])
-            hists[outcome].merge(Histogram.from_buckets_ms(pairs, max_value=top["max"] or 0.0))
+            # The top bucket's edge stands in for the max (within 1% of it).
+            top = pairs[-1][0] if pairs else 0.0
+            hists[outcome].merge(Histogram.from_buckets_ms(pairs, max_value=top))
     states = {p.get("state") for p in parts}
     state = next((s for s in ("aborted", "interrupted") if s in states), "finished")
     first = parts[0] if parts else {}
@@ -275,6 +278,8 @@ def _merge_summaries(parts: list[dict[str, Any]], count: int, *, settings: Setti
         "latency_ms": hists["delivered"].summary(),
         "failed_latency_ms": hists["failed"].summary(),
         "latency_histogram_ms": {k: h.buckets_ms() for k, h in hists.items()},
+        "request_latency_ms": {view: hists[view].summary(LOAD_PERCENTILES)
+                               for view in ("service", "scheduled")},
         "started_at": _iso(started_wall),
         "ended_at": _iso(started_wall + elapsed_s),
         "elapsed_s": round(elapsed_s, 3),
