@@ -30,7 +30,9 @@ from replayer.logs import setup_logging
 from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
 from replayer.read import STDIN, is_stream
 from replayer.records import RecordFailure
+from replayer.schedule import parse_duration, parse_rate
 from replayer.sinks import OutDirError, prepare_out_dir
+from replayer.thresholds import parse_threshold
 from replayer.watch import watching
 from replayer.workers import check_resume, run_workers, worker_count
 
@@ -50,6 +52,7 @@ Exit codes:
   3    stopped: the API refused the access key (nothing more was sent)
   4    stopped: an input file could not be read
   5    a worker process died (its messages are above)
+  6    a --fail-if threshold failed
   130  stopped by SIGINT, 143 by SIGTERM (resume with --resume)
 """
 
@@ -67,8 +70,34 @@ class SetupError(click.ClickException):
 
 
 def _flags(**given: Any) -> dict[str, Any]:
-    """The flags the user actually gave: click passes None for the others."""
-    return {k: v for k, v in given.items() if v is not None}
+    """The flags the user actually gave: click passes None (or () for repeatable) otherwise."""
+    return {k: v for k, v in given.items() if v is not None and v != ()}
+
+
+def _load_flags(given: dict[str, Any]) -> dict[str, Any]:
+    """Flags as settings: --rate is a number or a schedule, --duration takes units."""
+    flags = _flags(**given)
+    rate = flags.pop("rate_per_s", None)
+    if rate is not None:
+        try:
+            flags["rate_per_s"] = float(rate)
+        except ValueError:
+            flags["rate_schedule"] = _checked(parse_rate, rate, "--rate")
+    duration = flags.get("duration_s")
+    if duration is not None:
+        flags["duration_s"] = _checked(parse_duration, duration, "--duration")
+    for spec in flags.get("fail_if", ()):
+        _checked(parse_threshold, spec, "--fail-if")
+    return flags
+
+
+def _checked(parse: Any, text: str, flag: str) -> Any:
+    """`parse(text)`, or a usage error naming the flag."""
+    try:
+        value = parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+    return text if parse is not parse_duration else value
 
 
 @main.command(epilog=RUN_EPILOG)
@@ -97,8 +126,9 @@ def _flags(**given: Any) -> dict[str, Any]:
 @click.option("--allow-insecure-http", is_flag=True, default=None,
               help="Allow plain http:// to a host that is not loopback.")
 @click.option("--concurrency", type=int, default=None, help="Requests in flight at most [64].")
-@click.option("--rate", "rate_per_s", type=float, default=None,
-              help="Requests per second at most [unpaced].")
+@click.option("--rate", "rate_per_s", default=None, metavar="RATE|SCHEDULE",
+              help="Requests per second at most [unpaced], or a schedule: 100..1000/60s "
+                   "ramps over 60 s then holds; stages chain: 100..1000/60s,1000/5m,1000..0/30s.")
 @click.option("--timeout", "timeout_s", type=float, default=None,
               help="Seconds per request before it counts as timed out [30].")
 @click.option("--batch/--no-batch", default=None,
@@ -135,6 +165,22 @@ def _flags(**given: Any) -> dict[str, Any]:
               help="Serve Prometheus metrics on this port while the run goes on (0: any).")
 @click.option("--metrics-host", default=None,
               help="Address for --metrics-port [127.0.0.1].")
+@click.option("--pace", type=click.Choice(["rate", "original"]), default=None,
+              help="original: send each record at its recorded time (offset from the first, "
+                   "divided by --speed) [rate].")
+@click.option("--speed", type=float, default=None,
+              help="With --pace original: times faster than recorded [1].")
+@click.option("--duration", "duration_s", default=None, metavar="DURATION",
+              help="Stop after this long (e.g. 90s, 10m, 1h30m), as gracefully as on SIGTERM.")
+@click.option("--loop", is_flag=True, default=None,
+              help="Replay the input again and again until --duration ends; later passes "
+                   "suffix the user and device IDs (--loop-suffix, default -pass{n}).")
+@click.option("--loop-suffix", default=None, help="Suffix of IDs in pass n [-pass{n}].")
+@click.option("--fail-if", multiple=True, metavar="THRESHOLD",
+              help="Fail (exit 6) if e.g. 'p99>500ms', 'error_rate>1%', 'rps<900' holds at "
+                   "the end. Repeatable.")
+@click.option("--abort-on-fail", is_flag=True, default=None,
+              help="Check --fail-if every second too, and stop as soon as one fails.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
 @click.option("--seed", type=int, default=None, help="Seed for retry jitter (reproducible runs).")
 def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **given: Any) -> None:
@@ -146,11 +192,16 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
     """
     _check_paths(paths)
     try:
-        settings = load_settings(flags=_flags(**given), env=os.environ, config_path=config_path)
+        settings = load_settings(flags=_load_flags(given), env=os.environ,
+                                 config_path=config_path)
         out_dir = prepare_out_dir(
             settings.out_dir, resume=settings.resume, overwrite=settings.overwrite,
             now_s=time.time(),
         )
+        if settings.loop and not settings.duration_s:
+            raise ConfigError("--loop replays until --duration ends: give a --duration")
+        if settings.loop and settings.resume:
+            raise ConfigError("a --loop run cannot resume: its passes have no fixed end")
         workers = worker_count(settings, paths)
         resume = None
         if settings.resume and workers > 1:
@@ -263,6 +314,14 @@ def _print_summary(report: RunReport) -> None:
         click.echo(f"  dry run, nothing sent: {s['requests']} API calls carrying "
                    f"{s['user_lookups']} user lookups (the billable unit) would go out; "
                    f"bodies in {report.out_dir}/requests.ndjson")
+    for verdict in s.get("thresholds", []):
+        click.echo(f"  threshold {verdict['text']}")
+    behind = s.get("behind_schedule_ms") or {}
+    if (behind.get("p99") or 0) > 1000:
+        click.echo(f"  behind schedule: p99 {behind['p99'] / 1000:.1f} s, "
+                   f"max {behind['max'] / 1000:.1f} s (the target could not keep up)")
+    if s.get("stopped_by"):
+        click.echo(f"  stopped by {s['stopped_by']}")
     if s.get("stopped_because"):
         click.echo(f"  stopped because {s['stopped_because']}", err=True)
     click.echo(f"  outputs in {report.out_dir}/ (results.ndjson, failures.ndjson, summary.json)")

@@ -26,8 +26,9 @@ CONFIG_ENV = "REPLAYER_CONFIG"  # path of a config file, used when no path is pa
 
 OnAmbiguous = Literal["retry", "fail"]
 LogFormat = Literal["text", "json"]
+Pace = Literal["rate", "original"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-Kind = Literal["str", "int", "float", "bool", "path", "secret"]
+Kind = Literal["str", "int", "float", "bool", "path", "secret", "strs"]
 
 _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"0", "false", "no"})
@@ -38,6 +39,7 @@ _NOUNS: dict[str, str] = {
     "bool": "a boolean (true/false, 1/0, yes/no)",
     "path": "a path",
     "secret": "a non-empty key",
+    "strs": "a list of non-empty strings (in an environment variable: separated by ;)",
 }
 
 
@@ -125,6 +127,14 @@ class Settings:
     quiet: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    rate_schedule: str | None = None
+    pace: Pace = "rate"
+    speed: float = 1.0
+    duration_s: float | None = None
+    loop: bool = False
+    loop_suffix: str = "-pass{n}"
+    fail_if: tuple[str, ...] = ()
+    abort_on_fail: bool = False
 
     def redacted(self) -> dict[str, object]:
         """Every setting as JSON-ready values, with the client key hidden (for summary.json)."""
@@ -135,6 +145,8 @@ class Settings:
                 value = "[redacted]"
             elif isinstance(value, Path):
                 value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
             out[field.name] = value
         return out
 
@@ -292,6 +304,14 @@ FIELDS: tuple[FieldSpec, ...] = (
         _between(0, 65535),
     ),
     FieldSpec("metrics_host", "str", "--metrics-host", "log", ("REPLAYER_METRICS_HOST",)),
+    FieldSpec("rate_schedule", "str", "", "load", ("REPLAYER_RATE_SCHEDULE",)),
+    FieldSpec("pace", "str", "--pace", "load", ("REPLAYER_PACE",), choices=get_args(Pace)),
+    FieldSpec("speed", "float", "--speed", "load", ("REPLAYER_SPEED",), _above(0)),
+    FieldSpec("duration_s", "float", "--duration", "load", ("REPLAYER_DURATION_S",), _above(0)),
+    FieldSpec("loop", "bool", "--loop", "load", ("REPLAYER_LOOP",)),
+    FieldSpec("loop_suffix", "str", "--loop-suffix", "load", ("REPLAYER_LOOP_SUFFIX",)),
+    FieldSpec("fail_if", "strs", "--fail-if", "load", ("REPLAYER_FAIL_IF",)),
+    FieldSpec("abort_on_fail", "bool", "--abort-on-fail", "load", ("REPLAYER_ABORT_ON_FAIL",)),
 )
 SPECS: dict[str, FieldSpec] = {spec.name: spec for spec in FIELDS}
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(spec.section for spec in FIELDS))
@@ -415,6 +435,8 @@ def _parse_text(kind: Kind, value: object) -> object:
         return int(text)
     if kind == "float":
         return float(text)
+    if kind == "strs":
+        return tuple(part.strip() for part in text.split(";") if part.strip())
     return text
 
 
@@ -430,6 +452,9 @@ def _typed(kind: Kind, value: object) -> object:
         return Secret(value.strip()) if kind == "secret" else value.strip()
     if kind == "path" and isinstance(value, str | os.PathLike) and str(value).strip():
         return Path(value)
+    if kind == "strs" and isinstance(value, list | tuple):
+        items = tuple(str(v).strip() for v in value if isinstance(v, str))
+        return items if len(items) == len(value) and all(items) else None
     return None
 
 

@@ -14,6 +14,8 @@ from typing import Protocol
 
 from asyncio_throttle.throttler import Throttler
 
+from replayer.schedule import RateSchedule
+
 WINDOW_S = 0.1
 
 
@@ -101,3 +103,38 @@ class Pacer:
     def planned_by(self, elapsed_s: float) -> float:
         """Requests planned in the first `elapsed_s` seconds."""
         return self.rate_per_s * max(0.0, elapsed_s)
+
+
+class SchedulePacer:
+    """A rate schedule (ramps, stages): request k goes at start + schedule.time_of(k).
+
+    Driven by the injected clock, so schedules are tested in virtual time. asyncio-throttle
+    holds one fixed rate, so a changing rate is paced here directly; it is the only waiter.
+    """
+
+    def __init__(self, schedule: RateSchedule, *, clock: Clock) -> None:
+        self._schedule = schedule
+        self._clock = clock
+        self._start_s: float | None = None
+        self._issued = 0
+
+    async def run(self) -> None:
+        """Nothing to poll: `wait` sleeps until each request's time."""
+
+    async def wait(self) -> float:
+        """Sleeps until the next request is due; returns that planned time (monotonic s)."""
+        if self._start_s is None:
+            self._start_s = self._clock.now()
+        offset = self._schedule.time_of(self._issued)
+        if offset is None:
+            raise ScheduleEnded
+        self._issued += 1
+        planned = self._start_s + offset
+        delay = planned - self._clock.now()
+        if delay > 0:
+            await self._clock.sleep(delay)
+        return planned
+
+    def planned_by(self, elapsed_s: float) -> float:
+        """Requests planned in the first `elapsed_s` seconds."""
+        return self._schedule.count_by(max(0.0, elapsed_s))

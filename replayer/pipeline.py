@@ -10,12 +10,14 @@ up to the drain timeout, flush every file, save run.json.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import itertools
 import logging
 import random
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,17 +26,18 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from replayer import send
+from replayer import send, thresholds
 from replayer.classify import Outcome, Verdict, classify
 from replayer.config import Settings
 from replayer.health import Health
 from replayer.journal import Journal, ResumeError, ResumeState, fingerprint
 from replayer.lanes import Lane, Lanes, Take, Work
 from replayer.logs import about, log
-from replayer.pacing import Clock, Pacer, Pacing, RealClock, ScheduleEnded
+from replayer.pacing import Clock, Pacer, Pacing, RealClock, ScheduleEnded, SchedulePacer
 from replayer.read import ChunkReader, ReadCounts, iter_lines, total_size
-from replayer.records import RecordFailure
+from replayer.records import RawLine, RecordFailure
 from replayer.retry import RetryPolicy, parse_retry_after
+from replayer.schedule import OriginalPace, parse_rate
 from replayer.shard import Shard
 from replayer.sinks import (
     FAILURES,
@@ -50,6 +53,7 @@ from replayer.sinks import (
 )
 from replayer.spill import FileSpill
 from replayer.stats import RunStats
+from replayer.thresholds import Observed, any_failed, evaluate, parse_threshold
 from replayer.validate import parse_line
 
 EXIT_OK = 0
@@ -58,6 +62,7 @@ EXIT_USAGE = 2
 EXIT_INVALID_KEY = 3
 EXIT_INPUT = 4
 EXIT_WORKER = 5
+EXIT_THRESHOLD = 6
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -140,9 +145,15 @@ class Replay:
         self.failures = NdjsonSink(out_dir / FAILURES)
         self.metrics = NdjsonSink(out_dir / METRICS)
         self.journal = Journal(out_dir)
-        self.pacer: Pacing | None = (
-            Pacer(settings.rate_per_s, clock=clock) if settings.rate_per_s else None
-        )
+        self.pacer: Pacing | None = None
+        if settings.rate_schedule:
+            self.pacer = SchedulePacer(parse_rate(settings.rate_schedule), clock=clock)
+        elif settings.rate_per_s:
+            self.pacer = Pacer(settings.rate_per_s, clock=clock)
+        self.pace = OriginalPace(settings.speed) if settings.pace == "original" else None
+        self._pace_origin: tuple[int, float, float] | None = None  # pass, first time, start
+        self.thresholds = [parse_threshold(spec) for spec in settings.fail_if]
+        self.verdicts: list[thresholds.Verdict] = []
         self.health = Health(window_s=settings.outage_window_s,
                              probe_max_s=settings.outage_probe_max_s, last_ok_s=clock.now())
         self.outages = 0
@@ -176,9 +187,11 @@ class Replay:
                 flusher = tg.create_task(self._flush_often(), name="flusher")
                 metrics = tg.create_task(self._metrics_often(), name="metrics")
                 pacer = tg.create_task(self.pacer.run(), name="pacer") if self.pacer else None
+                timer = (tg.create_task(self._stop_after(self.settings.duration_s))
+                         if self.settings.duration_s else None)
                 await self._until_done_or_stopped(dispatch)
                 reader.stop()
-                for task in (intake, dispatch, flusher, metrics, pacer):
+                for task in (intake, dispatch, flusher, metrics, pacer, timer):
                     if task is not None:
                         task.cancel()
                 await self._drain()
@@ -189,11 +202,19 @@ class Replay:
             self._close_files()
         return self.exit_code()
 
-    def _lines(self) -> Any:
+    def _lines(self) -> Iterator[RawLine]:
         skip = self.resume.is_done if self.resume is not None else None
-        return iter_lines(
+        lines = iter_lines(
             self.paths, max_line_bytes=self.settings.max_line_bytes, counts=self.counts, skip=skip
         )
+        if not self.settings.loop:
+            yield from lines
+            return
+        yield from lines
+        for pass_no in itertools.count(2):  # until the duration (or a signal) stops the run
+            for raw in iter_lines(self.paths, max_line_bytes=self.settings.max_line_bytes,
+                                  counts=self.counts):
+                yield dataclasses.replace(raw, pass_no=pass_no)
 
     async def _until_done_or_stopped(self, dispatch: asyncio.Task[None]) -> None:
         stop = asyncio.ensure_future(self.control.stopping.wait())
@@ -243,13 +264,21 @@ class Replay:
                         continue
                     parsed = parse_line(raw, allow_unknown_fields=allow_unknown, now_s=now_s)
                     if isinstance(parsed, RecordFailure):
-                        self.failures.write(invalid_row(parsed))
+                        row = invalid_row(parsed)
+                        if raw.pass_no > 1:
+                            row["pass"] = raw.pass_no
+                        self.failures.write(row)
                         self.stats.failed(parsed.kind)
                         log.info("invalid, not sent (%s): %s", parsed.kind, parsed.message,
                                  extra=about(parsed.file, parsed.line_no,
                                              parsed.user_id or parsed.device_id, parsed.kind))
                         continue
+                    if raw.pass_no > 1:
+                        suffix = self.settings.loop_suffix.replace("{n}", str(raw.pass_no))
+                        parsed = parsed.in_pass(raw.pass_no, suffix)
                     work = Work(parsed)
+                    if self.pace is not None and not await self._until_due(work):
+                        continue
                     if resume is not None and resume.was_sent(parsed.file, parsed.line_no):
                         work.resent = True
                         self.stats.possible_duplicates += 1
@@ -264,6 +293,24 @@ class Replay:
         finally:
             self.intake_done = True
             self._changed.set()
+
+    async def _until_due(self, work: Work) -> bool:
+        """--pace original: waits until the record's recorded time comes round (scaled by
+        speed); False (and a failure row) for a record that has no time."""
+        assert self.pace is not None
+        s = work.session
+        if s.time_s is None:
+            self._fail(work, "missing_time", "--pace original needs a time on every record", None)
+            return False
+        origin = self._pace_origin
+        if origin is None or origin[0] != s.pass_no:  # each pass starts its timeline anew
+            origin = self._pace_origin = (s.pass_no, s.time_s, self.clock.now())
+        work.scheduled_s = origin[2] + self.pace.offset_s(origin[1], s.time_s)
+        wait_s = work.scheduled_s - self.clock.now()
+        if wait_s > 0:
+            self._changed.set()  # what was pushed so far may go while this one waits
+            await self.clock.sleep(wait_s)
+        return True
 
     # ---- dispatch --------------------------------------------------------------------
 
@@ -287,7 +334,8 @@ class Replay:
     async def _planned_time(self, take: Take) -> float | None:
         """When this request was planned to go (after pacing); None when the schedule ended."""
         if self.pacer is None:
-            return self.clock.now()
+            due = [w.scheduled_s for w in take.works if w.scheduled_s is not None]
+            return min(due) if due else self.clock.now()
         try:
             return await self.pacer.wait()
         except ScheduleEnded:
@@ -366,6 +414,7 @@ class Replay:
         works = [w for _, ws in parts for w in ws]
         for work in works:
             work.attempts += 1
+            work.scheduled_s = None  # a retry is timed from when it goes
         self.journal.sending([(w.session.file, w.session.line_no) for w in works])
         if self.settings.batch:
             body = send.multi_body(self._auth, works, now_s=self.clock.wall())
@@ -505,11 +554,31 @@ class Replay:
             self.results.flush()
             self.failures.flush()
 
+    async def _stop_after(self, duration_s: float) -> None:
+        """--duration: a graceful stop, as on SIGTERM, once the time is up."""
+        await self.clock.sleep(duration_s)
+        log.warning("duration of %.0f s reached: stopping", duration_s)
+        self.control.request_stop("duration")
+
     async def _metrics_often(self) -> None:
         while True:
             await asyncio.sleep(METRICS_INTERVAL_S)
             self.metrics.write(self.metrics_row())
             self.metrics.flush()
+            if self.settings.abort_on_fail and self.thresholds:
+                failed = [v.text for v in evaluate(self.thresholds, self.observed()) if v.failed]
+                if failed and not self.control.stopping.is_set():
+                    log.warning("threshold failed, stopping: %s", "; ".join(failed))
+                    self.control.request_stop("threshold")
+
+    def observed(self) -> Observed:
+        """What the thresholds are checked against."""
+        stats = self.stats
+        return Observed(
+            scheduled=stats.scheduled, service=stats.service, requests=stats.requests,
+            records=stats.by_status["delivered"] + stats.by_status["failed"],
+            failed=stats.by_status["failed"], elapsed_s=self.clock.now() - self.started,
+        )
 
     def metrics_row(self) -> dict[str, Any]:
         """One row of metrics.ndjson: the interval since the last row, and the state now."""
@@ -568,6 +637,9 @@ class Replay:
             return EXIT_SIGINT
         if self.control.stop_reason == "SIGTERM":
             return EXIT_SIGTERM
+        self.verdicts = evaluate(self.thresholds, self.observed())
+        if any_failed(self.verdicts):
+            return EXIT_THRESHOLD
         return EXIT_FAILURES if self.stats.by_status["failed"] else EXIT_OK
 
     def summary(self, exit_code: int, *, resume_command: str | None) -> dict[str, Any]:
@@ -617,6 +689,13 @@ class Replay:
         }
         if self.settings.dry_run:
             doc["dry_run"] = True
+        if self.control.stop_reason in ("duration", "schedule", "threshold"):
+            doc["stopped_by"] = self.control.stop_reason
+        if self.verdicts:
+            doc["thresholds"] = [{"threshold": spec, "value": v.value, "failed": v.failed,
+                                  "text": v.text}
+                                 for spec, v in zip(self.settings.fail_if, self.verdicts,
+                                                    strict=True)]
         if self.resume is not None:
             doc["resumed"] = {
                 "lines_already_done": self.counts.skipped_done,
@@ -626,12 +705,13 @@ class Replay:
             doc["stopped_because"] = f"{self.fatal.kind}: {self.fatal.message}"
         if self.input_error is not None:
             doc["stopped_because"] = self.input_error
-        if resume_command is not None and exit_code not in (EXIT_OK, EXIT_FAILURES):
+        if resume_command is not None and exit_code not in (EXIT_OK, EXIT_FAILURES,
+                                                            EXIT_THRESHOLD):
             doc["resume_with"] = resume_command
         return doc
 
     def _state(self, exit_code: int) -> str:
-        if exit_code in (EXIT_OK, EXIT_FAILURES):
+        if exit_code in (EXIT_OK, EXIT_FAILURES, EXIT_THRESHOLD):
             return "finished"
         if exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
             return "interrupted"

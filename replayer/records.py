@@ -29,6 +29,7 @@ class RawLine:
     line_no: int
     data: bytes
     truncated: bool = False  # the line was longer than the reader's limit; `data` is a prefix
+    pass_no: int = 1  # with --loop: which pass over the input this line belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,17 @@ class Session:
     body: bytes
     source: bytes
     time_s: float | None = None
+    pass_no: int = 1
+
+    def in_pass(self, pass_no: int, suffix: str) -> Session:
+        """This session for pass `pass_no` of a --loop run: its IDs carry `suffix`."""
+        params = self.params
+        for key in ("userId", "deviceId"):
+            if params.get(key):
+                params[key] += suffix
+        body = bytes(memoryview(orjson.dumps(params)))  # exact size: see validate.parse_line
+        return Session(self.file, self.line_no, params.get("userId"), params.get("deviceId"),
+                       body, self.source, self.time_s, pass_no)
 
     @property
     def params(self) -> JSONObject:

@@ -83,6 +83,8 @@ def result_row(
         row["ambiguous_attempts"] = work.ambiguous
     if work.resent:
         row["possible_duplicate"] = True
+    if s.pass_no > 1:
+        row["pass"] = s.pass_no
     if save_response:
         row["response"] = element
     return row
@@ -102,6 +104,8 @@ def failure_row(
         row["ambiguous_attempts"] = work.ambiguous
     if work.resent:
         row["possible_duplicate"] = True
+    if s.pass_no > 1:
+        row["pass"] = s.pass_no
     return row
 
 

@@ -37,7 +37,8 @@ class FileSpill:
         s = work.session
         payload = orjson.dumps(
             [s.file, s.line_no, s.user_id, s.device_id, s.body.decode(), s.source.decode(), s.time_s,
-             work.attempts, work.free_attempts, work.ambiguous, work.resent]
+             s.pass_no, work.attempts, work.free_attempts, work.ambiguous, work.resent,
+             work.scheduled_s]
         )
         offset = self._end
         os.pwrite(self._fd, _HEADER.pack(_NO_NEXT, len(payload)) + payload, offset)
@@ -61,12 +62,12 @@ class FileSpill:
         while len(works) < n and head != _NO_NEXT:
             nxt, size = _HEADER.unpack(os.pread(self._fd, _HEADER.size, head))
             fields = orjson.loads(os.pread(self._fd, size, head + _HEADER.size))
-            (file, line_no, user_id, device_id, body, source, time_s,
-             attempts, free, ambiguous, resent) = fields
+            (file, line_no, user_id, device_id, body, source, time_s, pass_no,
+             attempts, free, ambiguous, resent, scheduled_s) = fields
             session = Session(file, line_no, user_id, device_id, body.encode(), source.encode(),
-                              time_s)
+                              time_s, pass_no)
             works.append(Work(session, attempts=attempts, free_attempts=free,
-                              ambiguous=ambiguous, resent=resent))
+                              ambiguous=ambiguous, resent=resent, scheduled_s=scheduled_s))
             head = nxt
         if head == _NO_NEXT:
             del self._chains[lane]

@@ -52,6 +52,7 @@ class Histogram:
         for upper, n in pairs:
             h.buckets[_bucket(upper * 0.999)] += int(n)
             h.count += int(n)
+            h.total += upper * n  # the sum is not kept per bucket: within 1%, like the rest
         h.max_value = max_value
         return h
 

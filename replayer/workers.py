@@ -66,9 +66,15 @@ _SEVERITY = (EXIT_WORKER, EXIT_INVALID_KEY, EXIT_INPUT, EXIT_SIGTERM, EXIT_SIGIN
              EXIT_FAILURES, EXIT_OK)
 
 
+def is_load_test(settings: Settings) -> bool:
+    """Schedules, original pace, loops, durations and thresholds run in one process."""
+    return bool(settings.rate_schedule or settings.pace == "original" or settings.loop
+                or settings.duration_s or settings.fail_if)
+
+
 def worker_count(settings: Settings, paths: Sequence[str]) -> int:
     """How many workers to run: the setting (0 = one per CPU); 1 for stdin or a pipe (read once)."""
-    if any(is_stream(p) for p in paths):
+    if any(is_stream(p) for p in paths) or is_load_test(settings):
         return 1
     return settings.workers or os.cpu_count() or 1
 

@@ -115,6 +115,14 @@ LOADED_DEFAULTS: dict[str, object] = {
     "quiet": False,
     "metrics_port": None,
     "metrics_host": "127.0.0.1",
+    "rate_schedule": None,
+    "pace": "rate",
+    "speed": 1.0,
+    "duration_s": None,
+    "loop": False,
+    "loop_suffix": "-pass{n}",
+    "fail_if": (),
+    "abort_on_fail": False,
 }
 
 
@@ -237,6 +245,14 @@ ENV_CASES: list[tuple[str, str, str, object]] = [
     ("REPLAYER_ON_AMBIGUOUS", "Fail", "on_ambiguous", "fail"),
     ("REPLAYER_DRAIN_TIMEOUT_S", "0", "drain_timeout_s", 0.0),
     ("REPLAYER_DRY_RUN", "yes", "dry_run", True),
+    ("REPLAYER_RATE_SCHEDULE", "100..1000/60s", "rate_schedule", "100..1000/60s"),
+    ("REPLAYER_PACE", "original", "pace", "original"),
+    ("REPLAYER_SPEED", "5", "speed", 5.0),
+    ("REPLAYER_DURATION_S", "90", "duration_s", 90.0),
+    ("REPLAYER_LOOP", "true", "loop", True),
+    ("REPLAYER_LOOP_SUFFIX", "~{n}", "loop_suffix", "~{n}"),
+    ("REPLAYER_FAIL_IF", "p99>500ms; error_rate>1%", "fail_if", ("p99>500ms", "error_rate>1%")),
+    ("REPLAYER_ABORT_ON_FAIL", "1", "abort_on_fail", True),
     ("REPLAYER_YES", "1", "yes", True),
     ("REPLAYER_CONFIRM_OVER", "500", "confirm_over", 500),
     ("REPLAYER_METRICS_PORT", "9464", "metrics_port", 9464),
@@ -659,6 +675,8 @@ def test_config_toml_documents_every_setting(spec: Any) -> None:
         assert "(no flag)" in comment and "--" not in comment
     shown = tomllib.loads(line)[spec.name]
     default = DEFAULTS[spec.name]
+    if isinstance(default, tuple):  # TOML has arrays, not tuples
+        default = list(default)
     if default is not None:
         assert (shown, type(shown)) == (default, type(default))
 

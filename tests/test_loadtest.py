@@ -1,0 +1,175 @@
+"""Load-test mode: schedules and ramps on an injected clock, original pace, loops, durations,
+thresholds, and latency that does not hide a stalled server."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from replayer.cli import main
+from replayer.emulator import FaultConfig
+from replayer.pacing import Pacer, ScheduleEnded, SchedulePacer
+from replayer.pipeline import EXIT_OK, EXIT_THRESHOLD, RunControl, replay
+from replayer.schedule import parse_rate
+from replayer.sinks import FAILURES, METRICS, RESULTS, SUMMARY
+from tests.conftest import FakeClock, StartEmulator, generated, read_rows, settings_for
+
+
+async def run_replay(settings: Any, data: Path, out: Path, **kw: Any) -> Any:
+    out.mkdir(exist_ok=True)
+    kw.setdefault("rng", random.Random(3))
+    return await replay(settings, [str(data)], out, control=RunControl(), **kw)
+
+
+async def test_schedule_pacer_sends_each_request_at_its_planned_time() -> None:
+    clock = FakeClock(start_s=50.0)
+    schedule = parse_rate("10..30/2s,30..0/1s")
+    pacer = SchedulePacer(schedule, clock=clock)
+
+    planned = []
+    with pytest.raises(ScheduleEnded):
+        while True:
+            planned.append(await pacer.wait())
+
+    assert len(planned) == round(schedule.count_by(3.0)) == 55
+    assert planned == [50.0 + schedule.time_of(k) for k in range(55)]  # type: ignore[operator]
+    assert clock.now() == pytest.approx(planned[-1]), "slept until each request, no further"
+    assert pacer.planned_by(1.0) == pytest.approx(15.0)  # (10 + 20) / 2 over the first second
+
+
+async def test_constant_pacer_reports_planned_times_from_its_rate() -> None:
+    clock = FakeClock(start_s=7.0)
+    pacer = Pacer(100.0, clock=clock)
+    for _ in range(5):
+        pacer._tokens.put_nowait(None)  # the throttler's side is asyncio-throttle's own
+        assert await pacer.wait() == pytest.approx(7.0 + pacer._issued / 100 - 0.01)
+
+
+async def test_a_ramp_plans_then_ends_the_run_on_the_injected_clock(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    emulator = await start_emulator()
+    data = generated(tmp_path / "in.ndjson", records=2000, users=400)
+    clock = FakeClock()
+    settings = settings_for(emulator.url, batch=False, rate_schedule="100..300/2s,300..0/1s")
+
+    report = await run_replay(settings, data, tmp_path / "out", clock=clock)
+
+    assert report.summary["requests"] == 550  # 400 over the ramp up, 150 down to 0
+    assert report.summary["stopped_by"] == "schedule"
+    assert report.exit_code == EXIT_OK
+    last = parse_rate("100..300/2s,300..0/1s").time_of(549)
+    assert sum(clock.sleeps) == pytest.approx(last), "virtual time ran to the last request"
+
+
+async def test_original_pace_sends_at_recorded_offsets_divided_by_speed(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    emulator = await start_emulator()
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"\n".join([
+        b'{"userId":"a","time":1700000000}',
+        b'{"userId":"b","time":1700000020}',
+        b'{"userId":"c"}',
+        b'{"userId":"a","time":1700000050}',
+    ]) + b"\n")
+    clock = FakeClock()
+    settings = settings_for(emulator.url, batch=False, pace="original", speed=10.0)
+
+    report = await run_replay(settings, data, tmp_path / "out", clock=clock)
+
+    assert clock.sleeps == pytest.approx([2.0, 3.0])  # 20 s and 30 s more, ten times faster
+    [failure] = read_rows(tmp_path / "out" / FAILURES)
+    assert (failure["line"], failure["kind"]) == (3, "missing_time")
+    assert "time" in failure["message"]
+    assert report.summary["delivered"] == 3
+
+
+def test_loop_suffixes_ids_per_pass_until_the_duration_ends(tmp_path: Path) -> None:
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b'{"userId":"u1","time":1700000000}\n{"deviceId":"d1"}\n')
+    out = tmp_path / "out"
+
+    result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--loop",
+                                       "--duration", "0.5s", "--rate", "40", "--no-batch"])
+
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out / RESULTS)
+    passes = {r.get("pass", 1) for r in rows}
+    assert {1, 2, 3} <= passes, "several passes within the duration"
+    second = [r for r in rows if r.get("pass") == 2]
+    assert {(r["userId"], r["deviceId"]) for r in second} == {("u1-pass2", None),
+                                                              (None, "d1-pass2")}
+    summary = orjson.loads((out / SUMMARY).read_bytes())
+    assert summary["stopped_by"] == "duration"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--loop"], "--duration"), (["--rate", "10..x/5s"], "--rate"),
+     (["--duration", "soon"], "--duration"), (["--fail-if", "p99>>1"], "--fail-if")],
+    ids=["loop-without-duration", "bad-schedule", "bad-duration", "bad-threshold"],
+)
+def test_bad_load_test_options_are_usage_errors(tmp_path: Path, args: list[str],
+                                                message: str) -> None:
+    data = generated(tmp_path / "in.ndjson", records=3, users=1)
+    result = CliRunner().invoke(main, ["run", str(data), "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_thresholds_decide_the_exit_code(tmp_path: Path) -> None:
+    data = generated(tmp_path / "in.ndjson", records=200, users=20)
+
+    failing = CliRunner().invoke(main, ["run", str(data), "--out", str(tmp_path / "a"),
+                                        "--fail-if", "p50>0.001ms", "--fail-if", "failed>5"])
+    passing = CliRunner().invoke(main, ["run", str(data), "--out", str(tmp_path / "b"),
+                                        "--fail-if", "error_rate>1%", "--fail-if", "p99>3600s"])
+
+    assert failing.exit_code == EXIT_THRESHOLD, failing.output
+    assert "p50 (scheduled)" in failing.output and "FAIL" in failing.output
+    assert passing.exit_code == EXIT_OK, passing.output
+    verdicts = orjson.loads((tmp_path / "a" / SUMMARY).read_bytes())["thresholds"]
+    assert [(v["threshold"], v["failed"]) for v in verdicts] == [("p50>0.001ms", True),
+                                                                ("failed>5", False)]
+
+
+async def test_abort_on_fail_stops_the_run_early(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    emulator = await start_emulator(faults=FaultConfig(status_500=1.0))
+    data = generated(tmp_path / "in.ndjson", records=3000, users=600)
+    settings = settings_for(emulator.url, batch=False, rate_per_s=300.0, max_attempts=1,
+                            fail_if=("error_rate>10%",), abort_on_fail=True)
+
+    report = await run_replay(settings, data, tmp_path / "out")
+
+    assert report.exit_code == EXIT_THRESHOLD
+    assert report.summary["stopped_by"] == "threshold"
+    assert report.summary["records"] < 3000, "stopped long before the input ran out"
+
+
+async def test_a_stalled_server_shows_in_scheduled_latency_not_in_service_latency(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    emulator = await start_emulator(faults=FaultConfig(stall_after_s=0.6, stall_for_s=1.0))
+    data = generated(tmp_path / "in.ndjson", records=5000, users=2500)
+    settings = settings_for(emulator.url, batch=False, rate_per_s=200.0, concurrency=4,
+                            duration_s=2.6)
+
+    report = await run_replay(settings, data, tmp_path / "out")
+
+    views = report.summary["request_latency_ms"]
+    # About 200 requests were planned during the one-second stall; each went out late.
+    assert views["scheduled"]["p90"] > 300.0
+    assert views["service"]["p90"] < 100.0, "most requests were quick once sent"
+    assert report.summary["behind_schedule_ms"]["max"] > 500.0
+    rows = [orjson.loads(x) for x in (tmp_path / "out" / METRICS).read_bytes().splitlines()]
+    assert max(r["scheduled_latency_ms"]["p99"] or 0 for r in rows) > 500.0
+    planned = sum(r["planned"] for r in rows)
+    assert planned == pytest.approx(200.0 * rows[-1]["elapsed_s"], rel=0.05)
