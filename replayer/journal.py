@@ -124,17 +124,23 @@ def _last_newline_end(f: BinaryIO, size: int) -> int:
     return 0
 
 
-def load_resume(out_dir: Path, paths: Sequence[str]) -> ResumeState:
-    """Reads an earlier run's folder: checks the input, repairs torn rows, collects done lines."""
+def previous_run(out_dir: Path, paths: Sequence[str]) -> dict[str, Any]:
+    """The run.json of the run in `out_dir`, refused unless it read these same inputs."""
     run_file = out_dir / RUN
     if not run_file.exists():
         raise ResumeError(f"{out_dir} holds no run to resume ({RUN} is missing)")
-    previous = orjson.loads(run_file.read_bytes())
+    previous: dict[str, Any] = orjson.loads(run_file.read_bytes())
     if previous.get("inputs") != fingerprint(paths):
         raise ResumeError(
             f"the input differs from the one the run in {out_dir} started with; "
             "resume with the same files in the same order, or start a new --out folder"
         )
+    return previous
+
+
+def load_resume(out_dir: Path, paths: Sequence[str]) -> ResumeState:
+    """Reads an earlier run's folder: checks the input, repairs torn rows, collects done lines."""
+    previous_run(out_dir, paths)
     state = ResumeState(LineSet(), LineSet(), RunStats())
     for name, status in ((RESULTS, "delivered"), (FAILURES, "failed")):
         path = out_dir / name

@@ -79,15 +79,20 @@ def result_row(
         "variants": [v.get("id") for v in variants if isinstance(v, dict)]
         if isinstance(variants, list) else [],
     }
+    _mark(row, work)
+    if save_response:
+        row["response"] = element
+    return row
+
+
+def _mark(row: dict[str, Any], work: Work) -> None:
+    """What a row says beyond its outcome: possible duplicates, and the pass of a loop."""
     if work.ambiguous:
         row["ambiguous_attempts"] = work.ambiguous
     if work.resent:
         row["possible_duplicate"] = True
-    if s.pass_no > 1:
-        row["pass"] = s.pass_no
-    if save_response:
-        row["response"] = element
-    return row
+    if work.session.pass_no > 1:
+        row["pass"] = work.session.pass_no
 
 
 def failure_row(
@@ -100,12 +105,7 @@ def failure_row(
         "kind": kind, "message": message, "http_status": http_status,
         "attempts": work.attempts, "record": s.record,
     }
-    if work.ambiguous:
-        row["ambiguous_attempts"] = work.ambiguous
-    if work.resent:
-        row["possible_duplicate"] = True
-    if s.pass_no > 1:
-        row["pass"] = s.pass_no
+    _mark(row, work)
     return row
 
 

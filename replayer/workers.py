@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from replayer.config import Secret, Settings
-from replayer.journal import RUN, ResumeError, fingerprint, load_resume
+from replayer.journal import RUN, ResumeError, load_resume, previous_run
 from replayer.logs import setup_logging
 from replayer.pipeline import (
     EXIT_FAILURES,
@@ -115,15 +115,7 @@ async def run_workers(
 
 def check_resume(out_dir: Path, paths: Sequence[str], count: int) -> None:
     """Refuses a resume with other inputs or another worker count than the run had."""
-    run_file = out_dir / RUN
-    if not run_file.exists():
-        raise ResumeError(f"{out_dir} holds no run to resume ({RUN} is missing)")
-    previous = orjson.loads(run_file.read_bytes())
-    if previous.get("inputs") != fingerprint(paths):
-        raise ResumeError(
-            f"the input differs from the one the run in {out_dir} started with; "
-            "resume with the same files in the same order, or start a new --out folder"
-        )
+    previous = previous_run(out_dir, paths)
     if previous.get("workers", 1) != count:
         raise ResumeError(
             f"the run in {out_dir} used {previous.get('workers', 1)} worker(s); resume it with "
