@@ -1,0 +1,85 @@
+"""`build_report`: an output folder in, report.html and its PNG charts out; `text_summary`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from replayer.report import display
+from replayer.report.load import load_run, read_summary
+from replayer.report.page import CHARTS, render_html
+
+DEFAULT_NAME = "report"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFiles:
+    """The files one report wrote: the page and its charts (also embedded in the page)."""
+
+    html: Path
+    throughput: Path
+    latency: Path
+    failures: Path
+    retries: Path
+
+    def paths(self) -> tuple[Path, ...]:
+        """Every file written, the page first."""
+        return (self.html, self.throughput, self.latency, self.failures, self.retries)
+
+
+def _files_in(dest: Path, name: str = DEFAULT_NAME) -> ReportFiles:
+    """Where a report named `name` goes in `dest`: NAME.html and NAME-CHART.png."""
+    return ReportFiles(dest / f"{name}.html",
+                       *(dest / f"{name}-{chart}.png" for chart in CHARTS))
+
+
+def build_report(out_dir: Path, *, dest: Path | None = None,
+                 name: str = DEFAULT_NAME) -> ReportFiles:
+    """Writes report.html and report-{throughput,latency,failures,retries}.png for the run in
+    `out_dir` into `dest` (default: `out_dir`). Raises NotAnOutputDir for other folders."""
+    # Imported here: matplotlib takes a while to load, and `replayer run` never needs it.
+    from replayer.report.charts import render_charts
+
+    data = load_run(out_dir)
+    images = render_charts(data)
+    files = _files_in(dest if dest is not None else out_dir, name)
+    files.html.parent.mkdir(parents=True, exist_ok=True)
+    for chart, path in zip(CHARTS, files.paths()[1:], strict=True):
+        _write_atomic(path, images[chart])
+    _write_atomic(files.html, render_html(data, images).encode("utf-8"))
+    return files
+
+
+def text_summary(out_dir: Path) -> str:
+    """A few lines on the run in `out_dir`: state, counts, rate, latency, top failure kinds.
+
+    Reads summary.json only. Raises NotAnOutputDir for other folders."""
+    s, n = read_summary(out_dir), display.number
+    latency = s.get("latency_ms")
+    if not isinstance(latency, dict):
+        latency = {}
+    lines = [
+        f"{out_dir}: {s.get('state')}, exit code {n(s.get('exit_code'))}",
+        (f"records {n(s.get('records'))}: delivered {n(s.get('delivered'))}, "
+         f"failed {n(s.get('failed'))}, unfinished {n(s.get('unfinished'))}; "
+         f"{n(s.get('records_per_s'))} records/s over {display.duration(s.get('elapsed_s'))}"),
+        "latency (delivered): " + ", ".join(
+            f"{p} {display.ms(latency.get(p))}" for p in ("p50", "p90", "p99", "max")),
+    ]
+    kinds = s.get("failures_by_kind")
+    if isinstance(kinds, dict) and kinds:
+        ordered = sorted(((str(k), v) for k, v in kinds.items() if isinstance(v, int)),
+                         key=lambda kv: (-kv[1], kv[0]))
+        more = f" (+{len(ordered) - 5} more kinds)" if len(ordered) > 5 else ""
+        lines.append(f"failures: {display.counts(ordered[:5])}{more}")
+    if s.get("stopped_because"):
+        lines.append(f"stopped because: {s['stopped_because']}")
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Writes through a temporary file, so a reader never sees half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,321 @@
+"""The report's four charts as PNG bytes, drawn with matplotlib's Agg backend (no display).
+
+Figures are built as `Figure` objects, not through pyplot's global state, so nothing is
+left open between reports. Every value drawn comes from the output folder.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot can be imported anywhere: never a GUI backend
+
+from matplotlib.axes import Axes
+from matplotlib.axis import Axis
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from replayer.report import display
+from replayer.report.load import Metrics, RunData
+
+DPI = 100
+REQUESTS_COLOR = "#4c72b0"
+DELIVERED_COLOR = "#2a9d55"
+FAILED_COLOR = "#d62728"
+WAITING_COLOR = "#8c6d31"
+OUTAGE_COLOR = "#f4cccc"
+KIND_COLORS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf", "#1f77b4")
+OTHER_COLOR = "#c7c7c7"
+PERCENTILES = ("p50", "p90", "p99")
+MAX_STEPS = 1200  # a longer run is drawn with rows grouped: a chart is ~900 px wide
+BINS_PER_DECADE = 10  # the latency distribution is regrouped from 1% buckets to these
+
+
+def render_charts(data: RunData) -> dict[str, bytes]:
+    """PNG bytes of every chart, by name: throughput, latency, failures, retries."""
+    return {
+        "throughput": throughput_png(data.metrics),
+        "latency": latency_png(data.summary),
+        "failures": failures_png(data.metrics),
+        "retries": retries_png(data.metrics),
+    }
+
+
+# ---- one chart each ------------------------------------------------------------------
+
+
+def throughput_png(m: Metrics) -> bytes:
+    """Requests, delivered and failed records per second over run time."""
+    fig = Figure(figsize=(10, 3.8), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title("Throughput: requests, delivered and failed records per second")
+    if not m.rows:
+        return _no_data(fig, ax, "metrics.ndjson has no rows")
+    line = Timeline.of(m)
+    for values, name, color in ((m.requests, "requests", REQUESTS_COLOR),
+                                (m.delivered, "delivered", DELIVERED_COLOR),
+                                (m.failed, "failed", FAILED_COLOR)):
+        ax.stairs(line.mean(values), line.edges, color=color, linewidth=1.2,
+                  label=f"{name} ({display.number(sum(values))} in all)")
+    line.frame(ax, ylabel=line.per_second)
+    ax.legend(loc="upper right", fontsize="small")
+    return _png(fig)
+
+
+def latency_png(summary: dict[str, Any]) -> bytes:
+    """Left: latency distribution by outcome with p50/p90/p99 markers; right: percentiles."""
+    fig = Figure(figsize=(10, 4.2), dpi=DPI, layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=(3, 2))
+    hist = summary.get("latency_histogram_ms")
+    pairs = {outcome: _pairs(hist.get(outcome) if isinstance(hist, dict) else None)
+             for outcome in ("delivered", "failed")}
+    tops = {"delivered": _dict(summary.get("latency_ms")),
+            "failed": _dict(summary.get("failed_latency_ms"))}
+    _distribution(left, pairs, tops)
+    _percentile_bars(right, tops)
+    return _png(fig)
+
+
+def failures_png(m: Metrics) -> bytes:
+    """Failed records per second, stacked by failure kind."""
+    fig = Figure(figsize=(10, 3.8), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title("Failures per second, by kind")
+    if not m.rows:
+        return _no_data(fig, ax, "metrics.ndjson has no rows")
+    totals = sorted(((sum(p.values()), k) for k, p in m.failed_by_kind.items()),
+                    key=lambda tk: (-tk[0], tk[1]))
+    if not totals:
+        return _no_data(fig, ax, "no failures in metrics.ndjson")
+    line = Timeline.of(m)
+    shown = totals if len(totals) <= len(KIND_COLORS) else totals[:len(KIND_COLORS) - 1]
+    layers = [(m.kind_series(kind), f"{_plain(kind)} ({display.number(n)})", KIND_COLORS[i])
+              for i, (n, kind) in enumerate(shown)]
+    rest = [kind for _, kind in totals[len(shown):]]
+    if rest:
+        series = [sum(col) for col in zip(*(m.kind_series(k) for k in rest), strict=True)]
+        layers.append((series, f"{len(rest)} other kinds ({display.number(sum(series))})",
+                       OTHER_COLOR))
+    bottom = [0.0] * (len(line.edges) - 1)
+    for values, label, color in layers:
+        top = [b + v for b, v in zip(bottom, line.mean(values), strict=True)]
+        ax.stairs(top, line.edges, baseline=bottom, fill=True, color=color, label=label)
+        bottom = top
+    line.frame(ax, ylabel=f"failed records {line.per_second}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    return _png(fig)
+
+
+def retries_png(m: Metrics) -> bytes:
+    """Top: retries sent per second; bottom: records waiting to be retried."""
+    fig = Figure(figsize=(10, 4.4), dpi=DPI, layout="constrained")
+    title = "Retries per second, and records waiting to be retried"
+    if not m.rows:
+        ax = fig.add_subplot()
+        ax.set_title(title)
+        return _no_data(fig, ax, "metrics.ndjson has no rows")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.set_title(title)
+    line = Timeline.of(m)
+    top.stairs(line.mean(m.retries), line.edges, fill=True, color=WAITING_COLOR, alpha=0.8,
+               label=f"retries ({display.number(sum(m.retries))} in all)")
+    bottom.stairs(line.peak(m.retry_waiting), line.edges, color=WAITING_COLOR, linewidth=1.2,
+                  label=f"waiting to retry (peak {display.number(max(m.retry_waiting))})")
+    line.frame(top, ylabel=line.per_second, xlabel=False)
+    line.frame(bottom, ylabel="records" if line.per_step == 1
+               else f"records (peak of each {line.per_step} s)")
+    for ax in (top, bottom):
+        ax.legend(loc="upper right", fontsize="small")
+    return _png(fig)
+
+
+# ---- the time axis -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """The x axis of the time charts: metrics rows (about 1 s each) drawn as steps, and
+    grouped `per_step` at a time when a run has more rows than MAX_STEPS."""
+
+    m: Metrics
+    per_step: int
+    edges: list[float]  # in `unit`
+    unit: str
+    unit_s: float
+
+    @classmethod
+    def of(cls, m: Metrics) -> Timeline:
+        """The timeline of a run with at least one metrics row."""
+        per_step = max(1, math.ceil(m.rows / MAX_STEPS))
+        span_s = m.edges_s[-1]
+        unit, unit_s = (("s", 1.0) if span_s <= 900 else
+                        ("min", 60.0) if span_s <= 54_000 else ("h", 3600.0))
+        edges = [m.edges_s[i] / unit_s for i in range(0, m.rows, per_step)]
+        return cls(m, per_step, [*edges, span_s / unit_s], unit, unit_s)
+
+    @property
+    def per_second(self) -> str:
+        """The y label of a count per row."""
+        return "per second" if self.per_step == 1 else f"per second (mean of {self.per_step} s)"
+
+    def mean(self, values: Sequence[int]) -> list[float]:
+        """A count per row, as the mean of each step (the rows themselves when not grouped)."""
+        n = self.per_step
+        return [sum(values[i:i + n]) / len(values[i:i + n]) for i in range(0, len(values), n)]
+
+    def peak(self, values: Sequence[int]) -> list[int]:
+        """A level per row (e.g. records waiting), as the highest of each step."""
+        n = self.per_step
+        return [max(values[i:i + n]) for i in range(0, len(values), n)]
+
+    def frame(self, ax: Axes, *, ylabel: str, xlabel: bool = True) -> None:
+        """Axes, labels and grid; shades outages; a dashed line where a resumed run begins."""
+        ax.set_xlim(0, max(self.edges[-1], 1.0 / self.unit_s))  # at least a second
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(ylabel)
+        if xlabel:
+            ax.set_xlabel(f"run time ({self.unit})")
+        ax.grid(alpha=0.3)
+        n, outage = self.per_step, self.m.outage
+        steps = [any(outage[i:i + n]) for i in range(0, len(outage), n)]
+        for k, (first, last) in enumerate(_runs(steps)):
+            ax.axvspan(self.edges[first], self.edges[last + 1], color=OUTAGE_COLOR, zorder=0,
+                       label=None if k else "outage")
+        for k, at_s in enumerate(self.m.resumed_at_s):
+            ax.axvline(at_s / self.unit_s, color="gray", linestyle="--", linewidth=1,
+                       label=None if k else "resumed")
+
+
+def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
+    """(first, last) index of each run of consecutive True values."""
+    runs: list[tuple[int, int]] = []
+    for i, flag in enumerate(flags):
+        if flag and runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        elif flag:
+            runs.append((i, i))
+    return runs
+
+
+# ---- latency panels ------------------------------------------------------------------
+
+
+def _distribution(ax: Axes, pairs: dict[str, list[tuple[float, int]]],
+                  tops: dict[str, dict[str, Any]]) -> None:
+    ax.set_title("Latency distribution")
+    uppers = [u for series in pairs.values() for u, _ in series]
+    if not uppers:
+        _say(ax, "no latency recorded (no request was answered)")
+        return
+    k_lo = math.floor(math.log10(min(uppers) * 0.999) * BINS_PER_DECADE)
+    k_hi = max(k_lo + 1, math.ceil(math.log10(max(uppers)) * BINS_PER_DECADE))
+    edges = [10 ** (k / BINS_PER_DECADE) for k in range(k_lo, k_hi + 1)]
+    for outcome, color in (("delivered", DELIVERED_COLOR), ("failed", FAILED_COLOR)):
+        series = pairs[outcome]
+        total = sum(n for _, n in series)
+        if not total:
+            continue
+        shares = [0.0] * (len(edges) - 1)
+        for upper, n in series:
+            k = math.floor(math.log10(upper * 0.999) * BINS_PER_DECADE) - k_lo
+            shares[min(max(k, 0), len(shares) - 1)] += 100.0 * n / total
+        ax.stairs(shares, edges, color=color, fill=outcome == "delivered", alpha=0.6,
+                  linewidth=1.5, label=f"{outcome} ({display.number(total)})")
+    marked = "delivered" if pairs["delivered"] else "failed"
+    for p, style in zip(PERCENTILES, ("-", "--", ":"), strict=True):
+        value = tops[marked].get(p)
+        if isinstance(value, int | float) and value > 0:
+            ax.axvline(value, color="black", linestyle=style, linewidth=1,
+                       label=f"{marked} {p} {display.ms(value)}")
+    ax.set_xscale("log")
+    # At least two decades wide, so that two or more powers of ten (`0.1`, `1`, `10`) mark it.
+    lo, hi = edges[0], edges[-1]
+    widen = max(1.0, 100.0 / (hi / lo)) ** 0.5
+    ax.set_xlim(lo / widen, hi * widen)
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("% of the outcome's records")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+
+
+def _percentile_bars(ax: Axes, tops: dict[str, dict[str, Any]]) -> None:
+    ax.set_title("Latency percentiles by outcome")
+    names = (*PERCENTILES, "max")
+    values = {o: [tops[o].get(n) for n in names] for o in tops}
+    numbers = [v for vs in values.values() for v in vs if isinstance(v, int | float) and v > 0]
+    if not numbers:
+        _say(ax, "no latency recorded")
+        return
+    width = 0.38
+    for i, (outcome, color) in enumerate((("delivered", DELIVERED_COLOR),
+                                          ("failed", FAILED_COLOR))):
+        xs = [j + (i - 0.5) * width for j in range(len(names))]
+        heights = [v if isinstance(v, int | float) and v > 0 else 0.0 for v in values[outcome]]
+        label = outcome if any(heights) else f"{outcome}: none"
+        bars = ax.bar(xs, heights, width, color=color, alpha=0.8, label=label)
+        ax.bar_label(bars, labels=[display.number(v) if h else "" for v, h in
+                                   zip(values[outcome], heights, strict=True)],
+                     fontsize="x-small", padding=2)
+    if max(numbers) / min(numbers) > 20:
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+    ax.margins(y=0.15)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("ms")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, axis="y")
+
+
+# ---- helpers -------------------------------------------------------------------------
+
+
+def _plain_log_ticks(axis: Axis) -> None:
+    """Powers of ten written `0.1`, `1`, `100` rather than in scientific notation."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _plain(text: str) -> str:
+    """Text from the files, shown as is: a `$` would otherwise start matplotlib's math mode."""
+    return text.replace("$", r"\$")
+
+
+def _pairs(raw: Any) -> list[tuple[float, int]]:
+    """[[upper_ms, count], ...] from summary.json, keeping only well-formed positive pairs."""
+    out: list[tuple[float, int]] = []
+    for item in raw if isinstance(raw, list) else []:
+        if (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int | float)
+                and isinstance(item[1], int) and item[0] > 0 and item[1] > 0):
+            out.append((float(item[0]), item[1]))
+    return out
+
+
+def _dict(raw: Any) -> dict[str, Any]:
+    return raw if isinstance(raw, dict) else {}
+
+
+def _say(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _no_data(fig: Figure, ax: Axes, text: str) -> bytes:
+    _say(ax, text)
+    return _png(fig)
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    # No "Software" text chunk: the same folder gives the same bytes.
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
