@@ -30,6 +30,7 @@ from replayer.logs import setup_logging
 from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
 from replayer.read import STDIN, is_stream
 from replayer.records import RecordFailure
+from replayer.report.command import report
 from replayer.schedule import parse_duration, parse_rate
 from replayer.sinks import OutDirError, prepare_out_dir
 from replayer.thresholds import parse_threshold
@@ -386,6 +387,7 @@ def validate(paths: tuple[str, ...], allow_unknown_fields: bool, max_line_bytes:
 
 
 main.add_command(emulate)
+main.add_command(report)
 
 if __name__ == "__main__":
     main()

@@ -167,6 +167,8 @@ def prepare_out_dir(out_dir: Path | None, *, resume: bool, overwrite: bool, now_
             )
         for name in OUR_FILES:
             (out_dir / name).unlink(missing_ok=True)
+        for old in (*out_dir.glob("report.html"), *out_dir.glob("report-*.png")):
+            old.unlink()  # a report of the run being replaced
         shutil.rmtree(out_dir / WORKERS_DIR, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
