@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -17,7 +18,14 @@ from click.testing import CliRunner
 
 from replayer.config import Secret
 from replayer.emulator import FaultConfig
-from replayer.pipeline import EXIT_FAILURES, EXIT_INVALID_KEY, EXIT_OK, RunControl, replay
+from replayer.pipeline import (
+    EXIT_FAILURES,
+    EXIT_INVALID_KEY,
+    EXIT_OK,
+    EXIT_THRESHOLD,
+    RunControl,
+    replay,
+)
 from replayer.report import NotAnOutputDir, ReportFiles, build_report, text_summary
 from replayer.report.command import report
 from replayer.report.load import read_metrics, tally_failures
@@ -53,15 +61,29 @@ async def run_into(out: Path, settings: Any, paths: list[Path], *, workers: int 
                         rng=random.Random(7))
 
 
-async def faulty_run(start_emulator: StartEmulator, tmp_path: Path) -> Path:
-    """A finished run with sending failures of several kinds and validation failures."""
+async def faulty_run(start_emulator: StartEmulator, tmp_path: Path,
+                     *, fail_if: tuple[str, ...] = ()) -> Path:
+    """A finished run with sending failures of several kinds and validation failures;
+    `fail_if` thresholds, if any, must include one that fails."""
     emulator = await start_emulator(
         faults=FaultConfig(status_503=0.15, status_429=0.1, drop_after=0.02), seed=3)
     data = generated(tmp_path / "in.ndjson", records=500, users=40)
     bad = nasty_lines(tmp_path / "bad.ndjson")
-    settings = settings_for(emulator.url, max_attempts=2, concurrency=16, batch=False)
+    settings = settings_for(emulator.url, max_attempts=2, concurrency=16, batch=False,
+                            fail_if=fail_if)
     result = await run_into(tmp_path / "out", settings, [data, bad])
-    assert result.exit_code == EXIT_FAILURES
+    assert result.exit_code == (EXIT_THRESHOLD if fail_if else EXIT_FAILURES)
+    return tmp_path / "out"
+
+
+async def load_test_run(start_emulator: StartEmulator, tmp_path: Path, *,
+                        faults: FaultConfig | None = None, records: int = 1000,
+                        **overrides: Any) -> Path:
+    """A finished load-test run (one request per record) with the given settings."""
+    emulator = await start_emulator(faults=faults or FaultConfig())
+    data = generated(tmp_path / "in.ndjson", records=records, users=records // 2)
+    settings = settings_for(emulator.url, batch=False, **overrides)
+    await run_into(tmp_path / "out", settings, [data])
     return tmp_path / "out"
 
 
@@ -107,10 +129,30 @@ class Tables(HTMLParser):
             self._cell.append(data)
 
 
+HEADLESS = ("summary-table", "schedule-table")  # two-column tables: label, value
+
+
 def body_rows(tables: Tables, table_id: str) -> list[list[str]]:
     """The rows of a table without its header row."""
     rows = tables.tables.get(table_id, [])
-    return rows[1:] if rows and table_id != "summary-table" else rows
+    return rows[1:] if rows and table_id not in HEADLESS else rows
+
+
+def by_column(tables: Tables, table_id: str) -> dict[str, dict[str, str]]:
+    """A table with a header row as {first cell: {column: cell}}."""
+    head, *rows = tables.tables[table_id]
+    return {row[0]: dict(zip(head[1:], row[1:], strict=True)) for row in rows}
+
+
+def ms_value(text: str) -> float:
+    """`2,269.212 ms` as written on the page, back to a number."""
+    return float(text.removesuffix(" ms").replace(",", ""))
+
+
+def header_of(page: str) -> str:
+    match = re.search(r"<header>.*?</header>", page, re.DOTALL)
+    assert match is not None
+    return match.group(0)
 
 
 def n(value: Any) -> str:
@@ -254,6 +296,8 @@ async def test_report_of_a_run_without_failures(
     assert "No failures: every record read was delivered." in page
     assert "top-users" not in page
     assert "failures:" not in text_summary(out)
+    assert files.schedule is None, "an unpaced run has no schedule chart"
+    assert "thresholds-table" not in page and "p99 scheduled" not in page
     again = build_report(out, dest=tmp_path / "again")
     assert [p.read_bytes() for p in again.paths()] == [p.read_bytes() for p in files.paths()], \
         "the same folder gives the same report, byte for byte"
@@ -335,6 +379,139 @@ async def test_report_of_a_multi_worker_folder(
         [n(w["records"]), n(w["delivered"]), n(w["failed"])] for w in summary["per_worker"]]
     top = [(row[1], int(row[3])) for row in body_rows(Tables(page), "top-users")]
     assert top == expected_top_users(out)
+
+
+async def test_report_of_a_load_test_with_thresholds(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    out = await load_test_run(start_emulator, tmp_path, rate_schedule="100..300/1s",
+                              duration_s=1.5, fail_if=("p99>0.001ms", "error_rate>50%"))
+    summary = orjson.loads((out / SUMMARY).read_bytes())
+    assert (summary["exit_code"], summary["stopped_by"]) == (EXIT_THRESHOLD, "duration")
+    metrics = read_rows(out / METRICS)
+
+    files = build_report(out)
+
+    assert files.schedule == out / "report-schedule.png"
+    assert [p.name for p in files.paths()[1:]] == [
+        "report-throughput.png", "report-schedule.png", "report-latency.png",
+        "report-failures.png", "report-retries.png"]
+    page = files.html.read_text("utf-8")
+    assert_report_files(files, page)  # the schedule chart too: a PNG, embedded in the page
+    assert_self_contained(page, out)
+    assert_summary_shown(page, summary)
+    tables = Tables(page)
+    assert dict(body_rows(tables, "summary-table"))["Stopped by"] == "duration"
+    # Planned and sent as metrics.ndjson counts them, second by second.
+    schedule = dict(body_rows(tables, "schedule-table"))
+    planned = round(sum(r["planned"] for r in metrics), 2)
+    sent = sum(r["requests"] for r in metrics)
+    assert schedule["Requests planned"] == n(planned)
+    assert schedule["Requests sent"] == n(sent) == n(summary["requests"])
+    assert schedule["Plan"] == "--rate 100..300/1s --duration 1.5s"
+    worst = max(r["scheduled_latency_ms"]["p99"] or 0 for r in metrics)
+    assert schedule["Worst p99 of a second, scheduled"].startswith(f"{n(worst)} ms")
+    # Both latency views and the lateness, as summary.json has them.
+    views = by_column(tables, "request-latency-table")
+    for row, doc in (("service", summary["request_latency_ms"]["service"]),
+                     ("scheduled", summary["request_latency_ms"]["scheduled"]),
+                     ("behind schedule", summary["behind_schedule_ms"])):
+        assert views[row] == {p: f"{n(v)} ms" for p, v in doc.items()}, row
+    # One row per threshold, with its verdict; the headline says a threshold failed.
+    verdicts = summary["thresholds"]
+    assert [v["failed"] for v in verdicts] == [True, False]
+    assert body_rows(tables, "thresholds-table") == [
+        [v["threshold"], n(v["value"]), "FAIL" if v["failed"] else "pass", v["text"]]
+        for v in verdicts]
+    assert "thresholds failed" in header_of(page)
+    assert "<title>Replay report: out (thresholds failed)</title>" in page
+    assert html.escape(f"Threshold failed: {verdicts[0]['text']}") in page
+    lines = text_summary(out).splitlines()
+    assert lines[0].endswith("exit code 6, thresholds failed")
+    for v in verdicts:
+        assert f"threshold {v['threshold']}: {v['text']}" in lines
+    views_p99 = {v: summary["request_latency_ms"][v]["p99"] for v in ("service", "scheduled")}
+    assert (f"request p99: service {n(views_p99['service'])} ms, "
+            f"scheduled {n(views_p99['scheduled'])} ms") in lines
+    assert "stopped by: duration" in lines
+
+
+async def test_a_stalled_servers_report_shows_scheduled_p99_far_above_service_p99(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    out = await load_test_run(start_emulator, tmp_path, records=2000,
+                              faults=FaultConfig(stall_after_s=0.4, stall_for_s=0.8),
+                              rate_per_s=400.0, concurrency=2, duration_s=2.0)
+    summary = orjson.loads((out / SUMMARY).read_bytes())
+
+    files = build_report(out)
+
+    page = files.html.read_text("utf-8")
+    assert files.schedule is not None and files.schedule.is_file()
+    views = by_column(Tables(page), "request-latency-table")
+    service, scheduled = ms_value(views["service"]["p99"]), ms_value(views["scheduled"]["p99"])
+    assert service == summary["request_latency_ms"]["service"]["p99"]
+    assert scheduled == summary["request_latency_ms"]["scheduled"]["p99"]
+    # Requests planned during the 0.8 s stall went out late; once sent, most were quick.
+    assert scheduled > 400.0
+    assert scheduled > 10 * service, (scheduled, service)
+    behind = ms_value(views["behind schedule"]["max"])
+    assert behind == summary["behind_schedule_ms"]["max"] > 400.0
+    assert "thresholds-table" not in page and "thresholds failed" not in page
+
+
+async def test_report_of_a_run_at_the_recorded_pace(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    emulator = await start_emulator()
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"".join(orjson.dumps({"userId": f"u{i}", "time": 1_700_000_000 + i / 40})
+                              + b"\n" for i in range(60)))
+    settings = settings_for(emulator.url, batch=False, pace="original", speed=2.0)
+    await run_into(tmp_path / "out", settings, [data])
+    out = tmp_path / "out"
+    metrics = read_rows(out / METRICS)
+    assert all(r["planned"] is None for r in metrics), "no planned count at the recorded pace"
+
+    files = build_report(out)
+
+    page = files.html.read_text("utf-8")
+    assert files.schedule is not None and files.schedule.is_file()
+    assert_report_files(files, page)
+    schedule = dict(body_rows(Tables(page), "schedule-table"))
+    assert schedule["Plan"] == "--pace original --speed 2.0"
+    assert schedule["Requests planned"] == "each record at its recorded time"
+    assert schedule["Requests sent"] == n(sum(r["requests"] for r in metrics)) == "60"
+
+
+async def test_a_folder_from_before_load_tests_gets_no_load_test_parts(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    """A paced run's folder with the load-test keys taken out, as older runs wrote it."""
+    out = await load_test_run(start_emulator, tmp_path, records=200, rate_per_s=400.0,
+                              fail_if=("p99>0.001ms",))
+    doc = orjson.loads((out / SUMMARY).read_bytes())
+    for key in ("request_latency_ms", "behind_schedule_ms", "thresholds", "stopped_by"):
+        doc.pop(key, None)
+    for view in ("service", "scheduled"):
+        del doc["latency_histogram_ms"][view]
+    (out / SUMMARY).write_bytes(orjson.dumps(doc))
+    rows = read_rows(out / METRICS)
+    (out / METRICS).write_bytes(b"".join(
+        orjson.dumps({k: v for k, v in r.items() if k not in ("planned", "scheduled_latency_ms")})
+        + b"\n" for r in rows))
+
+    files = build_report(out)
+
+    page = files.html.read_text("utf-8")
+    assert files.schedule is None and not (out / "report-schedule.png").exists()
+    assert len(files.paths()) == 5
+    assert_report_files(files, page)
+    for part in ("schedule-table", "request-latency-table", "thresholds-table",
+                 "thresholds failed", "Stopped by", "p99 scheduled"):
+        assert part not in page, part
+    text = text_summary(out)
+    assert "request p99" not in text and "threshold" not in text
 
 
 async def test_command_prints_the_summary_and_the_files(

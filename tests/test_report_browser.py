@@ -1,4 +1,5 @@
-"""report.html in a real headless Chromium: no console error, nothing fetched, numbers shown.
+"""report.html in a real headless Chromium: no console error, nothing fetched, numbers and
+threshold verdicts shown.
 
 Chromium is driven over the DevTools protocol (a websocket on 127.0.0.1) with aiohttp.
 Without /usr/bin/chromium the test is skipped, except under CI, where it fails:
@@ -154,7 +155,7 @@ async def test_report_opens_in_chromium_without_errors_and_shows_the_summary(
     start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
     require_chromium()
-    out = await faulty_run(start_emulator, tmp_path)
+    out = await faulty_run(start_emulator, tmp_path, fail_if=("failed>0", "p99>3600s"))
     files = build_report(out)
     summary = orjson.loads((out / SUMMARY).read_bytes())
     url = files.html.resolve().as_uri()
@@ -191,3 +192,12 @@ async def test_report_opens_in_chromium_without_errors_and_shows_the_summary(
         assert f"{kind}\t{n:,}\t" in text, kind
     assert f"Started at\t{summary['started_at']}" in lines
     assert "client_key\t[redacted]" in lines
+    # The thresholds table, one row each with its verdict, and the headline's badge.
+    verdicts = summary["thresholds"]
+    assert [v["failed"] for v in verdicts] == [True, False]
+    assert "Thresholds: 1 of 2 failed" in lines
+    assert "threshold\tmeasured\tresult\tverdict" in lines
+    for v in verdicts:
+        result = "FAIL" if v["failed"] else "pass"
+        assert f"{v['threshold']}\t{v['value']:,}\t{result}\t{v['text']}" in lines, v
+    assert "finished thresholds failed exit code 6" in text

@@ -1,4 +1,4 @@
-"""The report's four charts as PNG bytes, drawn with matplotlib's Agg backend (no display).
+"""The report's charts as PNG bytes, drawn with matplotlib's Agg backend (no display).
 
 Figures are built as `Figure` objects, not through pyplot's global state, so nothing is
 left open between reports. Every value drawn comes from the output folder.
@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # before pyplot can be imported anywhere: never a GUI bac
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from replayer.report import display
@@ -29,23 +30,33 @@ REQUESTS_COLOR = "#4c72b0"
 DELIVERED_COLOR = "#2a9d55"
 FAILED_COLOR = "#d62728"
 WAITING_COLOR = "#8c6d31"
+PLANNED_COLOR = "#222222"
+SCHEDULED_COLOR = "#9467bd"
+QUIET_COLOR = "#e8e8e8"
 OUTAGE_COLOR = "#f4cccc"
 KIND_COLORS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                "#bcbd22", "#17becf", "#1f77b4")
 OTHER_COLOR = "#c7c7c7"
+SERIES_COLORS = {"delivered": DELIVERED_COLOR, "failed": FAILED_COLOR,
+                 "scheduled": SCHEDULED_COLOR}
+SERIES_LABELS = {"delivered": "delivered", "failed": "failed",
+                 "scheduled": "scheduled, per request"}
 PERCENTILES = ("p50", "p90", "p99")
 MAX_STEPS = 1200  # a longer run is drawn with rows grouped: a chart is ~900 px wide
 BINS_PER_DECADE = 10  # the latency distribution is regrouped from 1% buckets to these
 
 
 def render_charts(data: RunData) -> dict[str, bytes]:
-    """PNG bytes of every chart, by name: throughput, latency, failures, retries."""
-    return {
-        "throughput": throughput_png(data.metrics),
-        "latency": latency_png(data.summary),
-        "failures": failures_png(data.metrics),
-        "retries": retries_png(data.metrics),
-    }
+    """PNG bytes of every chart, by name: throughput, latency, failures, retries, and
+    schedule for a run that followed a plan (--rate, --pace original)."""
+    planned = data.followed_a_plan
+    charts = {"throughput": throughput_png(data.metrics)}
+    if planned:
+        charts["schedule"] = schedule_png(data.metrics)
+    charts["latency"] = latency_png(data.summary, scheduled=planned)
+    charts["failures"] = failures_png(data.metrics)
+    charts["retries"] = retries_png(data.metrics)
+    return charts
 
 
 # ---- one chart each ------------------------------------------------------------------
@@ -69,15 +80,75 @@ def throughput_png(m: Metrics) -> bytes:
     return _png(fig)
 
 
-def latency_png(summary: dict[str, Any]) -> bytes:
-    """Left: latency distribution by outcome with p50/p90/p99 markers; right: percentiles."""
+def schedule_png(m: Metrics) -> bytes:
+    """Top: requests planned and sent per second; bottom: the p99 of each second in the
+    scheduled view against delivered records' p99 (log ms), where a stall stands out."""
+    fig = Figure(figsize=(10, 5.6), dpi=DPI, layout="constrained")
+    title = "Schedule: requests planned and sent per second"
+    if not m.rows:
+        ax = fig.add_subplot()
+        ax.set_title(title)
+        return _no_data(fig, ax, "metrics.ndjson has no rows")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.set_title(title)
+    line = Timeline.of(m)
+    top.stairs(line.mean(m.requests), line.edges, color=REQUESTS_COLOR, linewidth=1.4,
+               label=f"sent ({display.number(sum(m.requests))} in all)")
+    if m.has_plan:
+        top.stairs(line.mean([p or 0.0 for p in m.planned]), line.edges, color=PLANNED_COLOR,
+                   linestyle="--", linewidth=1.2,
+                   label=f"planned ({display.number(m.planned_total)} in all)")
+    else:  # --pace original: each record is planned at its own recorded time
+        top.plot([], [], " ", label="planned: each record at its recorded time")
+    line.frame(top, ylabel=f"requests {line.per_second}", xlabel=False)
+    top.legend(**_LEGEND_OUTSIDE)
+    bottom.set_title("p99 latency of each second: scheduled view (from the planned send "
+                     "time) and delivered records", fontsize="medium")
+    shown = _p99_lines(bottom, line)
+    line.frame(bottom, ylabel="p99 ms (log)" if line.per_step == 1
+               else f"p99 ms (log, worst of each {line.per_step} s)", log_y=shown)
+    if shown:
+        bottom.legend(**_LEGEND_OUTSIDE)
+    return _png(fig)
+
+
+def _p99_lines(ax: Axes, line: Timeline) -> bool:
+    """Draws both per-second p99 lines and shades the seconds with no answer; False (and a
+    note) when no second has a latency."""
+    scheduled = line.worst(line.m.scheduled_p99_ms)
+    delivered = line.worst(line.m.delivered_p99_ms)
+    series = ((scheduled, "scheduled view p99", SCHEDULED_COLOR),
+              (delivered, "delivered p99", DELIVERED_COLOR))
+    numbers = [v for v in (*scheduled, *delivered) if v > 0]
+    if not numbers:
+        _say(ax, "no latency in metrics.ndjson (nothing was answered)")
+        return False
+    quiet = [math.isnan(a) and math.isnan(b) for a, b in zip(scheduled, delivered, strict=True)]
+    for k, (first, last) in enumerate(_runs(quiet)):
+        ax.axvspan(line.edges[first], line.edges[last + 1], color=QUIET_COLOR, zorder=0,
+                   label=None if k else "no request answered")
+    for values, label, color in series:
+        peak = max((v for v in values if v > 0), default=None)
+        ax.stairs(values, line.edges, baseline=None, color=color, linewidth=1.4,
+                  label=f"{label}\n(worst {display.ms(peak)})" if peak else f"{label}: none")
+    ax.set_ylim(*_log_span(min(numbers) / 1.5, max(numbers) * 1.5))  # off the frame
+    return True
+
+
+def latency_png(summary: dict[str, Any], *, scheduled: bool = False) -> bytes:
+    """Left: latency distribution by outcome with p50/p90/p99 markers; right: percentiles.
+    With `scheduled`, the scheduled view (per request, from its planned time) is a third
+    series when summary.json has it."""
     fig = Figure(figsize=(10, 4.2), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(3, 2))
-    hist = summary.get("latency_histogram_ms")
-    pairs = {outcome: _pairs(hist.get(outcome) if isinstance(hist, dict) else None)
-             for outcome in ("delivered", "failed")}
+    hist = _dict(summary.get("latency_histogram_ms"))
+    pairs = {outcome: _pairs(hist.get(outcome)) for outcome in ("delivered", "failed")}
     tops = {"delivered": _dict(summary.get("latency_ms")),
             "failed": _dict(summary.get("failed_latency_ms"))}
+    views = _dict(summary.get("request_latency_ms"))
+    if scheduled and _pairs(hist.get("scheduled")):
+        pairs["scheduled"] = _pairs(hist.get("scheduled"))
+        tops["scheduled"] = _dict(views.get("scheduled"))
     _distribution(left, pairs, tops)
     _percentile_bars(right, tops)
     return _png(fig)
@@ -165,7 +236,7 @@ class Timeline:
         """The y label of a count per row."""
         return "per second" if self.per_step == 1 else f"per second (mean of {self.per_step} s)"
 
-    def mean(self, values: Sequence[int]) -> list[float]:
+    def mean(self, values: Sequence[float]) -> list[float]:
         """A count per row, as the mean of each step (the rows themselves when not grouped)."""
         n = self.per_step
         return [sum(values[i:i + n]) / len(values[i:i + n]) for i in range(0, len(values), n)]
@@ -175,10 +246,20 @@ class Timeline:
         n = self.per_step
         return [max(values[i:i + n]) for i in range(0, len(values), n)]
 
-    def frame(self, ax: Axes, *, ylabel: str, xlabel: bool = True) -> None:
+    def worst(self, values: Sequence[float | None]) -> list[float]:
+        """A latency per row, as the highest of each step; NaN (a gap) for a step without one."""
+        n = self.per_step
+        return [max((v for v in values[i:i + n] if v is not None), default=math.nan)
+                for i in range(0, len(values), n)]
+
+    def frame(self, ax: Axes, *, ylabel: str, xlabel: bool = True, log_y: bool = False) -> None:
         """Axes, labels and grid; shades outages; a dashed line where a resumed run begins."""
         ax.set_xlim(0, max(self.edges[-1], 1.0 / self.unit_s))  # at least a second
-        ax.set_ylim(bottom=0)
+        if log_y:
+            ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis)
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_ylabel(ylabel)
         if xlabel:
             ax.set_xlabel(f"run time ({self.unit})")
@@ -217,8 +298,7 @@ def _distribution(ax: Axes, pairs: dict[str, list[tuple[float, int]]],
     k_lo = math.floor(math.log10(min(uppers) * 0.999) * BINS_PER_DECADE)
     k_hi = max(k_lo + 1, math.ceil(math.log10(max(uppers)) * BINS_PER_DECADE))
     edges = [10 ** (k / BINS_PER_DECADE) for k in range(k_lo, k_hi + 1)]
-    for outcome, color in (("delivered", DELIVERED_COLOR), ("failed", FAILED_COLOR)):
-        series = pairs[outcome]
+    for name, series in pairs.items():
         total = sum(n for _, n in series)
         if not total:
             continue
@@ -226,8 +306,9 @@ def _distribution(ax: Axes, pairs: dict[str, list[tuple[float, int]]],
         for upper, n in series:
             k = math.floor(math.log10(upper * 0.999) * BINS_PER_DECADE) - k_lo
             shares[min(max(k, 0), len(shares) - 1)] += 100.0 * n / total
-        ax.stairs(shares, edges, color=color, fill=outcome == "delivered", alpha=0.6,
-                  linewidth=1.5, label=f"{outcome} ({display.number(total)})")
+        ax.stairs(shares, edges, color=SERIES_COLORS[name], fill=name == "delivered",
+                  alpha=0.9 if name == "scheduled" else 0.6, linewidth=1.5,
+                  label=f"{SERIES_LABELS[name]} ({display.number(total)})")
     marked = "delivered" if pairs["delivered"] else "failed"
     for p, style in zip(PERCENTILES, ("-", "--", ":"), strict=True):
         value = tops[marked].get(p)
@@ -235,47 +316,72 @@ def _distribution(ax: Axes, pairs: dict[str, list[tuple[float, int]]],
             ax.axvline(value, color="black", linestyle=style, linewidth=1,
                        label=f"{marked} {p} {display.ms(value)}")
     ax.set_xscale("log")
-    # At least two decades wide, so that two or more powers of ten (`0.1`, `1`, `10`) mark it.
-    lo, hi = edges[0], edges[-1]
-    widen = max(1.0, 100.0 / (hi / lo)) ** 0.5
-    ax.set_xlim(lo / widen, hi * widen)
+    bin_step = 10 ** (1 / BINS_PER_DECADE)  # a bin's room on each side, off the frame
+    ax.set_xlim(*_log_span(edges[0] / bin_step, edges[-1] * bin_step))
     _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("latency (ms, log scale)")
-    ax.set_ylabel("% of the outcome's records")
+    ax.set_ylabel("% of the outcome's records" if "scheduled" not in pairs
+                  else "% of each series")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
 
 
 def _percentile_bars(ax: Axes, tops: dict[str, dict[str, Any]]) -> None:
-    ax.set_title("Latency percentiles by outcome")
+    with_scheduled = "scheduled" in tops
+    ax.set_title("Latency percentiles" if with_scheduled else "Latency percentiles by outcome")
     names = (*PERCENTILES, "max")
     values = {o: [tops[o].get(n) for n in names] for o in tops}
     numbers = [v for vs in values.values() for v in vs if isinstance(v, int | float) and v > 0]
     if not numbers:
         _say(ax, "no latency recorded")
         return
-    width = 0.38
-    for i, (outcome, color) in enumerate((("delivered", DELIVERED_COLOR),
-                                          ("failed", FAILED_COLOR))):
-        xs = [j + (i - 0.5) * width for j in range(len(names))]
-        heights = [v if isinstance(v, int | float) and v > 0 else 0.0 for v in values[outcome]]
-        label = outcome if any(heights) else f"{outcome}: none"
-        bars = ax.bar(xs, heights, width, color=color, alpha=0.8, label=label)
+    heights = {o: [v if isinstance(v, int | float) and v > 0 else 0.0 for v in values[o]]
+               for o in tops}
+    # With the scheduled view, bars only for the series that have values, labels upright.
+    drawn = [o for o in tops if any(heights[o])] if with_scheduled else list(tops)
+    rotation = 90 if with_scheduled and len(drawn) > 1 else 0
+    width = 0.76 / len(drawn)
+    handles: list[Any] = []
+    for outcome in tops:
+        color = SERIES_COLORS[outcome]
+        if outcome not in drawn:
+            handles.append(Patch(color=color, alpha=0.8, label=f"{outcome}: none"))
+            continue
+        i = drawn.index(outcome)
+        xs = [j + (i - (len(drawn) - 1) / 2) * width for j in range(len(names))]
+        label = outcome if any(heights[outcome]) else f"{outcome}: none"
+        bars = ax.bar(xs, heights[outcome], width, color=color, alpha=0.8, label=label)
         ax.bar_label(bars, labels=[display.number(v) if h else "" for v, h in
-                                   zip(values[outcome], heights, strict=True)],
-                     fontsize="x-small", padding=2)
+                                   zip(values[outcome], heights[outcome], strict=True)],
+                     fontsize="x-small", padding=2, rotation=rotation)
+        handles.append(bars)
     if max(numbers) / min(numbers) > 20:
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis)
-    ax.margins(y=0.15)
+    ax.margins(y=0.3 if rotation else 0.15)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("ms")
-    ax.legend(fontsize="small")
+    if with_scheduled:  # tall bars with upright labels leave no free corner: below the axes
+        ax.legend(handles=handles, fontsize="small", loc="upper center", frameon=False,
+                  bbox_to_anchor=(0.5, -0.1), ncols=len(handles))
+    else:
+        ax.legend(handles=handles, fontsize="small")
     ax.grid(alpha=0.3, axis="y")
 
 
 # ---- helpers -------------------------------------------------------------------------
+
+
+_LEGEND_OUTSIDE: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0),
+                                   "fontsize": "small", "frameon": False}
+
+
+def _log_span(lo: float, hi: float) -> tuple[float, float]:
+    """Limits of a log axis around lo..hi, at least two decades wide, so that two or more
+    powers of ten (`0.1`, `1`, `10`) mark it."""
+    widen = max(1.0, 100.0 / (hi / lo)) ** 0.5
+    return lo / widen, hi * widen
 
 
 def _plain_log_ticks(axis: Axis) -> None:

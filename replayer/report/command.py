@@ -18,7 +18,10 @@ Examples:
 \b
 Writes report.html (one file, charts embedded, nothing loaded from the
 network) and the same charts as PNGs: report-throughput.png,
-report-latency.png, report-failures.png and report-retries.png.
+report-latency.png, report-failures.png and report-retries.png, plus
+report-schedule.png (planned vs sent, scheduled vs delivered p99) for a
+load test paced by --rate or --pace original. --fail-if verdicts are
+listed, and the headline says when thresholds failed.
 Exit code 2 when DIR is not a finished replayer output folder.
 """
 

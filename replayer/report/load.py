@@ -7,6 +7,7 @@ count per user and per kind; results.ndjson is never read (summary.json has its 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ class Metrics:
     retries: list[int] = field(default_factory=list)
     retry_waiting: list[int] = field(default_factory=list)
     outage: list[bool] = field(default_factory=list)
+    # Load-test columns, None where a row has no number (older files, or nothing answered).
+    planned: list[float | None] = field(default_factory=list)  # None: the run was unpaced
+    delivered_p99_ms: list[float | None] = field(default_factory=list)
+    scheduled_p99_ms: list[float | None] = field(default_factory=list)
     failed_by_kind: dict[str, dict[int, int]] = field(default_factory=dict)  # kind: {row: n}
     resumed_at_s: list[float] = field(default_factory=list)
     unreadable_rows: int = 0
@@ -50,6 +55,22 @@ class Metrics:
     def rows(self) -> int:
         """How many rows were read."""
         return len(self.requests)
+
+    @property
+    def has_plan(self) -> bool:
+        """Some row says how many requests the schedule planned (a run paced by --rate)."""
+        return any(p is not None for p in self.planned)
+
+    @property
+    def planned_total(self) -> float | None:
+        """Requests planned over the run: the rows' sum, to their 0.01; None when unpaced."""
+        counts = [p for p in self.planned if p is not None]
+        return round(sum(counts), 2) if counts else None
+
+    @property
+    def has_scheduled_latency(self) -> bool:
+        """Some row has a scheduled-view p99 (runs made since the load-test mode)."""
+        return any(p is not None for p in self.scheduled_p99_ms)
 
     def kind_series(self, kind: str) -> list[int]:
         """Failures of one kind per row (0 where the row has none)."""
@@ -91,6 +112,14 @@ class RunData:
     has_metrics: bool
     has_failures: bool
     file_sizes: tuple[tuple[str, int], ...]
+
+    @property
+    def followed_a_plan(self) -> bool:
+        """The run sent on a plan and its metrics show it: planned counts (--rate), or
+        scheduled latency under --pace original (each record planned at its recorded time)."""
+        settings = self.summary.get("settings")
+        original = isinstance(settings, dict) and settings.get("pace") == "original"
+        return self.metrics.has_plan or (original and self.metrics.has_scheduled_latency)
 
 
 def load_run(out_dir: Path) -> RunData:
@@ -147,6 +176,18 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _float(value: Any) -> float | None:
+    """A number from a row, None for null, a missing key or anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _p99(value: Any) -> float | None:
+    """The p99 of a row's {p50, p90, p99, max} latency object."""
+    return _float(value.get("p99")) if isinstance(value, dict) else None
+
+
 def read_metrics(path: Path) -> Metrics:
     """Streams metrics.ndjson into columns (a few numbers per second of run)."""
     m = Metrics()
@@ -170,6 +211,9 @@ def read_metrics(path: Path) -> Metrics:
         m.retries.append(_int(row.get("retries")))
         m.retry_waiting.append(_int(row.get("retry_waiting")))
         m.outage.append(row.get("outage") is True)
+        m.planned.append(_float(row.get("planned")))
+        m.delivered_p99_ms.append(_p99(row.get("latency_ms")))
+        m.scheduled_p99_ms.append(_p99(row.get("scheduled_latency_ms")))
         kinds = row.get("failed_by_kind")
         if isinstance(kinds, dict):
             for kind, n in kinds.items():

@@ -12,18 +12,26 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from replayer.report import display
-from replayer.report.load import RunData
+from replayer.report.load import Metrics, RunData
 
-CHARTS = ("throughput", "latency", "failures", "retries")
+CHARTS = ("throughput", "schedule", "latency", "failures", "retries")  # schedule: planned runs
 CAPTIONS = {
     "throughput": (
         "Requests sent, records delivered and records failed in each second of the run "
         "(one metrics.ndjson row each). Shaded: seconds in an outage; dashed: a resumed "
         "run begins."),
+    "schedule": (
+        "Top: requests the schedule planned (dashed) and requests sent in each second "
+        "(metrics.ndjson). Bottom, log scale: the p99 of each second in the scheduled view "
+        "(each request timed from when it was planned to go) against delivered records' p99. "
+        "A stalled server holds back the requests planned meanwhile: the scheduled p99 "
+        "climbs while delivered latency can stay low. Grey: seconds in which nothing was "
+        "answered."),
     "latency": (
         "Left: how request latency is spread, as a share of the delivered and of the failed "
-        "records (log scale, 10 groups per decade), with the p50/p90/p99 lines. Right: "
-        "p50, p90, p99 and max latency of delivered and of failed records (summary.json)."),
+        "records (log scale, 10 groups per decade), with the p50/p90/p99 lines; for a run on "
+        "a plan (--rate, --pace original), also the scheduled view, per request from its "
+        "planned send time. Right: p50, p90, p99 and max of each (summary.json)."),
     "failures": (
         "Failed records in each second, stacked by failure kind (metrics.ndjson). "
         "Validation failures come as lines are read; sending failures after the last "
@@ -43,6 +51,8 @@ h1{margin:0 0 4px;font-size:26px}h2{margin:32px 0 10px;font-size:19px;
  background:#e6eaee}
 .state-finished{background:#d9f2e3;color:#185c33}.state-aborted{background:#fadbdb;
  color:#8a1c1c}.state-interrupted{background:#fdf0cf;color:#7a5600}
+.verdict-failed{background:#d62728;color:#fff}.verdict-passed{background:#d9f2e3;
+ color:#185c33}td.fail{color:#b01c1c;font-weight:700}td.pass{color:#185c33}
 .alert{background:#fdecea;border-left:4px solid #d62728;padding:8px 12px;margin:12px 0}
 .note{color:#5b6570;font-size:13px}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(140px,1fr));gap:10px;
@@ -74,11 +84,14 @@ def render_html(data: RunData, images: Mapping[str, bytes]) -> str:
         _head(data),
         _header(data),
         _alerts(data),
-        _cards(s),
+        _cards(data),
+        _thresholds_table(s),
         '<h2 id="charts">Charts</h2>',
         *(_figure(name, images[name]) for name in CHARTS if name in images),
         _summary_table(data),
         _latency_table(s),
+        _request_latency_table(s),
+        _schedule_table(data),
         _kinds_table(data),
         _users_table(data),
         _workers_table(s),
@@ -99,7 +112,8 @@ def _head(data: RunData) -> str:
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">\n"
-        f"<title>Replay report: {esc(data.out_dir.name or data.out_dir)}</title>\n"
+        f"<title>Replay report: {esc(data.out_dir.name or data.out_dir)}"
+        f"{' (thresholds failed)' if _failed_thresholds(data.summary) else ''}</title>\n"
         f"<style>{_STYLE}</style>\n</head>\n<body>"
     )
 
@@ -110,10 +124,15 @@ def _header(data: RunData) -> str:
     inputs = s.get("inputs")
     read = (f" · inputs: {', '.join(f'<code>{esc(p)}</code>' for p in inputs)}"
             if isinstance(inputs, list) and inputs else "")
+    verdicts = _thresholds(s)
+    verdict = ("" if not verdicts else
+               '<span class="state verdict-failed">thresholds failed</span> '
+               if _failed_thresholds(s) else
+               '<span class="state verdict-passed">thresholds passed</span> ')
     return (
         "<header><h1>Replay report</h1>"
         f"<p class=\"where\">{esc(data.out_dir)}</p>"
-        f"<p><span class=\"state state-{esc(state)}\">{esc(state)}</span> "
+        f"<p><span class=\"state state-{esc(state)}\">{esc(state)}</span> {verdict}"
         f"exit code {esc(display.number(s.get('exit_code')))}"
         f" · {esc(s.get('started_at', display.NONE))} → {esc(s.get('ended_at', display.NONE))}"
         f"{read}</p></header>"
@@ -124,13 +143,17 @@ def _alerts(data: RunData) -> str:
     s, out = data.summary, []
     if s.get("stopped_because"):
         out.append(f"Stopped because: {esc(s['stopped_because'])}")
+    out += [f"Threshold failed: {esc(t.get('text', t.get('threshold')))}"
+            for t in _failed_thresholds(s)]
     if s.get("resume_with"):
         out.append(f"Resume with: <code>{esc(s['resume_with'])}</code>")
     return "".join(f'<p class="alert">{line}</p>' for line in out)
 
 
-def _cards(s: Mapping[str, Any]) -> str:
+def _cards(data: RunData) -> str:
+    s = data.summary
     latency = _mapping(s.get("latency_ms"))
+    scheduled = _mapping(_mapping(s.get("request_latency_ms")).get("scheduled"))
     cards = [
         ("records", display.number(s.get("records"))),
         ("delivered", display.number(s.get("delivered"))),
@@ -139,6 +162,8 @@ def _cards(s: Mapping[str, Any]) -> str:
         ("records/s", display.number(s.get("records_per_s"))),
         ("p99 latency", display.ms(latency.get("p99"))),
     ]
+    if data.followed_a_plan and scheduled.get("p99") is not None:
+        cards.append(("p99 scheduled", display.ms(scheduled.get("p99"))))
     return '<section class="cards">' + "".join(
         f'<div class="card"><div class="label">{esc(label)}</div>'
         f'<div class="value">{esc(value)}</div></div>' for label, value in cards
@@ -172,12 +197,14 @@ _SUMMARY_ROWS = (
     ("started_at", "Started at", display.number),
     ("ended_at", "Ended at", display.number),
     ("elapsed_s", "Elapsed", display.duration),
+    ("stopped_by", "Stopped by", display.number),
     ("workers", "Workers", display.number),
 )
 # Shown elsewhere on the page (or not numbers to show).
 _SHOWN_ELSEWHERE = frozenset({
     "latency_ms", "failed_latency_ms", "latency_histogram_ms", "failures_by_kind",
     "settings", "per_worker", "inputs", "stopped_because", "resume_with",
+    "request_latency_ms", "behind_schedule_ms", "thresholds",
 })
 
 
@@ -202,7 +229,8 @@ def _summary_table(data: RunData) -> str:
                  if data.has_metrics else "no file"))
     rows.append(("failures.ndjson rows", display.number(data.failures.rows)
                  if data.has_failures else "no file"))
-    return '<h2 id="summary">Summary</h2>' + _table(("", ""), rows, numeric=(1,), table_id="summary-table")
+    return '<h2 id="summary">Summary</h2>' + _table(("", ""), rows, numeric=(1,),
+                                                     table_id="summary-table")
 
 
 def _latency_table(s: Mapping[str, Any]) -> str:
@@ -213,6 +241,96 @@ def _latency_table(s: Mapping[str, Any]) -> str:
     return ('<h2 id="latency">Latency by outcome</h2>'
             + _table(("outcome", "p50", "p90", "p99", "max"), rows, numeric=(1, 2, 3, 4),
                      table_id="latency-table"))
+
+
+# The latency views of a load test, one row each: label, summary.json key (view), meaning.
+_VIEWS = (
+    ("service", "request_latency_ms", "service",
+     "per request, from the moment it was actually sent"),
+    ("scheduled", "request_latency_ms", "scheduled",
+     "per request, from the moment it was planned to go (includes any wait to be sent)"),
+    ("behind schedule", "behind_schedule_ms", None,
+     "how late requests went out after their planned time"),
+)
+_VIEW_COLUMNS = ("p50", "p90", "p99", "p99.9", "p99.99", "max")
+
+
+def _request_latency_table(s: Mapping[str, Any]) -> str:
+    views = _mapping(s.get("request_latency_ms"))
+    if not views:
+        return ""
+    rows = []
+    for label, key, view, _ in _VIEWS:
+        values = _mapping(s.get(key)) if view is None else _mapping(views.get(view))
+        if values:
+            rows.append((label, *(display.ms(values.get(p)) for p in _VIEW_COLUMNS)))
+    notes = ('<p class="note">' + "; ".join(f"{esc(label)}: {esc(meaning)}"
+                                           for label, _, _, meaning in _VIEWS) + ".</p>")
+    return ('<h2 id="request-latency">Request latency: service and scheduled</h2>'
+            + _table(("view", *_VIEW_COLUMNS), rows,
+                     numeric=tuple(range(1, len(_VIEW_COLUMNS) + 1)),
+                     table_id="request-latency-table") + notes)
+
+
+def _thresholds_table(s: Mapping[str, Any]) -> str:
+    verdicts = _thresholds(s)
+    if not verdicts:
+        return ""
+    rows = [(t.get("threshold"), display.number(t.get("value")),
+             "FAIL" if t.get("failed") is True else "pass", t.get("text", ""))
+            for t in verdicts]
+    failed = len(_failed_thresholds(s))
+    head = (f"{failed} of {len(verdicts)} failed" if failed
+            else f"all {len(verdicts)} passed")
+    return (f'<h2 id="thresholds">Thresholds: {esc(head)}</h2>'
+            + _table(("threshold", "measured", "result", "verdict"), rows, numeric=(1,),
+                     message=3, verdict=2, table_id="thresholds-table")
+            + '<p class="note">--fail-if: the run fails (exit code 6) when a threshold '
+              'holds. Latency is in ms, error_rate a fraction.</p>')
+
+
+def _schedule_table(data: RunData) -> str:
+    if not data.followed_a_plan:
+        return ""
+    m, settings = data.metrics, _mapping(data.summary.get("settings"))
+    sent, planned = sum(m.requests), m.planned_total
+    rows = [
+        ("Plan", _plan(settings)),
+        ("Requests planned", display.number(planned) if planned is not None
+         else "each record at its recorded time"),
+        ("Requests sent", display.number(sent)),
+    ]
+    if planned:
+        rows.append(("Sent / planned", f"{100.0 * sent / planned:.1f}%"))
+    for label, values in (("scheduled", m.scheduled_p99_ms), ("delivered", m.delivered_p99_ms)):
+        rows.append((f"Worst p99 of a second, {label}", _worst_second(m, values)))
+    return ('<h2 id="schedule">Schedule</h2>'
+            + _table(("", ""), rows, numeric=(1,), table_id="schedule-table")
+            + '<p class="note">Counts from metrics.ndjson, summed over its rows.</p>')
+
+
+def _worst_second(m: Metrics, p99_ms: list[float | None]) -> str:
+    """The highest per-second p99 and when its second ended (the first, on a tie)."""
+    seconds = [i for i, v in enumerate(p99_ms) if v is not None]
+    if not seconds:
+        return display.NONE
+    i = max(seconds, key=lambda k: p99_ms[k] or 0.0)
+    return (f"{display.ms(p99_ms[i])} (second ending at "
+            f"{display.number(round(m.edges_s[i + 1], 3))} s)")
+
+
+def _plan(settings: Mapping[str, Any]) -> str:
+    """The pacing options of the run, as given."""
+    parts = []
+    if settings.get("pace") == "original":
+        parts.append(f"--pace original --speed {display.number(settings.get('speed'))}")
+    elif settings.get("rate_schedule"):
+        parts.append(f"--rate {settings['rate_schedule']}")
+    elif settings.get("rate_per_s") is not None:
+        parts.append(f"--rate {display.number(settings['rate_per_s'])}")
+    if settings.get("duration_s") is not None:
+        parts.append(f"--duration {display.number(settings['duration_s'])}s")
+    return " ".join(parts) or display.NONE
 
 
 def _kinds_table(data: RunData) -> str:
@@ -285,9 +403,11 @@ def _files_table(data: RunData) -> str:
 
 def _table(head: tuple[str, ...], rows: Iterable[tuple[Any, ...]], *,
            numeric: tuple[int, ...] = (), message: int | None = None,
-           table_id: str | None = None) -> str:
+           verdict: int | None = None, table_id: str | None = None) -> str:
     def cell(i: int, value: Any) -> str:
-        cls = ' class="n"' if i in numeric else ' class="msg"' if i == message else ""
+        cls = (' class="n"' if i in numeric else ' class="msg"' if i == message
+               else f' class="{"fail" if value == "FAIL" else "pass"}"' if i == verdict
+               else "")
         return f"<td{cls}>{esc(value)}</td>"
 
     ident = f' id="{esc(table_id)}"' if table_id else ""
@@ -296,6 +416,16 @@ def _table(head: tuple[str, ...], rows: Iterable[tuple[Any, ...]], *,
     body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(row)) + "</tr>"
                    for row in rows)
     return f"<table{ident}>{header}<tbody>{body}</tbody></table>"
+
+
+def _thresholds(s: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """summary.json's threshold verdicts (--fail-if), each a mapping; [] without any."""
+    verdicts = s.get("thresholds")
+    return [t for t in verdicts if isinstance(t, Mapping)] if isinstance(verdicts, list) else []
+
+
+def _failed_thresholds(s: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [t for t in _thresholds(s) if t.get("failed") is True]
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
