@@ -2,7 +2,9 @@
 
 Exit codes of `replayer run`: 0 every record delivered; 1 some records failed (see
 failures.ndjson); 2 usage or configuration error; 3 stopped: the API refused the access
-key; 4 stopped: the input could not be read; 130/143 stopped by SIGINT/SIGTERM (resumable).
+key (401, "Invalid access key", or 403 on a single call); 4 stopped: the input could not
+be read; 5 a worker process died; 6 a --fail-if threshold failed; 130/143 stopped by
+SIGINT/SIGTERM (resumable).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from replayer import __version__
 from replayer.checkfile import check_files, kind_table
@@ -43,14 +46,15 @@ Examples:
   replayer run big.ndjson.gz --out runs/backfill --concurrency 128 --rate 500
   LEANPLUM_APP_ID=app_x LEANPLUM_CLIENT_KEY=prod_y \\
     replayer run --endpoint https://api.leanplum.com/api sessions.ndjson
-  jq -c .record runs/backfill/failures.ndjson | replayer run -
+  jq -c 'select(.record) | .record' runs/backfill/failures.ndjson | replayer run -
 
 \b
 Exit codes:
   0    every record delivered
   1    some records failed (each is a row of failures.ndjson)
   2    usage or configuration error
-  3    stopped: the API refused the access key (nothing more was sent)
+  3    stopped: the API refused the access key (401, "Invalid access key",
+       or 403 on a single call); nothing more was sent
   4    stopped: an input file could not be read
   5    a worker process died (its messages are above)
   6    a --fail-if threshold failed
@@ -205,16 +209,15 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
             raise ConfigError("a --loop run cannot resume: its passes have no fixed end")
         workers = worker_count(settings, paths)
         resume = None
-        if settings.resume and workers > 1:
-            check_resume(out_dir, paths, workers)
-        elif settings.resume:
-            check_resume(out_dir, paths, 1)
+        if settings.resume:
+            check_resume(out_dir, paths, workers, endpoint=settings.endpoint)
+        if settings.resume and workers == 1:
             resume = load_resume(out_dir, paths)
     except (ConfigError, OutDirError, ResumeError) as exc:
         raise SetupError(str(exc)) from None
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     _confirm_real_run(settings, paths)
-    resume_command = _resume_command(paths, out_dir, config_path)
+    resume_command = _resume_command(click.get_current_context(), paths, out_dir)
     tune_gc()
     report = asyncio.run(_run(settings, paths, out_dir, resume, resume_command,
                               random.Random(seed), workers))
@@ -288,10 +291,28 @@ def _on_signal(control: RunControl, name: str, quiet: bool) -> None:
         click.echo(f"{name}: finishing requests in flight (again to stop at once)", err=True)
 
 
-def _resume_command(paths: tuple[str, ...], out_dir: Path, config_path: Path | None) -> str:
+def _resume_command(ctx: click.Context, paths: tuple[str, ...], out_dir: Path) -> str:
+    """This command again, every flag it was given kept, aimed at --out with --resume.
+
+    Leaving a flag out would change the run on resume (--endpoint above all: a resume
+    without it would go to the built-in emulator). Environment variables stay as they are.
+    """
     words = ["replayer", "run", *paths, "--out", str(out_dir), "--resume"]
-    if config_path is not None:
-        words += ["--config", str(config_path)]
+    for param in ctx.command.params:
+        if (param.name in ("paths", "out_dir", "resume", "overwrite") or param.name is None
+                or ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE):
+            continue
+        value = ctx.params[param.name]
+        assert isinstance(param, click.Option)
+        if param.is_flag and param.secondary_opts:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            words += [param.opts[0]] if value else []
+        elif param.multiple:
+            for item in value:
+                words += [param.opts[0], str(item)]
+        else:
+            words += [param.opts[0], str(value)]
     return shlex.join(words)
 
 

@@ -136,6 +136,11 @@ class Settings:
     fail_if: tuple[str, ...] = ()
     abort_on_fail: bool = False
 
+    def is_load_test(self) -> bool:
+        """Schedules, original pace, loops, durations and thresholds: a load test."""
+        return bool(self.rate_schedule or self.pace == "original" or self.loop
+                    or self.duration_s or self.fail_if)
+
     def redacted(self) -> dict[str, object]:
         """Every setting as JSON-ready values, with the client key hidden (for summary.json)."""
         out: dict[str, object] = {}

@@ -71,6 +71,7 @@ FLUSH_INTERVAL_S = 0.05
 LOAD_PERCENTILES = (50, 90, 99, 99.9, 99.99)
 METRICS_INTERVAL_S = 1.0
 MEMORY_CAP = 20_000  # sessions held in memory across all lanes
+PACED_MEMORY_CAP = 2_000
 SPILL_CAP = 500_000  # sessions waiting on disk before intake pauses
 
 
@@ -148,9 +149,18 @@ class Replay:
         self.pacer: Pacing | None = None
         if settings.rate_schedule:
             self.pacer = SchedulePacer(parse_rate(settings.rate_schedule), clock=clock)
+        elif settings.rate_per_s and settings.is_load_test():
+            # A load test holds a schedule: each request has its time, and after a stall
+            # the run catches up as fast as --concurrency allows (as wrk2 does), so the
+            # scheduled view shows the stall and no more. Elsewhere --rate is a ceiling.
+            self.pacer = SchedulePacer(parse_rate(f"{settings.rate_per_s:.9f}"), clock=clock)
         elif settings.rate_per_s:
             self.pacer = Pacer(settings.rate_per_s, clock=clock)
         self.pace = OriginalPace(settings.speed) if settings.pace == "original" else None
+        # A paced run needs little read-ahead; reading 20,000 records at the start would
+        # only delay the first requests of the schedule.
+        paced = self.pacer is not None or self.pace is not None
+        self.memory_cap = PACED_MEMORY_CAP if paced else MEMORY_CAP
         self._pace_origin: tuple[int, float, float] | None = None  # pass, first time, start
         self.thresholds = [parse_threshold(spec) for spec in settings.fail_if]
         self.verdicts: list[thresholds.Verdict] = []
@@ -284,7 +294,7 @@ class Replay:
                         self.stats.possible_duplicates += 1
                     lanes.push(work)
                 self._changed.set()
-                while (lanes.in_memory >= MEMORY_CAP or lanes.spilled >= SPILL_CAP
+                while (lanes.in_memory >= self.memory_cap or lanes.spilled >= SPILL_CAP
                        or self._down()):
                     self._room.clear()
                     await self._room.wait()
@@ -566,9 +576,11 @@ class Replay:
             self.metrics.write(self.metrics_row())
             self.metrics.flush()
             if self.settings.abort_on_fail and self.thresholds:
-                failed = [v.text for v in evaluate(self.thresholds, self.observed()) if v.failed]
+                verdicts = evaluate(self.thresholds, self.observed())
+                failed = [v.text for v in verdicts if v.failed]
                 if failed and not self.control.stopping.is_set():
                     log.warning("threshold failed, stopping: %s", "; ".join(failed))
+                    self.verdicts = verdicts  # the run ends on these, not on later numbers
                     self.control.request_stop("threshold")
 
     def observed(self) -> Observed:
@@ -628,7 +640,8 @@ class Replay:
         return self.lanes.pending
 
     def exit_code(self) -> int:
-        """0 all delivered, 1 some failed, 3 invalid key, 4 bad input, 130/143 on signals."""
+        """0 all delivered, 1 some failed, 3 access refused, 4 bad input, 6 a threshold failed,
+        130/143 on signals (5, a dead worker, is the parent's: see workers.py)."""
         if self.fatal is not None:
             return EXIT_INVALID_KEY
         if self.input_error is not None:
@@ -637,7 +650,8 @@ class Replay:
             return EXIT_SIGINT
         if self.control.stop_reason == "SIGTERM":
             return EXIT_SIGTERM
-        self.verdicts = evaluate(self.thresholds, self.observed())
+        if self.control.stop_reason != "threshold":
+            self.verdicts = evaluate(self.thresholds, self.observed())
         if any_failed(self.verdicts):
             return EXIT_THRESHOLD
         return EXIT_FAILURES if self.stats.by_status["failed"] else EXIT_OK
@@ -797,13 +811,15 @@ async def replay(
             resume=resume, shard=shard,
         )
         inputs = fingerprint_or_none(paths)
-        run.journal.save_run(_run_doc(inputs, resume_command, state="running"))
+        run.journal.save_run(_run_doc(inputs, resume_command, state="running",
+                                      endpoint=settings.endpoint))
         if on_start is not None:
             on_start(run)
         exit_code = await run.run()
         summary = run.summary(exit_code, resume_command=resume_command)
         write_json_atomic(out_dir / SUMMARY, summary)
-        run.journal.save_run(_run_doc(inputs, resume_command, state=summary["state"]))
+        run.journal.save_run(_run_doc(inputs, resume_command, state=summary["state"],
+                                      endpoint=settings.endpoint))
         return RunReport(exit_code, summary, out_dir)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -817,9 +833,10 @@ def fingerprint_or_none(paths: Sequence[str]) -> list[dict[str, Any]] | None:
 
 
 def _run_doc(
-    inputs: list[dict[str, Any]] | None, resume_command: str | None, *, state: str
+    inputs: list[dict[str, Any]] | None, resume_command: str | None, *, state: str, endpoint: str
 ) -> dict[str, Any]:
-    return {"version": 1, "state": state, "inputs": inputs, "resume_with": resume_command}
+    return {"version": 1, "state": state, "endpoint": endpoint, "inputs": inputs,
+            "resume_with": resume_command}
 
 
 @dataclass(frozen=True, slots=True)

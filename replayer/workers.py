@@ -66,15 +66,10 @@ _SEVERITY = (EXIT_WORKER, EXIT_INVALID_KEY, EXIT_INPUT, EXIT_SIGTERM, EXIT_SIGIN
              EXIT_FAILURES, EXIT_OK)
 
 
-def is_load_test(settings: Settings) -> bool:
-    """Schedules, original pace, loops, durations and thresholds run in one process."""
-    return bool(settings.rate_schedule or settings.pace == "original" or settings.loop
-                or settings.duration_s or settings.fail_if)
-
-
 def worker_count(settings: Settings, paths: Sequence[str]) -> int:
     """How many workers to run: the setting (0 = one per CPU); 1 for stdin or a pipe (read once)."""
-    if any(is_stream(p) for p in paths) or is_load_test(settings):
+    # A load test runs in one process: one schedule, one clock, one set of latency views.
+    if any(is_stream(p) for p in paths) or settings.is_load_test():
         return 1
     return settings.workers or os.cpu_count() or 1
 
@@ -93,7 +88,8 @@ async def run_workers(
             rate_per_s=settings.rate_per_s / count if settings.rate_per_s else None,
         )
         env = {**os.environ, _SETTINGS_ENV: _settings_json(share), _KEY_ENV: endpoint.client_key}
-        write_json_atomic(out_dir / RUN, _run_doc(paths, count, resume_command, "running"))
+        write_json_atomic(out_dir / RUN, _run_doc(paths, count, resume_command, "running",
+                                                  settings.endpoint))
         procs = [await _spawn(i, count, out_dir, paths, env, resume=settings.resume)
                  for i in range(count)]
         forward = asyncio.create_task(_forward_signals(control, procs))
@@ -109,13 +105,19 @@ async def run_workers(
     if resume_command is not None and exit_code not in (EXIT_OK, EXIT_FAILURES):
         summary["resume_with"] = resume_command
     write_json_atomic(out_dir / SUMMARY, summary)
-    write_json_atomic(out_dir / RUN, _run_doc(paths, count, resume_command, summary["state"]))
+    write_json_atomic(out_dir / RUN, _run_doc(paths, count, resume_command, summary["state"],
+                                                  settings.endpoint))
     return RunReport(exit_code, summary, out_dir)
 
 
-def check_resume(out_dir: Path, paths: Sequence[str], count: int) -> None:
-    """Refuses a resume with other inputs or another worker count than the run had."""
+def check_resume(out_dir: Path, paths: Sequence[str], count: int, *, endpoint: str) -> None:
+    """Refuses a resume with other inputs, another endpoint or another worker count."""
     previous = previous_run(out_dir, paths)
+    if previous.get("endpoint", endpoint) != endpoint:
+        raise ResumeError(
+            f"the run in {out_dir} was sending to {previous['endpoint']}, not {endpoint}; "
+            f"resume it with --endpoint {previous['endpoint']} (and the same credentials)"
+        )
     if previous.get("workers", 1) != count:
         raise ResumeError(
             f"the run in {out_dir} used {previous.get('workers', 1)} worker(s); resume it with "
@@ -123,9 +125,9 @@ def check_resume(out_dir: Path, paths: Sequence[str], count: int) -> None:
         )
 
 
-def _run_doc(paths: Sequence[str], count: int, resume_command: str | None,
-             state: str) -> dict[str, Any]:
-    return {"version": 1, "state": state, "workers": count,
+def _run_doc(paths: Sequence[str], count: int, resume_command: str | None, state: str,
+             endpoint: str) -> dict[str, Any]:
+    return {"version": 1, "state": state, "workers": count, "endpoint": endpoint,
             "inputs": fingerprint_or_none(paths), "resume_with": resume_command}
 
 

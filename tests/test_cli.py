@@ -245,3 +245,32 @@ def test_a_named_pipe_is_read_once_by_one_worker(tmp_path: Path) -> None:
     assert sorted(r["line"] for r in read_rows(out / RESULTS)) == list(range(1, 121))
     assert not (out / "workers").exists(), "a pipe can be read once: one worker"
     assert orjson.loads((out / "run.json").read_bytes())["inputs"] is None, "cannot resume"
+
+
+def test_the_resume_command_repeats_every_flag_given(tmp_path: Path,
+                                                     threaded_emulator: str) -> None:
+    data = generated(tmp_path / "in.ndjson", records=10, users=2)
+    out = tmp_path / "out"
+    env = {"LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY}
+
+    invoke("run", str(data), "--out", str(out), "--endpoint", threaded_emulator, "--no-batch",
+           "--rate", "50", "--fail-if", "p99>1s", "--fail-if", "failed>3", "--workers", "1",
+           env=env)
+
+    command = orjson.loads((out / "run.json").read_bytes())["resume_with"]
+    assert command == (f"replayer run {data} --out {out} --resume --endpoint {threaded_emulator} "
+                       "--rate 50 --no-batch --workers 1 --fail-if 'p99>1s' --fail-if 'failed>3'")
+    assert TEST_KEY not in command
+
+
+def test_a_resume_aimed_at_another_endpoint_is_refused(tmp_path: Path,
+                                                      threaded_emulator: str) -> None:
+    data = generated(tmp_path / "in.ndjson", records=10, users=2)
+    out = tmp_path / "out"
+    env = {"LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY}
+    invoke("run", str(data), "--out", str(out), "--endpoint", threaded_emulator, env=env)
+
+    result = invoke("run", str(data), "--out", str(out), "--resume", env=env)  # no --endpoint
+
+    assert result.exit_code == 2
+    assert f"was sending to {threaded_emulator}, not embedded" in result.output
