@@ -1,13 +1,15 @@
 """Client benchmark of `replayer run` against a fixed-response server; writes docs/benchmarks.md.
 
     .venv/bin/python bench/run.py            # full: 200k-record throughput, RSS at 1M and 10M
-    .venv/bin/python bench/run.py --quick    # ~5 minutes: 50k records, RSS at 100k and 1M
+    .venv/bin/python bench/run.py --quick    # ~7 minutes: 50k records, RSS at 100k and 1M, 20 s ramps
 
 Sections: throughput (baseline aiohttp client, `replayer run --no-batch`, `--batch`,
 `--batch --workers 2`, wrk), interleaved run by run so machine drift hits every variant
 alike; peak RSS of `replayer run --batch` by input size; the accuracy of `--rate`
-measured from the server's arrival log. Inputs come from `replayer generate` and are
-cached by size in a temp folder. Stdlib only (plus the project's own CLI).
+measured from the server's arrival log; and how closely `--rate SCHEDULE` (ramps such as
+`100..1000/60s`, with `--duration`) follows its plan second by second (bench/schedule_report.py).
+Inputs come from `replayer generate` and are cached by size in a temp folder. Stdlib only
+(plus the project's own CLI and `replayer.schedule`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import schedule_report
+
+from replayer.schedule import parse_rate
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -456,6 +461,78 @@ def rate_section(args: argparse.Namespace, tmp: Path, server_prefix: list[str],
     return result
 
 
+def check_schedule(out_dir: Path) -> Callable[[Path], tuple[int, str | None, dict[str, Any]]]:
+    """Reads summary.json: --duration must have ended the run, with no failed record."""
+
+    def check(_: Path) -> tuple[int, str | None, dict[str, Any]]:
+        try:
+            summary = orjson.loads((out_dir / "summary.json").read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            return 0, f"no summary.json ({exc})", {}
+        delivered = int(summary.get("delivered", 0))
+        extra = {"stopped_by": summary.get("stopped_by"), "failed": summary.get("failed"),
+                 "behind_ms": summary.get("behind_schedule_ms") or {}}
+        if summary.get("stopped_by") != "duration":
+            return delivered, ("not stopped by --duration (the input ran out?): "
+                               f"stopped_by={summary.get('stopped_by')!r}"), extra
+        if summary.get("failed"):
+            kinds = summary.get("failures_by_kind")
+            return delivered, f"{summary['failed']} records failed ({kinds})", extra
+        return delivered, None, extra
+
+    return check
+
+
+@dataclass(slots=True)
+class ScheduleResult:
+    spec: str
+    duration_s: float
+    measure: Measure
+    stats: schedule_report.ScheduleStats | None  # None: no arrivals to analyze
+
+
+def schedule_input_size(specs: Sequence[str], hold_s: float) -> int:
+    """Records enough for every schedule with 20 % to spare, rounded up to 10,000."""
+    need = max(parse_rate(spec).count_by(
+        schedule_report.ramp_seconds(spec) + hold_s) for spec in specs)
+    return int(-(-need * 1.2 // 10_000) * 10_000)
+
+
+def schedule_section(args: argparse.Namespace, tmp: Path, server_prefix: list[str],
+                     client: list[str]) -> tuple[int, list[ScheduleResult]]:
+    """One `--rate SPEC --duration (ramp + hold)` run per schedule, each with its own server."""
+    records = schedule_input_size(args.schedules, args.schedule_hold)
+    path = ensure_input(args.cache_dir, records)
+    results = []
+    for n, spec in enumerate(args.schedules):
+        duration_s = schedule_report.ramp_seconds(spec) + args.schedule_hold
+        arrivals_path = tmp / f"schedule-{n}-arrivals.txt"
+        server = Server(server_prefix, log_arrivals=arrivals_path)
+        work = tmp / f"schedule-{n}"
+        work.mkdir(exist_ok=True)
+        out = work / "out"
+        cmd = [*client, *replayer_cmd(), "run", str(path), "--endpoint", server.url,
+               "--no-batch", "--workers", "1", "--rate", spec,
+               "--duration", schedule_report.duration_text(duration_s),
+               "--concurrency", str(args.concurrency), "--quiet", "--out", str(out),
+               "--overwrite"]
+        try:
+            m = measure(cmd, server=server, work_dir=work,
+                        timeout_s=min(args.run_timeout, duration_s + 300),
+                        check=check_schedule(out))
+        finally:
+            server.stop()
+        m.extra["cmd"] = cmd
+        shutil.rmtree(out, ignore_errors=True)
+        text = arrivals_path.read_text() if arrivals_path.exists() else ""
+        times = sorted(float(x) for x in text.split())
+        stats = schedule_report.analyze(spec, duration_s, times) if times else None
+        results.append(ScheduleResult(spec, duration_s, m, stats))
+        log(f"schedule {spec} for {duration_s:g} s: {describe(m) if not m.ok else 'ok'}; "
+            + (schedule_report.summary_line(stats) if stats else "no arrivals"))
+    return records, results
+
+
 # ---- the report ------------------------------------------------------------------------
 
 
@@ -483,7 +560,8 @@ def per_run_ratio(top: Variant, bottom: Variant, *, cpu: bool = False) -> list[f
 
 def report(args: argparse.Namespace, info: dict[str, str], pin: str, command: str,
            records: int, variants: list[Variant] | None, rss: list[tuple[int, Measure]] | None,
-           rate: RateResult | None, started: datetime, elapsed_s: float) -> str:
+           rate: RateResult | None, schedules: tuple[int, list[ScheduleResult]] | None,
+           started: datetime, elapsed_s: float) -> str:
     failures: list[str] = []
     head = [
         "# Benchmarks: the `replayer run` client",
@@ -621,6 +699,9 @@ def report(args: argparse.Namespace, info: dict[str, str], pin: str, command: st
                         f"<= {TARGET_WINDOW_FACTOR * rate.share:g}", str(rate.max_window),
                         met(window_ok)))
 
+    if schedules is not None:
+        lines += schedule_lines(args, *schedules, failures, targets)
+
     summary = ["## Targets", "", "| target | wanted | measured | met |", "| --- | --- | --- | --- |"]
     summary += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets]
     lines = [*head, *summary, "", *lines]
@@ -646,11 +727,67 @@ def report(args: argparse.Namespace, info: dict[str, str], pin: str, command: st
         "- Variants run interleaved (a b c d e, a b c d e, ...) so drift on this shared machine hits",
         "  them alike; look at min–max before trusting a difference smaller than that spread.",
         "- With pinning, every client process (and (d)'s workers) shares the one client CPU.",
-        "- Peak RSS and rate accuracy are single runs: rerun before reading much into a small miss.",
+        "- Peak RSS, rate accuracy and each schedule are single runs: rerun before reading much",
+        "  into a small miss.",
+        "- Schedules: seconds count from the first arrival, which is request 0 of the plan (due",
+        "  at t = 0); *planned* is `count_by(t + 1) - count_by(t)` of `replayer.schedule`, cut at",
+        "  the --duration. The first second holds start-up and the last is cut short by",
+        "  --duration, so the worst and mean deviations leave both out.",
         "- `--quick` uses smaller inputs than the full run; rerun without it for the real figures.",
         "",
     ]
     return "\n".join(lines)
+
+
+def behind_text(behind: dict[str, Any]) -> str:
+    shown = [f"{k} {behind[k]:,.1f}" for k in ("p50", "p99", "max") if behind.get(k) is not None]
+    return ", ".join(shown) or "not reported"
+
+
+def schedule_lines(args: argparse.Namespace, records: int, results: list[ScheduleResult],
+                   failures: list[str], targets: list[tuple[str, str, str, str]]) -> list[str]:
+    """One sub-section per schedule: the command, the run, the table; target rows appended."""
+    lines = [
+        ("## Rate schedules: `replayer run --no-batch --rate SCHEDULE --duration D` "
+         "(one run per schedule)"),
+        "",
+        (f"Each run lasts its ramp plus {args.schedule_hold:g} s of holding the end rate, so"
+         " one run per schedule; measured from the server's arrival log (monotonic time of"
+         f" each request). Input: {records:,} generated records, more than any schedule plans,"
+         " so --duration ends every run. The table shows every"
+         f" {schedule_report.TABLE_STEP_S}th second; the summary covers all of them."),
+        "",
+    ]
+    for r in results:
+        m, st = r.measure, r.stats
+        state = "ok" if m.ok else f"FAILED (exit {m.exit_code})"
+        if not m.ok:
+            failures.append(f"schedule {r.spec}: `{shlex.join(m.extra['cmd'])}`"
+                            f"\n\n```\n{m.error}\n```")
+        lines += [
+            f"### `--rate {r.spec} --duration {schedule_report.duration_text(r.duration_s)}`",
+            "",
+            f"- command: `{shlex.join(m.extra['cmd'])}`",
+            (f"- run: {state}, {m.wall_s:.1f} s wall, {m.cpu_s:.1f} s client CPU "
+             f"({m.client_share:.0%}), server CPU {m.server_share:.0%}; delivered "
+             f"{m.records:,}, failed {m.extra.get('failed')}, stopped by "
+             f"{m.extra.get('stopped_by')}"),
+            ("- the client's own `behind_schedule_ms` (summary.json: how late each request went "
+             "against its planned time): " + behind_text(m.extra.get("behind_ms") or {})),
+            "",
+        ]
+        if st is None:
+            lines += ["No request arrived.", ""]
+            continue
+        lines += [*schedule_report.table(st), ""]
+        sent_ok = abs(st.sent_pct - 100) <= TARGET_RATE_ERROR * 100 if m.ok else None
+        window_ok = st.highest.ratio <= TARGET_WINDOW_FACTOR if m.ok else None
+        targets.append((f"sent vs planned, --rate {r.spec} (the --rate target)",
+                        f"within ±{TARGET_RATE_ERROR:.0%}", f"{st.sent_pct:.2f} %", met(sent_ok)))
+        targets.append((f"highest 100 ms window over its planned share, --rate {r.spec}",
+                        f"<= {TARGET_WINDOW_FACTOR:g}x", f"{st.highest.ratio:.2f}x",
+                        met(window_ok)))
+    return lines
 
 
 # ---- main ------------------------------------------------------------------------------
@@ -659,7 +796,7 @@ def report(args: argparse.Namespace, info: dict[str, str], pin: str, command: st
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="smaller inputs (throughput 50k, RSS at 100k and 1M): ~5 minutes")
+                   help="smaller inputs (throughput 50k, RSS at 100k and 1M, 20 s ramps): ~7 minutes")
     p.add_argument("--runs", type=int, default=3, help="runs per throughput variant [3]")
     p.add_argument("--records", type=int, default=None,
                    help="records per throughput run [200000; 50000 with --quick]")
@@ -672,8 +809,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate-per-s", type=float, default=1000.0, help="--rate to check [1000]")
     p.add_argument("--rate-seconds", type=float, default=30.0,
                    help="seconds worth of records for the rate check [30]")
-    p.add_argument("--sections", default="throughput,rss,rate",
-                   help="which sections to run [throughput,rss,rate]")
+    p.add_argument("--schedules", default=None,
+                   help="';'-separated --rate schedules to check [50..500/60s;100..1000/60s;"
+                        "200..2000/60s; the same over 20s with --quick]")
+    p.add_argument("--schedule-hold", type=float, default=5.0,
+                   help="seconds of the end rate after each schedule's ramps (--duration is "
+                        "ramps + hold) [5]")
+    p.add_argument("--sections", default="throughput,rss,rate,schedule",
+                   help="which sections to run [throughput,rss,rate,schedule]")
     p.add_argument("--cache-dir", type=Path,
                    default=Path(tempfile.gettempdir()) / "replayer-bench-inputs",
                    help="where generated inputs are kept between runs")
@@ -688,6 +831,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rss_sizes = [int(s) for s in sizes.split(",") if s.strip()]
     args.wrk_seconds = args.wrk_seconds or (5 if args.quick else 10)
     args.sections = {s.strip() for s in args.sections.split(",")}
+    unknown = args.sections - {"throughput", "rss", "rate", "schedule"}
+    if unknown:
+        p.error(f"unknown --sections: {', '.join(sorted(unknown))}")
+    ramp = "20s" if args.quick else "60s"
+    specs = args.schedules or f"50..500/{ramp};100..1000/{ramp};200..2000/{ramp}"
+    args.schedules = [s.strip() for s in specs.split(";") if s.strip()]
+    for spec in args.schedules:
+        try:
+            parse_rate(spec)
+        except ValueError as e:
+            p.error(str(e))
+    if args.schedule_hold < 0:
+        p.error("--schedule-hold must be >= 0")
     if args.runs < 1:
         p.error("--runs must be at least 1")
     return args
@@ -711,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     help_text = subprocess.run([*replayer_cmd(), "run", "--help"], capture_output=True,
                                text=True, check=True).stdout
     log(f"pinning: {pin}")
-    variants = rss = rate = None
+    variants = rss = rate = schedules = None
     with tempfile.TemporaryDirectory(prefix="replayer-bench-") as tmp_name:
         tmp = Path(tmp_name)
         path = ensure_input(args.cache_dir, args.records) if "throughput" in args.sections else None
@@ -726,8 +882,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"throughput server: {server.stop()}")
         if "rate" in args.sections:
             rate = rate_section(args, tmp, server_prefix, client_prefix, help_text)
+        if "schedule" in args.sections:
+            schedules = schedule_section(args, tmp, server_prefix, client_prefix)
     text = report(args, info, pin, display_command(), args.records, variants, rss, rate,
-                  started, time.monotonic() - t0)
+                  schedules, started, time.monotonic() - t0)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(text)
     print(text)
