@@ -83,14 +83,10 @@ def throughput_png(m: Metrics) -> bytes:
 def schedule_png(m: Metrics) -> bytes:
     """Top: requests planned and sent per second; bottom: the p99 of each second in the
     scheduled view against delivered records' p99 (log ms), where a stall stands out."""
-    fig = Figure(figsize=(10, 5.6), dpi=DPI, layout="constrained")
     title = "Schedule: requests planned and sent per second"
     if not m.rows:
-        ax = fig.add_subplot()
-        ax.set_title(title)
-        return _no_data(fig, ax, "metrics.ndjson has no rows")
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    top.set_title(title)
+        return _no_rows(title, height=5.6)
+    fig, top, bottom = _two_panels(title, height=5.6)
     line = Timeline.of(m)
     top.stairs(line.mean(m.requests), line.edges, color=REQUESTS_COLOR, linewidth=1.4,
                label=f"sent ({display.number(sum(m.requests))} in all)")
@@ -186,14 +182,10 @@ def failures_png(m: Metrics) -> bytes:
 
 def retries_png(m: Metrics) -> bytes:
     """Top: retries sent per second; bottom: records waiting to be retried."""
-    fig = Figure(figsize=(10, 4.4), dpi=DPI, layout="constrained")
     title = "Retries per second, and records waiting to be retried"
     if not m.rows:
-        ax = fig.add_subplot()
-        ax.set_title(title)
-        return _no_data(fig, ax, "metrics.ndjson has no rows")
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    top.set_title(title)
+        return _no_rows(title, height=4.4)
+    fig, top, bottom = _two_panels(title, height=4.4)
     line = Timeline.of(m)
     top.stairs(line.mean(m.retries), line.edges, fill=True, color=WAITING_COLOR, alpha=0.8,
                label=f"retries ({display.number(sum(m.retries))} in all)")
@@ -413,6 +405,22 @@ def _say(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _two_panels(title: str, *, height: float) -> tuple[Figure, Axes, Axes]:
+    """A figure of two charts over one time axis, the title on the top one."""
+    fig = Figure(figsize=(10, height), dpi=DPI, layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.set_title(title)
+    return fig, top, bottom
+
+
+def _no_rows(title: str, *, height: float) -> bytes:
+    """The chart of a run whose metrics.ndjson holds no row."""
+    fig = Figure(figsize=(10, height), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    return _no_data(fig, ax, "metrics.ndjson has no rows")
 
 
 def _no_data(fig: Figure, ax: Axes, text: str) -> bytes:
