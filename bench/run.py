@@ -9,7 +9,7 @@ alike; peak RSS of `replayer run --batch` by input size; the accuracy of `--rate
 measured from the server's arrival log; and how closely `--rate SCHEDULE` (ramps such as
 `100..1000/60s`, with `--duration`) follows its plan second by second (bench/schedule_report.py).
 Inputs come from `replayer generate` and are cached by size in a temp folder. Stdlib only
-(plus the project's own CLI and `replayer.schedule`).
+(plus the project's own CLI and `replayer.engine.schedule`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 import schedule_report
 
-from replayer.schedule import parse_rate
+from replayer.engine.schedule import parse_rate
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -730,7 +730,7 @@ def report(args: argparse.Namespace, info: dict[str, str], pin: str, command: st
         "- Peak RSS, rate accuracy and each schedule are single runs: rerun before reading much",
         "  into a small miss.",
         "- Schedules: seconds count from the first arrival, which is request 0 of the plan (due",
-        "  at t = 0); *planned* is `count_by(t + 1) - count_by(t)` of `replayer.schedule`, cut at",
+        "  at t = 0); *planned* is `count_by(t + 1) - count_by(t)` of `replayer.engine.schedule`, cut at",
         "  the --duration. The first second holds start-up and the last is cut short by",
         "  --duration, so the worst and mean deviations leave both out.",
         "- `--quick` uses smaller inputs than the full run; rerun without it for the real figures.",

@@ -13,7 +13,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from replayer.schedule import RateSchedule, parse_rate
+from replayer.engine.schedule import RateSchedule, parse_rate
 
 WINDOW_S = 0.1
 TABLE_STEP_S = 10  # the table shows every 10th second

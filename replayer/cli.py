@@ -24,21 +24,21 @@ import click
 from click.core import ParameterSource
 
 from replayer import __version__
-from replayer.checkfile import check_files, kind_table
 from replayer.config import ConfigError, Settings, is_remote, load_settings
 from replayer.emulator.command import emulate
-from replayer.generate import write_records
-from replayer.journal import ResumeError, load_resume
-from replayer.logs import setup_logging
-from replayer.pipeline import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
-from replayer.read import STDIN, is_stream
+from replayer.engine.replay import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
+from replayer.engine.schedule import parse_duration, parse_rate
+from replayer.observe.logs import setup_logging
+from replayer.observe.thresholds import parse_threshold
+from replayer.observe.watch import watching
+from replayer.output.journal import ResumeError, load_resume
+from replayer.output.sinks import OutDirError, prepare_out_dir
 from replayer.records import RecordFailure
 from replayer.report.command import report
-from replayer.schedule import parse_duration, parse_rate
-from replayer.sinks import OutDirError, prepare_out_dir
-from replayer.thresholds import parse_threshold
-from replayer.watch import watching
-from replayer.workers import check_resume, run_workers, worker_count
+from replayer.source.checkfile import check_files, kind_table
+from replayer.source.generate import write_records
+from replayer.source.read import STDIN, is_stream
+from replayer.workers.parent import check_resume, run_workers, worker_count
 
 RUN_EPILOG = """\b
 Examples:

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from replayer.config import Secret, Settings
 from replayer.emulator import EmulatorConfig, create_app
-from replayer.generate import write_records
+from replayer.source.generate import write_records
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,11 +21,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from replayer import pipeline
 from replayer.emulator import LatencyModel
-from replayer.pipeline import EXIT_FAILURES, EXIT_INVALID_KEY, EXIT_OK, RunControl, replay
-from replayer.read import CHUNK_LINES, iter_lines
-from replayer.sinks import FAILURES, RESULTS
+from replayer.engine import replay as pipeline
+from replayer.engine.replay import EXIT_FAILURES, EXIT_INVALID_KEY, EXIT_OK, RunControl, replay
+from replayer.output.sinks import FAILURES, RESULTS
+from replayer.source.read import CHUNK_LINES, iter_lines
 from tests.conftest import SHARED, StartEmulator, read_rows, settings_for
 
 T0 = 1_700_000_000

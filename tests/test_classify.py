@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from replayer.classify import SEND_KINDS, Outcome, Verdict, classify, classify_element
+from replayer.engine.classify import SEND_KINDS, Outcome, Verdict, classify, classify_element
 from replayer.records import Attempt
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "leanplum"

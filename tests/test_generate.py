@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from replayer.generate import DEFAULT_START_S, iter_records, write_records
 from replayer.records import RawLine, Session
-from replayer.validate import parse_line
+from replayer.source.generate import DEFAULT_START_S, iter_records, write_records
+from replayer.source.validate import parse_line
 
 
 def generated(**options: Any) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from replayer.journal import (
+from replayer.output.journal import (
     JOURNAL,
     RUN,
     Journal,
@@ -19,7 +19,7 @@ from replayer.journal import (
     load_resume,
     repair_torn_tail,
 )
-from replayer.sinks import FAILURES, RESULTS
+from replayer.output.sinks import FAILURES, RESULTS
 
 MIB = 1 << 20
 

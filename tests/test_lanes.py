@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from replayer.lanes import Lane, Lanes, SpillStore, Take, Work
+from replayer.engine.lanes import Lane, Lanes, SpillStore, Take, Work
+from replayer.engine.spill import FileSpill
 from replayer.records import Session
-from replayer.spill import FileSpill
 
 FILE = "sessions.ndjson"
 

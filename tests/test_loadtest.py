@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from replayer.cli import main
 from replayer.emulator import FaultConfig
-from replayer.pacing import Pacer, ScheduleEnded, SchedulePacer
-from replayer.pipeline import EXIT_OK, EXIT_THRESHOLD, RunControl, replay
-from replayer.schedule import parse_rate
-from replayer.sinks import FAILURES, METRICS, RESULTS, SUMMARY
+from replayer.engine.pacing import Pacer, ScheduleEnded, SchedulePacer
+from replayer.engine.replay import EXIT_OK, EXIT_THRESHOLD, RunControl, replay
+from replayer.engine.schedule import parse_rate
+from replayer.output.sinks import FAILURES, METRICS, RESULTS, SUMMARY
 from tests.conftest import FakeClock, StartEmulator, generated, read_rows, settings_for
 
 

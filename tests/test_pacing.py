@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from replayer.pacing import WINDOW_S, throttle_shape
+from replayer.engine.pacing import WINDOW_S, throttle_shape
 
 # (rate per second, requests per window, window seconds)
 SHAPE_CASES = [

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from replayer.emulator import FaultConfig, LatencyModel
-from replayer.pipeline import EXIT_FAILURES, EXIT_INVALID_KEY, EXIT_OK, RunControl, replay
-from replayer.sinks import FAILURES, RESULTS, SUMMARY
+from replayer.engine.replay import EXIT_FAILURES, EXIT_INVALID_KEY, EXIT_OK, RunControl, replay
+from replayer.output.sinks import FAILURES, RESULTS, SUMMARY
 from tests.conftest import (
     SHARED,
     TEST_KEY,

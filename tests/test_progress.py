@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from replayer.live import Totals
-from replayer.progress import (
+from replayer.observe.live import Totals
+from replayer.observe.progress import (
     OUTAGE_TEXT,
     Progress,
     format_eta,
@@ -19,7 +19,7 @@ from replayer.progress import (
     render,
     top_failure_kinds,
 )
-from replayer.stats import Histogram
+from replayer.observe.stats import Histogram
 
 
 def _row(**fields: Any) -> dict[str, Any]:

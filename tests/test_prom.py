@@ -13,9 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from replayer.live import Totals
-from replayer.prom import LATENCY_EDGES_MS, latency_buckets, metrics_app, serve_metrics
-from replayer.stats import Histogram
+from replayer.observe.live import Totals
+from replayer.observe.prom import LATENCY_EDGES_MS, latency_buckets, metrics_app, serve_metrics
+from replayer.observe.stats import Histogram
 
 # A row of metrics.ndjson as `replayer run samples/sessions.ndjson` writes it.
 SAMPLE_ROW: dict[str, Any] = orjson.loads(

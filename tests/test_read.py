@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from replayer.read import CHUNK_LINES, ChunkReader, ReadCounts, iter_lines, total_size
 from replayer.records import RawLine
+from replayer.source.read import CHUNK_LINES, ChunkReader, ReadCounts, iter_lines, total_size
 
 LIMIT = 1 << 20
 

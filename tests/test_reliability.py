@@ -14,9 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from replayer.emulator import FaultConfig
-from replayer.pipeline import EXIT_FAILURES, EXIT_OK, RunControl, replay
-from replayer.retry import RetryPolicy
-from replayer.sinks import FAILURES, RESULTS
+from replayer.engine.replay import EXIT_FAILURES, EXIT_OK, RunControl, replay
+from replayer.engine.retry import RetryPolicy
+from replayer.output.sinks import FAILURES, RESULTS
 from tests.conftest import (
     SHARED,
     FakeClock,

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from replayer.config import Secret
 from replayer.emulator import FaultConfig
-from replayer.pipeline import (
+from replayer.engine.replay import (
     EXIT_FAILURES,
     EXIT_INVALID_KEY,
     EXIT_OK,
@@ -26,11 +26,11 @@ from replayer.pipeline import (
     RunControl,
     replay,
 )
+from replayer.output.sinks import FAILURES, METRICS, SUMMARY
 from replayer.report import NotAnOutputDir, ReportFiles, build_report, text_summary
 from replayer.report.command import report
 from replayer.report.load import read_metrics, tally_failures
-from replayer.sinks import FAILURES, METRICS, SUMMARY
-from replayer.workers import run_workers
+from replayer.workers.parent import run_workers
 from tests.conftest import TEST_KEY, StartEmulator, generated, read_rows, settings_for
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 import pytest
 
+from replayer.output.sinks import SUMMARY
 from replayer.report import build_report
-from replayer.sinks import SUMMARY
 from tests.conftest import StartEmulator
 from tests.test_report import faulty_run
 

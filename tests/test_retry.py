@@ -12,7 +12,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from replayer.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
+from replayer.engine.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
 
 SEEDS = range(500)
 

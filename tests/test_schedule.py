@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 
-from replayer.schedule import OriginalPace, RateSchedule, Stage, parse_duration, parse_rate
+from replayer.engine.schedule import OriginalPace, RateSchedule, Stage, parse_duration, parse_rate
 
 CHAIN = "100..1000/60s,1000/300s,1000..0/30s"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from replayer.stats import Histogram, RunStats
+from replayer.observe.stats import Histogram, RunStats
 
 PERCENTILES = [0, 1, 10, 25, 50, 75, 90, 95, 99, 99.9, 100]
 

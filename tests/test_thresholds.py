@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from replayer.stats import Histogram
-from replayer.thresholds import (
+from replayer.observe.stats import Histogram
+from replayer.observe.thresholds import (
     Observed,
     Threshold,
     any_failed,

@@ -15,9 +15,9 @@ import jsonschema
 import orjson
 import pytest
 
-from replayer.generate import write_records
 from replayer.records import CONFIG_FIELDS, RawLine, RecordFailure, Session
-from replayer.validate import VALIDATION_KINDS, parse_line
+from replayer.source.generate import write_records
+from replayer.source.validate import VALIDATION_KINDS, parse_line
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "leanplum"
 REPO = Path(__file__).resolve().parents[1]
@@ -675,7 +675,7 @@ def test_a_session_keeps_the_record_as_read_and_sends_no_config() -> None:
 
 
 def test_module_is_pure() -> None:
-    tree = ast.parse((REPO / "replayer" / "validate.py").read_text())
+    tree = ast.parse((REPO / "replayer" / "source" / "validate.py").read_text())
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

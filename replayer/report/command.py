@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from replayer.pipeline import EXIT_USAGE
+from replayer.engine.replay import EXIT_USAGE
 from replayer.report.build import build_report, text_summary
 from replayer.report.load import NotAnOutputDir
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from replayer.sinks import FAILURES, METRICS, OUR_FILES, SUMMARY
+from replayer.output.sinks import FAILURES, METRICS, OUR_FILES, SUMMARY
 
 EXAMPLE_CHARS = 300  # an example failure message is cut to this length
 MAX_KINDS = 200  # kinds kept with an example; more would only come from a broken file

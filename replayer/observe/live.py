@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from replayer.stats import Histogram
+from replayer.observe.stats import Histogram
 
 _GAUGES = ("in_flight", "retry_waiting", "pending")
 

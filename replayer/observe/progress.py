@@ -18,7 +18,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from replayer.live import Totals
+from replayer.observe.live import Totals
 
 SKIPPED_KIND = "warning"  # a 200 with a warning: received, most likely not taken
 OUTAGE_TEXT = "server unavailable: waiting"

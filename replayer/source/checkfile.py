@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from replayer.read import ReadCounts, iter_lines
 from replayer.records import RecordFailure
-from replayer.validate import VALIDATION_KINDS, parse_line
+from replayer.source.read import ReadCounts, iter_lines
+from replayer.source.validate import VALIDATION_KINDS, parse_line
 
 
 @dataclass(slots=True)

@@ -20,9 +20,9 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from replayer.read import display_name, is_stream
-from replayer.sinks import FAILURES, RESULTS, write_json_atomic
-from replayer.stats import RunStats
+from replayer.observe.stats import RunStats
+from replayer.output.sinks import FAILURES, RESULTS, write_json_atomic
+from replayer.source.read import display_name, is_stream
 
 JOURNAL = "journal.log"
 RUN = "run.json"

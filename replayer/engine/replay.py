@@ -26,20 +26,21 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from replayer import send, thresholds
-from replayer.classify import Outcome, Verdict, classify
 from replayer.config import Settings
-from replayer.health import Health
-from replayer.journal import Journal, ResumeError, ResumeState, fingerprint
-from replayer.lanes import Lane, Lanes, Take, Work
-from replayer.logs import about, log
-from replayer.pacing import Clock, Pacer, Pacing, RealClock, ScheduleEnded, SchedulePacer
-from replayer.read import ChunkReader, ReadCounts, iter_lines, total_size
-from replayer.records import RawLine, RecordFailure
-from replayer.retry import RetryPolicy, parse_retry_after
-from replayer.schedule import OriginalPace, parse_rate
-from replayer.shard import Shard
-from replayer.sinks import (
+from replayer.engine import send
+from replayer.engine.classify import Outcome, Verdict, classify
+from replayer.engine.health import Health
+from replayer.engine.lanes import Lane, Lanes, Take, Work
+from replayer.engine.pacing import Clock, Pacer, Pacing, RealClock, ScheduleEnded, SchedulePacer
+from replayer.engine.retry import RetryPolicy, parse_retry_after
+from replayer.engine.schedule import OriginalPace, parse_rate
+from replayer.engine.spill import FileSpill
+from replayer.observe import thresholds
+from replayer.observe.logs import about, log
+from replayer.observe.stats import RunStats
+from replayer.observe.thresholds import Observed, any_failed, evaluate, parse_threshold
+from replayer.output.journal import Journal, ResumeError, ResumeState, fingerprint
+from replayer.output.sinks import (
     FAILURES,
     METRICS,
     REQUESTS,
@@ -51,10 +52,10 @@ from replayer.sinks import (
     result_row,
     write_json_atomic,
 )
-from replayer.spill import FileSpill
-from replayer.stats import RunStats
-from replayer.thresholds import Observed, any_failed, evaluate, parse_threshold
-from replayer.validate import parse_line
+from replayer.records import RawLine, RecordFailure
+from replayer.source.read import ChunkReader, ReadCounts, iter_lines, total_size
+from replayer.source.shard import Shard
+from replayer.source.validate import parse_line
 
 EXIT_OK = 0
 EXIT_FAILURES = 1

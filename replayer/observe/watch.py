@@ -15,11 +15,11 @@ from pathlib import Path
 from aiohttp import web
 
 from replayer.config import Settings
-from replayer.live import Follower
-from replayer.logs import log, setup_logging
-from replayer.progress import Progress
-from replayer.prom import metrics_app, serve_metrics
-from replayer.sinks import METRICS, WORKERS_DIR
+from replayer.observe.live import Follower
+from replayer.observe.logs import log, setup_logging
+from replayer.observe.progress import Progress
+from replayer.observe.prom import metrics_app, serve_metrics
+from replayer.output.sinks import METRICS, WORKERS_DIR
 
 POLL_INTERVAL_S = 1.0
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from replayer.stats import Histogram
+from replayer.observe.stats import Histogram
 
 View = Literal["scheduled", "service"]
 Op = Literal[">", ">=", "<", "<="]

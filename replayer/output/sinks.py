@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from replayer.classify import Outcome
-from replayer.lanes import Work
+from replayer.engine.classify import Outcome
+from replayer.engine.lanes import Work
 from replayer.records import RecordFailure
 
 RESULTS = "results.ndjson"

@@ -27,9 +27,7 @@ from typing import Any
 import orjson
 
 from replayer.config import Secret, Settings
-from replayer.journal import RUN, ResumeError, load_resume, previous_run
-from replayer.logs import setup_logging
-from replayer.pipeline import (
+from replayer.engine.replay import (
     EXIT_FAILURES,
     EXIT_INPUT,
     EXIT_INVALID_KEY,
@@ -45,9 +43,10 @@ from replayer.pipeline import (
     replay,
     tune_gc,
 )
-from replayer.read import is_stream
-from replayer.shard import Shard
-from replayer.sinks import (
+from replayer.observe.logs import setup_logging
+from replayer.observe.stats import Histogram
+from replayer.output.journal import RUN, ResumeError, load_resume, previous_run
+from replayer.output.sinks import (
     FAILURES,
     METRICS,
     REQUESTS,
@@ -56,7 +55,8 @@ from replayer.sinks import (
     WORKERS_DIR,
     write_json_atomic,
 )
-from replayer.stats import Histogram
+from replayer.source.read import is_stream
+from replayer.source.shard import Shard
 
 _SETTINGS_ENV = "REPLAYER_WORKER_SETTINGS"
 _KEY_ENV = "REPLAYER_WORKER_CLIENT_KEY"
@@ -136,7 +136,7 @@ async def _spawn(index: int, count: int, out_dir: Path, paths: Sequence[str],
     folder = out_dir / WORKERS_DIR / str(index)
     folder.mkdir(parents=True, exist_ok=True)
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "replayer.worker_main", str(index), str(count), str(folder),
+        sys.executable, "-m", "replayer.workers.main", str(index), str(count), str(folder),
         "resume" if resume else "new", *paths,
         env=env, start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
     )
@@ -343,7 +343,7 @@ async def _work(index: int, count: int, folder: Path, resume: bool,
 
 
 def main(argv: list[str], *, early_signals: list[int]) -> int:
-    """One worker (see worker_main.py): INDEX COUNT FOLDER new|resume PATH..."""
+    """One worker (see main.py): INDEX COUNT FOLDER new|resume PATH..."""
     index, count, folder, mode, *paths = argv
     tune_gc()
     return asyncio.run(_work(int(index), int(count), Path(folder), mode == "resume", paths,

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from asyncio_throttle.throttler import Throttler
 
-from replayer.schedule import RateSchedule
+from replayer.engine.schedule import RateSchedule
 
 WINDOW_S = 0.1
 

@@ -18,8 +18,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from replayer.live import Totals
-from replayer.stats import Histogram
+from replayer.observe.live import Totals
+from replayer.observe.stats import Histogram
 
 # Upper edges of the exposed latency buckets, in ms (Prometheus shows them in seconds).
 LATENCY_EDGES_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)

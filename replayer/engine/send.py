@@ -16,7 +16,7 @@ from typing import Protocol
 import aiohttp
 import orjson
 
-from replayer.lanes import Work
+from replayer.engine.lanes import Work
 from replayer.records import API_VERSION, Attempt
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from replayer.lanes import Work
+from replayer.engine.lanes import Work
 from replayer.records import Session
 
 _HEADER = struct.Struct("<qI")

@@ -17,7 +17,7 @@ def _remember(signum: int, frame: object) -> None:
 for _signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
     signal.signal(_signum, _remember)
 
-from replayer.workers import die_with_parent, main
+from replayer.workers.parent import die_with_parent, main
 
 if __name__ == "__main__":
     die_with_parent()

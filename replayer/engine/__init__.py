@@ -1,0 +1,1 @@
+"""The replay engine: the stages from a valid session to its final outcome."""

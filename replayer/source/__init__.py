@@ -1,0 +1,1 @@
+"""Where records come from: reading inputs, validating lines, sharding users."""

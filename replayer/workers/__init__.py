@@ -1,0 +1,1 @@
+"""`--workers N`: worker processes, each replaying a share of the users."""
