@@ -6,7 +6,9 @@ Pure: no I/O, no event loop. Every input line becomes exactly one `Session` or o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import orjson
@@ -19,6 +21,102 @@ CONFIG_FIELDS = frozenset({"appId", "clientKey", "apiVersion"})
 SECRET_FIELDS = frozenset({"clientKey"})
 API_VERSION = "1.0.6"
 _BOM = b"\xef\xbb\xbf"
+
+
+class FailureKind(StrEnum):
+    """Every kind a failure row can carry: the closed set that outputs and summaries count.
+
+    The validation kinds come first, in the order problems are ranked (a line's kind is
+    the earliest of its problems); then the kinds of records that were sent, or were
+    meant to be, and did not end delivered.
+    """
+
+    # validation: the line was never sent
+    LINE_TOO_LONG = "line_too_long"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    SECRET_FIELD = "secret_field"
+    CONFIG_FIELD = "config_field"
+    UNKNOWN_FIELD = "unknown_field"
+    MISSING_USER_ID = "missing_user_id"
+    ID_TOO_LONG = "id_too_long"
+    WRONG_TYPE = "wrong_type"
+    INVALID_VALUE = "invalid_value"
+    INVALID_ATTRIBUTE_NAME = "invalid_attribute_name"
+    INVALID_TIME = "invalid_time"
+    # not sent because of how the run was asked to go
+    MISSING_TIME = "missing_time"  # --pace original and the record has no time
+    # sent (or meant to be), not delivered
+    WARNING = "warning"
+    REJECTED = "rejected"
+    CLIENT_ERROR = "client_error"
+    FORBIDDEN = "forbidden"
+    BLOCKED = "blocked"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    BAD_RESPONSE = "bad_response"
+    RESPONSE_MISMATCH = "response_mismatch"
+    INVALID_KEY = "invalid_key"
+    AMBIGUOUS = "ambiguous"
+    INTERRUPTED = "interrupted"
+
+
+class ExitCode(IntEnum):
+    """The exit codes of `replayer run`, one meaning each (the CLI's --help lists them)."""
+
+    OK = 0  # every record delivered
+    FAILURES = 1  # some records failed; each is a row of failures.ndjson
+    USAGE = 2  # usage, configuration, output-folder or resume error: nothing was sent
+    INVALID_KEY = 3  # stopped: the API refused the access key
+    INPUT = 4  # stopped: an input could not be read
+    WORKER = 5  # a worker process died, or ended in a way nobody can vouch for
+    THRESHOLD = 6  # a --fail-if threshold failed
+    OUTPUT = 7  # stopped: an output could not be written (disk full, not writable, port)
+    SIGHUP = 129  # stopped by a signal: resumable
+    SIGINT = 130
+    SIGTERM = 143
+
+    @property
+    def state(self) -> str:
+        """The run's state in summary.json: finished, interrupted or aborted."""
+        if self in (ExitCode.OK, ExitCode.FAILURES, ExitCode.THRESHOLD):
+            return "finished"
+        if self in (ExitCode.SIGHUP, ExitCode.SIGINT, ExitCode.SIGTERM):
+            return "interrupted"
+        return "aborted"
+
+    @property
+    def resumable(self) -> bool:
+        """True when the run stopped before its end and a resume would go on with it."""
+        return self.state != "finished" and self is not ExitCode.USAGE
+
+    @classmethod
+    def of_child(cls, returncode: int | None) -> ExitCode:
+        """A child process's exit status as an exit code: unknown, negative (killed by a
+        signal) or not ours is never success, it is WORKER."""
+        if returncode is None or returncode < 0:
+            return cls.WORKER
+        try:
+            return cls(returncode)
+        except ValueError:
+            return cls.WORKER
+
+
+# The most serious first: combined runs (workers, shards) exit with the worst of their parts.
+SEVERITY: tuple[ExitCode, ...] = (
+    ExitCode.WORKER, ExitCode.USAGE, ExitCode.OUTPUT, ExitCode.INVALID_KEY, ExitCode.INPUT,
+    ExitCode.SIGTERM, ExitCode.SIGHUP, ExitCode.SIGINT, ExitCode.THRESHOLD,
+    ExitCode.FAILURES, ExitCode.OK,
+)
+
+
+def worst(codes: Iterable[int]) -> ExitCode:
+    """The most serious of `codes` (each read by `ExitCode.of_child`); OK for none."""
+    seen = {ExitCode.of_child(c) for c in codes}
+    return next((c for c in SEVERITY if c in seen), ExitCode.OK)
 
 
 @dataclass(frozen=True, slots=True)

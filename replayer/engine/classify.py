@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from replayer.records import Attempt
+from replayer.records import Attempt, FailureKind
 
 
 class Verdict(StrEnum):
@@ -28,11 +28,11 @@ class Verdict(StrEnum):
 
 
 # The kinds a sent record can fail with, besides validate.VALIDATION_KINDS.
-SEND_KINDS = (
+SEND_KINDS: tuple[FailureKind, ...] = tuple(map(FailureKind, (
     "warning", "rejected", "client_error", "forbidden", "blocked", "rate_limited",
     "server_error", "timeout", "connection", "bad_response", "response_mismatch",
     "invalid_key", "ambiguous", "interrupted",
-)
+)))
 
 INVALID_KEY = "invalid access key"
 

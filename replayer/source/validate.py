@@ -17,6 +17,7 @@ import orjson
 from replayer.records import (
     CONFIG_FIELDS,
     SECRET_FIELDS,
+    FailureKind,
     JSONObject,
     RawLine,
     RecordFailure,
@@ -25,7 +26,7 @@ from replayer.records import (
 
 # The closed set of failure kinds, in the order problems are ranked: a failure's `kind`
 # is the earliest of its problems in this tuple, and its message lists them in this order.
-VALIDATION_KINDS: tuple[str, ...] = (
+VALIDATION_KINDS: tuple[FailureKind, ...] = tuple(map(FailureKind, (
     "line_too_long",
     "invalid_utf8",
     "invalid_json",
@@ -39,7 +40,7 @@ VALIDATION_KINDS: tuple[str, ...] = (
     "invalid_value",
     "invalid_attribute_name",
     "invalid_time",
-)
+)))
 _RANK = {kind: rank for rank, kind in enumerate(VALIDATION_KINDS)}
 
 _MAX_ID_CHARS = 400  # CONTRACT.md: user and device IDs
