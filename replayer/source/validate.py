@@ -41,7 +41,7 @@ VALIDATION_KINDS: tuple[FailureKind, ...] = tuple(map(FailureKind, (
     "invalid_attribute_name",
     "invalid_time",
 )))
-_RANK = {kind: rank for rank, kind in enumerate(VALIDATION_KINDS)}
+_RANK: dict[str, int] = {kind: rank for rank, kind in enumerate(VALIDATION_KINDS)}
 
 _MAX_ID_CHARS = 400  # CONTRACT.md: user and device IDs
 _MAX_ATTRIBUTE_NAME_CHARS = 139  # CONTRACT.md: user attribute names
