@@ -3,20 +3,21 @@
 Exit codes of `replayer run`: 0 every record delivered; 1 some records failed (see
 failures.ndjson); 2 usage or configuration error; 3 stopped: the API refused the access
 key (401, "Invalid access key", or 403 on a single call); 4 stopped: the input could not
-be read; 5 a worker process died; 6 a --fail-if threshold failed; 130/143 stopped by
-SIGINT/SIGTERM (resumable).
+be read; 5 a worker process died; 6 a --fail-if threshold failed; 7 stopped: an output
+could not be written; 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM (resumable).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
+import dataclasses
 import os
 import random
 import shlex
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +27,28 @@ from click.core import ParameterSource
 from replayer import __version__
 from replayer.config import ConfigError, Settings, is_remote, load_settings
 from replayer.emulator.command import emulate
-from replayer.engine.replay import EXIT_USAGE, RunControl, RunReport, replay, tune_gc
+from replayer.engine.control import RunControl
+from replayer.engine.rate_control import auto_rate_of, is_auto, parse_auto
+from replayer.engine.replay import RunReport, replay, tune_gc
 from replayer.engine.schedule import parse_duration, parse_rate
+from replayer.observe.console import print_summary
 from replayer.observe.logs import setup_logging
 from replayer.observe.thresholds import parse_threshold
 from replayer.observe.watch import watching
-from replayer.output.journal import ResumeError, load_resume
-from replayer.output.sinks import OutDirError, prepare_out_dir
-from replayer.records import RecordFailure
+from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir
+from replayer.output.lock import FolderLock
+from replayer.output.merge_command import merge
+from replayer.output.resume import ResumeState, check_workers, read_resume
+from replayer.output.runfile import ResumeError, RunRecord, check_resume, fingerprints, record_for
+from replayer.output.sinks import OutputError
+from replayer.records import ExitCode
 from replayer.report.command import report
-from replayer.source.checkfile import check_files, kind_table
-from replayer.source.generate import write_records
-from replayer.source.read import STDIN, is_stream
-from replayer.workers.parent import check_resume, run_workers, worker_count
+from replayer.source.checkfile import check_files
+from replayer.source.commands import check_paths, generate, validate
+from replayer.source.read import is_stream
+from replayer.source.shard import Shard, parse_shard
+from replayer.spark.command import spark
+from replayer.workers.parent import run_workers, worker_count
 
 RUN_EPILOG = """\b
 Examples:
@@ -58,7 +68,11 @@ Exit codes:
   4    stopped: an input file could not be read
   5    a worker process died (its messages are above)
   6    a --fail-if threshold failed
-  130  stopped by SIGINT, 143 by SIGTERM (resume with --resume)
+  7    stopped: an output could not be written (disk full, folder
+       not writable, --metrics-port in use)
+  129  stopped by SIGHUP (resume with --resume)
+  130  stopped by SIGINT (resume with --resume)
+  143  stopped by SIGTERM (resume with --resume)
 """
 
 
@@ -71,7 +85,13 @@ def main() -> None:
 class SetupError(click.ClickException):
     """A configuration, output-folder or resume problem: exit code 2, like a usage error."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
+
+
+class OutputFailure(click.ClickException):
+    """An output that cannot be written before the run starts (folder, port): exit code 7."""
+
+    exit_code = ExitCode.OUTPUT
 
 
 def _flags(**given: Any) -> dict[str, Any]:
@@ -83,7 +103,9 @@ def _load_flags(given: dict[str, Any]) -> dict[str, Any]:
     """Flags as settings: --rate is a number or a schedule, --duration takes units."""
     flags = _flags(**given)
     rate = flags.pop("rate_per_s", None)
-    if rate is not None:
+    if rate is not None and is_auto(rate):
+        flags["rate"] = _checked(parse_auto, rate, "--rate")
+    elif rate is not None:
         try:
             flags["rate_per_s"] = float(rate)
         except ValueError:
@@ -133,7 +155,8 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
 @click.option("--concurrency", type=int, default=None, help="Requests in flight at most [64].")
 @click.option("--rate", "rate_per_s", default=None, metavar="RATE|SCHEDULE",
               help="Requests per second at most [unpaced], or a schedule: 100..1000/60s "
-                   "ramps over 60 s then holds; stages chain: 100..1000/60s,1000/5m,1000..0/30s.")
+                   "ramps over 60 s then holds; stages chain: 100..1000/60s,1000/5m,1000..0/30s. "
+                   "auto finds the highest rate the API accepts (auto:MAX: never above MAX).")
 @click.option("--timeout", "timeout_s", type=float, default=None,
               help="Seconds per request before it counts as timed out [30].")
 @click.option("--batch/--no-batch", default=None,
@@ -160,6 +183,9 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
 @click.option("--workers", type=int, default=None,
               help="Processes sharing the users by a stable hash [0: one per CPU]; "
                    "1 when reading stdin.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Replay only shard I of N (1..N) of the users, by the same stable hash "
+                   "as --workers; combine the N folders with `replayer merge`.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="Log lines on stderr as text or JSON [text].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
@@ -189,41 +215,93 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
 @click.option("--seed", type=int, default=None, help="Seed for retry jitter (reproducible runs).")
 def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **given: Any) -> None:
-    """Replay the sessions in PATH... (NDJSON files, .gz files, or - for stdin).
+    """Replay the sessions in PATH... (NDJSON files, .gz files, - for stdin, or
+    s3://, gs://, az://, https:// objects and globs of them).
 
     Every non-blank line ends as one row of results.ndjson (delivered) or of
     failures.ndjson (invalid, or not delivered, with the reason); summary.json
     counts them. The client key comes only from LEANPLUM_CLIENT_KEY or a key file.
     """
-    _check_paths(paths)
+    paths = check_paths(paths)  # URL globs expanded once: run, resume and workers see one list
+    prepared = _prepare(paths, config_path, given)
+    settings = prepared.settings
+    setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
+    _confirm_real_run(settings, paths)
+    resume_command = _resume_command(click.get_current_context(), paths, prepared.out_dir)
+    prepared = dataclasses.replace(prepared, record=dataclasses.replace(
+        prepared.record, resume_with=resume_command))
+    tune_gc()
+    try:
+        report = asyncio.run(_run(prepared, paths, resume_command, random.Random(seed)))
+    except OutputError as exc:  # before any row: the metrics port, say
+        raise OutputFailure(str(exc)) from None
+    try:  # a signal now finds the run over: _run left the stop signals ignored
+        if not settings.quiet:
+            print_summary(report.summary, report.out_dir)
+        elif report.summary.stopped_because:  # --quiet prints errors all the same
+            click.echo(f"stopped because {report.summary.stopped_because}", err=True)
+        sys.exit(report.exit_code)
+    finally:
+        _restore_stop_signals()
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A run ready to start: its settings, its locked folder, its run.json, its resume state."""
+
+    settings: Settings
+    out_dir: Path
+    workers: int
+    record: RunRecord
+    resume: ResumeState | None
+
+
+def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, Any]) -> Prepared:
+    """Settings, the folder (locked for the rest of the command), and a checked resume."""
     try:
         settings = load_settings(flags=_load_flags(given), env=os.environ,
                                  config_path=config_path)
-        out_dir = prepare_out_dir(
-            settings.out_dir, resume=settings.resume, overwrite=settings.overwrite,
-            now_s=time.time(),
-        )
         if settings.loop and not settings.duration_s:
             raise ConfigError("--loop replays until --duration ends: give a --duration")
         if settings.loop and settings.resume:
             raise ConfigError("a --loop run cannot resume: its passes have no fixed end")
+        try:
+            auto_rate_of(settings)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        out_dir = choose_out_dir(settings.out_dir, inputs=paths, resume=settings.resume,
+                                 now_s=time.time())
+        # One run per folder: locked before anything in it is touched, released when this
+        # command ends (after sys.exit below) or with the process; workers die with it.
+        lock = click.get_current_context().with_resource(FolderLock(out_dir))
+        prepare_out_dir(lock, resume=settings.resume, overwrite=settings.overwrite)
         workers = worker_count(settings, paths)
-        resume = None
+        shard = _shard_of(settings)
+        record = record_for(settings, paths, workers=workers,
+                            shard=shard.label if shard is not None else None)
         if settings.resume:
-            check_resume(out_dir, paths, workers, endpoint=settings.endpoint)
+            fingerprints(paths)  # refuses stdin and pipes: they cannot be read again
+        resume = None
         if settings.resume and workers == 1:
-            resume = load_resume(out_dir, paths)
+            resume = read_resume(out_dir, record)
+        elif settings.resume:
+            check_resume(out_dir, record)
+            check_workers(out_dir, record)
     except (ConfigError, OutDirError, ResumeError) as exc:
         raise SetupError(str(exc)) from None
-    setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
-    _confirm_real_run(settings, paths)
-    resume_command = _resume_command(click.get_current_context(), paths, out_dir)
-    tune_gc()
-    report = asyncio.run(_run(settings, paths, out_dir, resume, resume_command,
-                              random.Random(seed), workers))
-    if not settings.quiet:
-        _print_summary(report)
-    sys.exit(report.exit_code)
+    except OutputError as exc:
+        raise OutputFailure(str(exc)) from None
+    return Prepared(settings, out_dir, workers, record, resume)
+
+
+def _shard_of(settings: Settings) -> Shard | None:
+    """The run's --shard, checked (a ConfigError, exit 2, for anything but I/N)."""
+    if settings.shard is None:
+        return None
+    try:
+        return parse_shard(settings.shard)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _interactive() -> bool:
@@ -256,33 +334,42 @@ def _confirm_real_run(settings: Settings, paths: tuple[str, ...]) -> None:
         raise SetupError("not confirmed; nothing was sent")
 
 
-def _check_paths(paths: tuple[str, ...]) -> None:
-    if paths.count(STDIN) > 1:
-        raise click.UsageError("'-' (stdin) can be given once")
-    for path in paths:
-        if path != STDIN and (not os.path.exists(path) or os.path.isdir(path)):
-            raise click.UsageError(f"no such file: {path}")
-
-
-async def _run(settings: Settings, paths: tuple[str, ...], out_dir: Path, resume: Any,
-               resume_command: str, rng: Any, workers: int) -> RunReport:
+async def _run(prepared: Prepared, paths: tuple[str, ...], resume_command: str,
+               rng: random.Random) -> RunReport:
+    settings, out_dir, workers = prepared.settings, prepared.out_dir, prepared.workers
     control = RunControl()
     loop = asyncio.get_running_loop()
-    for signum, name in ((signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")):
-        loop.add_signal_handler(signum, _on_signal, control, name, settings.quiet)
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, _on_signal, control, signum.name, settings.quiet)
     try:
         async with watching(settings, out_dir, workers):
             if workers > 1:
                 return await run_workers(settings, paths, out_dir, workers, control=control,
-                                         resume_command=resume_command)
-            return await replay(settings, paths, out_dir, control=control, resume=resume,
-                                rng=rng, resume_command=resume_command)
+                                         resume_command=resume_command, record=prepared.record)
+            return await replay(settings, paths, out_dir, control=control,
+                                resume=prepared.resume, rng=rng, resume_command=resume_command,
+                                record=prepared.record, shard=_shard_of(settings))
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
+            # The outputs are written: a late signal must neither kill the process nor
+            # raise KeyboardInterrupt while asyncio.run tears down and the summary prints.
+            signal.signal(signum, signal.SIG_IGN)
+
+
+# SIGHUP (the terminal went away) is a graceful stop like SIGTERM: exit 129, resumable.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _restore_stop_signals() -> None:
+    """Puts back Python's own actions for the stop signals (for callers in the same process)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _on_signal(control: RunControl, name: str, quiet: bool) -> None:
+    """A first stop signal drains the run; a second, whichever it is, stops it at once."""
     again = control.stopping.is_set()
     control.request_stop(name)
     if again:
@@ -316,99 +403,12 @@ def _resume_command(ctx: click.Context, paths: tuple[str, ...], out_dir: Path) -
     return shlex.join(words)
 
 
-def _print_summary(report: RunReport) -> None:
-    s = report.summary
-    lat = s["latency_ms"]
-    click.echo(
-        f"{s['state']}: {s['records']} records from {s['lines_read']} lines in "
-        f"{s['elapsed_s']:.2f} s ({s['records_per_s']:.0f} records/s)"
-    )
-    done = "would send" if s.get("dry_run") else "delivered"
-    click.echo(f"  {done} {s['delivered']}, failed {s['failed']}"
-               + (f", unfinished {s['unfinished']}" if s["unfinished"] else ""))
-    if s["failures_by_kind"]:
-        kinds = ", ".join(f"{k} {n}" for k, n in s["failures_by_kind"].items())
-        click.echo(f"  failures by kind: {kinds}")
-    if lat.get("p50") is not None and not s.get("dry_run"):
-        click.echo(f"  latency ms: p50 {lat['p50']}, p90 {lat['p90']}, p99 {lat['p99']}, "
-                   f"max {lat['max']}")
-    if s.get("dry_run"):
-        click.echo(f"  dry run, nothing sent: {s['requests']} API calls carrying "
-                   f"{s['user_lookups']} user lookups (the billable unit) would go out; "
-                   f"bodies in {report.out_dir}/requests.ndjson")
-    for verdict in s.get("thresholds", []):
-        click.echo(f"  threshold {verdict['text']}")
-    behind = s.get("behind_schedule_ms") or {}
-    if (behind.get("p99") or 0) > 1000:
-        click.echo(f"  behind schedule: p99 {behind['p99'] / 1000:.1f} s, "
-                   f"max {behind['max'] / 1000:.1f} s (the target could not keep up)")
-    if s.get("stopped_by"):
-        click.echo(f"  stopped by {s['stopped_by']}")
-    if s.get("stopped_because"):
-        click.echo(f"  stopped because {s['stopped_because']}", err=True)
-    click.echo(f"  outputs in {report.out_dir}/ (results.ndjson, failures.ndjson, summary.json)")
-    if s.get("resume_with"):
-        click.echo(f"  resume with: {s['resume_with']}")
-
-
-@main.command()
-@click.option("--records", type=click.IntRange(min=1), required=True, help="How many records.")
-@click.option("--users", type=click.IntRange(min=1), required=True, help="How many users.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same file.")
-@click.option("--time/--no-time", "with_time", default=True, show_default=True,
-              help="Give every record a historical time (strictly increasing per user).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=STDIN,
-              show_default=True, help="File to write ('.gz' compresses; '-' stdout).")
-def generate(records: int, users: int, seed: int, with_time: bool, output: str) -> None:
-    """Write a large realistic session file, streaming (memory does not grow with it).
-
-    \b
-    Example:
-      replayer generate --records 200000 --users 20000 -o big.ndjson
-    """
-    if output == STDIN:
-        write_records(sys.stdout.buffer, records=records, users=users, seed=seed,
-                      with_time=with_time)
-        return
-    opener: Any = gzip.open if output.endswith(".gz") else open
-    with opener(output, "wb") as out:
-        write_records(out, records=records, users=users, seed=seed, with_time=with_time)
-
-
-@main.command()
-@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--allow-unknown-fields", is_flag=True,
-              help="Accept fields that are not start parameters, as run would with this flag.")
-@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=1_048_576,
-              show_default=True, help="Longer lines are invalid (line_too_long).")
-def validate(paths: tuple[str, ...], allow_unknown_fields: bool, max_line_bytes: int) -> None:
-    """Check PATH... as `replayer run` would, sending nothing.
-
-    Prints every invalid line with its file, line number, kind and reason, then a
-    table of counts by kind. Exit code 0 when every line is valid, 1 otherwise,
-    2 on a usage error.
-
-    \b
-    Example:
-      replayer validate sessions.ndjson.gz && replayer run sessions.ndjson.gz
-    """
-    _check_paths(paths)
-
-    def report(failure: RecordFailure) -> None:
-        click.echo(f"{failure.file}:{failure.line_no}: {failure.kind}: {failure.message}")
-
-    tally = check_files(paths, allow_unknown_fields=allow_unknown_fields,
-                        max_line_bytes=max_line_bytes, on_invalid=report)
-    counts = tally.counts
-    click.echo(f"{counts.lines} lines ({counts.blank_lines} blank): {tally.valid} valid records "
-               f"for {len(tally.users)} distinct users, {tally.invalid} invalid")
-    if tally.invalid:
-        click.echo("\n".join(kind_table(tally)))
-    sys.exit(1 if tally.invalid else 0)
-
-
+main.add_command(generate)
+main.add_command(validate)
 main.add_command(emulate)
 main.add_command(report)
+main.add_command(merge)
+main.add_command(spark)
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ Pure: no I/O, no event loop. Every input line becomes exactly one `Session` or o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
@@ -187,7 +188,7 @@ class RecordFailure:
 
     file: str
     line_no: int
-    kind: str
+    kind: FailureKind
     message: str
     record: JSONObject | None = None
     raw: str | None = None
@@ -210,3 +211,59 @@ class Attempt:
     sent: bool = True
     latency_ms: float = 0.0
     retry_after: str | None = None  # the raw Retry-After header, parsed by retry.py
+
+
+# --- secrets in text ----------------------------------------------------------------------
+
+REDACTED = "[redacted]"
+SECRET_NAMES_FOLDED = frozenset(name.lower() for name in CONFIG_FIELDS)
+# The value after a name: quoted, single-quoted, unterminated (cut short) or bare, up to
+# where it would end. Masking too much of a broken line is fine; masking too little is not.
+_VALUE = r"""("(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?|[^,}\]&\s]*)"""
+# A name spelled out, in any case, then `:`, `=` or `,` (as in an array or a query string).
+_NAMES = "|".join(sorted(CONFIG_FIELDS))
+_NAMED = re.compile(rf"""(({_NAMES})[\\"']*\s*[:=,]\s*)""" + _VALUE, re.IGNORECASE)
+# A quoted name and its value; one holding escapes (`"\u0063lientKey":`) is decoded and
+# compared. (Any quoted name, so that the pattern stays linear on hostile input.)
+_ESCAPED = re.compile(r"""("((?:[^"\\]|\\.)*)"\s*[:=]\s*)""" + _VALUE)
+
+
+def redact_text(text: str) -> str:
+    """`text` with the value after every clientKey, appId or apiVersion name masked.
+
+    For text that is not a parsed object: broken lines, strings holding JSON, messages from
+    a server. Any case, quoted or bare, cut short, or with the name written in escapes.
+    """
+    text = _NAMED.sub(_mask, text)
+    return _ESCAPED.sub(_mask_escaped, text) if "\\" in text else text
+
+
+def secret_named_in(text: str) -> str | None:
+    """The first clientKey, appId or apiVersion name (folded) with a value after it, else None."""
+    match = _NAMED.search(text)
+    if match is not None:
+        return match.group(2).lower()
+    if "\\" in text:
+        for match in _ESCAPED.finditer(text):
+            name = _unescaped(match.group(2))
+            if name in SECRET_NAMES_FOLDED:
+                return name
+    return None
+
+
+def _mask(match: re.Match[str]) -> str:
+    return f'{match.group(1)}"{REDACTED}"'
+
+
+def _mask_escaped(match: re.Match[str]) -> str:
+    return _mask(match) if _unescaped(match.group(2)) in SECRET_NAMES_FOLDED else match.group(0)
+
+
+def _unescaped(name: str) -> str:
+    if "\\" not in name:
+        return ""  # spelled out: _NAMED has seen it
+    try:
+        decoded = orjson.loads(f'"{name}"')
+    except orjson.JSONDecodeError:
+        return ""
+    return decoded.lower() if isinstance(decoded, str) else ""

@@ -22,9 +22,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from replayer.emulator import LatencyModel
-from replayer.engine import replay as pipeline
-from replayer.engine.replay import EXIT_FAILURES, EXIT_INVALID_KEY, EXIT_OK, RunControl, replay
-from replayer.output.sinks import FAILURES, RESULTS
+from replayer.engine import intake as pipeline
+from replayer.engine.control import RunControl
+from replayer.engine.replay import replay
+from replayer.output.layout import FAILURES, RESULTS
+from replayer.records import ExitCode
 from replayer.source.read import CHUNK_LINES, iter_lines
 from tests.conftest import SHARED, StartEmulator, read_rows, settings_for
 
@@ -222,7 +224,7 @@ async def test_every_multi_call_stays_within_the_limits_and_times_every_action(
 
     state = await emulator.state()
     bodies = [r["body"] for r in state["requests"]]
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert {r["query"].get("action") for r in state["requests"]} == {"multi"}
     assert state["counters"]["requests_by_status"] == {"200": len(bodies)}
     assert_within_limits(bodies, records, max_users=max_users, max_actions=max_actions)
@@ -251,7 +253,7 @@ async def test_each_users_actions_arrive_in_input_order_one_call_at_a_time(
 
     state = await emulator.state()
     bodies = [r["body"] for r in state["requests"]]  # in arrival order
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert state["counters"]["lock_conflicts"] == 0, "a user was in two calls at once"
     assert state["counters"]["requests_by_status"] == {"200": len(bodies)}
     assert lines_per_user(bodies) == expected_lines(records)
@@ -291,7 +293,7 @@ async def test_each_element_decides_its_own_record(
     assert all(by_marker.values()), "the input mixes all three outcomes"
     results = rows_by_line(out / RESULTS)
     failures = rows_by_line(out / FAILURES)
-    assert report.exit_code == EXIT_FAILURES
+    assert report.exit_code == ExitCode.FAILURES
     assert set(results) == by_marker["ok"]
     assert {r["status"] for r in results.values()} == {"delivered"}
     assert {n: f["kind"] for n, f in failures.items()} == (
@@ -307,7 +309,7 @@ async def test_each_element_decides_its_own_record(
     assert len(served.calls) > 1
     assert {c.action for c in served.calls} == {"multi"}
     assert lines_per_user(served.bodies()) == expected_lines(records)
-    assert report.summary["failures_by_kind"] == {
+    assert report.summary.failures_by_kind == {
         "rejected": len(by_marker["err"]), "warning": len(by_marker["warn"])}
 
 
@@ -327,7 +329,7 @@ async def test_records_of_a_call_answered_503_are_retried_and_delivered(
     results = rows_by_line(out / RESULTS)
     first = {line_of(a) for a in served.calls[0].body["data"]}
     calls_of = served.calls_of()
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert read_rows(out / FAILURES) == []
     assert sorted(results) == sorted(records)
     assert first, "the refused call carried records"
@@ -336,7 +338,7 @@ async def test_records_of_a_call_answered_503_are_retried_and_delivered(
         assert len(calls_of[line]) == row["attempts"]
         assert served.calls[calls_of[line][-1]].status == 200
     assert lines_per_user(served.bodies(200)) == expected_lines(records)
-    assert report.summary["retries"] == len(first)
+    assert report.summary.retries == len(first)
 
 
 # ---- 4. split on 403 ---------------------------------------------------------------------
@@ -353,7 +355,7 @@ def over_k_refused(body: dict[str, Any], _: int) -> tuple[int, list[Any]]:
 async def check_split(served: Served, records: dict[int, dict[str, Any]], out: Path,
                       report: Any) -> None:
     accepted = served.bodies(200)
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert read_rows(out / FAILURES) == []
     assert sorted(rows_by_line(out / RESULTS)) == sorted(records)
     assert {c.status for c in served.calls} == {200, 403}
@@ -399,7 +401,7 @@ async def test_refused_calls_are_split_inside_one_users_actions_in_order(
 
     state = await emulator.state()
     bodies = [r["body"] for r in state["requests"]]
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert all(b["data"] for b in bodies), "no empty multi call"
     assert state["counters"]["lock_conflicts"] == 0, "a user was in two calls at once"
     assert state["counters"]["requests_by_status"] == {
@@ -434,7 +436,7 @@ async def test_refused_calls_do_not_use_up_the_records_attempts(
     assert [len(c.body["data"]) for c in served.calls[:3]] == [4 * K, 2 * K, K]
     assert served.calls[2].status == 503
     assert read_rows(out / FAILURES) == [], "one 503 is within max_attempts=2"
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert sorted(rows_by_line(out / RESULTS)) == sorted(records)
 
 
@@ -448,12 +450,12 @@ async def test_403_on_a_one_action_call_stops_the_run(
 
     report = await run_replay(batched(served.url, concurrency=4), data, out)
 
-    assert report.exit_code == EXIT_INVALID_KEY
-    assert report.summary["stopped_because"].startswith("forbidden:")
+    assert report.exit_code == ExitCode.INVALID_KEY
+    assert report.summary.stopped_because.startswith("forbidden:")
     assert any(len(c.body["data"]) == 1 for c in served.calls), "split down to one action"
     assert read_rows(out / RESULTS) == []
     assert read_rows(out / FAILURES) == [], "the key is wrong, not the records"
-    assert report.summary["unfinished"] == len(records)
+    assert report.summary.unfinished == len(records)
     assert len(served.calls) < len(records), "stops at the first one-action refusal"
 
 
@@ -467,7 +469,7 @@ async def test_no_call_goes_out_after_the_one_action_refusal(
 
     report = await run_replay(batched(served.url, concurrency=1), data, out)
 
-    assert report.exit_code == EXIT_INVALID_KEY
+    assert report.exit_code == ExitCode.INVALID_KEY
     assert [len(c.body["data"]) for c in served.calls] == [16, 8, 4, 2, 1]
 
 
@@ -497,7 +499,7 @@ async def test_mismatched_answer_fails_every_record_as_ambiguous_when_asked(
     report = await run_replay(batched(served.url, on_ambiguous="fail"), data, out)
 
     failures = rows_by_line(out / FAILURES)
-    assert report.exit_code == EXIT_FAILURES
+    assert report.exit_code == ExitCode.FAILURES
     assert read_rows(out / RESULTS) == []
     assert sorted(failures) == sorted(records)
     for row in failures.values():
@@ -522,7 +524,7 @@ async def test_records_of_a_mismatched_answer_are_retried_not_delivered_on_it(
     results = rows_by_line(out / RESULTS)
     first = {line_of(a) for a in served.calls[0].body["data"]}
     calls_of = served.calls_of()
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert sorted(results) == sorted(records)
     assert first
     for line, row in results.items():
@@ -531,7 +533,7 @@ async def test_records_of_a_mismatched_answer_are_retried_not_delivered_on_it(
             assert calls_of[line][0] == 0 and len(calls_of[line]) == 2
         else:
             assert row["attempts"] == 1 and "ambiguous_attempts" not in row
-    assert report.summary["ambiguous_attempts"] == len(first)
+    assert report.summary.ambiguous_attempts == len(first)
     assert lines_per_user([c.body for c in served.calls[1:]]) == (
         expected_lines(records))
 
@@ -547,7 +549,7 @@ async def test_records_never_answered_in_full_end_as_failures(
     report = await run_replay(batched(served.url, max_attempts=3), data, out)
 
     failures = rows_by_line(out / FAILURES)
-    assert report.exit_code == EXIT_FAILURES
+    assert report.exit_code == ExitCode.FAILURES
     assert read_rows(out / RESULTS) == []
     assert sorted(failures) == sorted(records)
     for row in failures.values():
@@ -587,7 +589,7 @@ async def test_a_batch_goes_out_while_the_input_is_still_trickling(
         first_call.set()
         return 200, successes(body)
 
-    monkeypatch.setattr(pipeline, "iter_lines", trickle)  # what Replay._lines reads through
+    monkeypatch.setattr(pipeline, "iter_lines", trickle)  # what intake.input_lines reads through
     served = await serve(answer)
     data = tmp_path / "in.ndjson"
     records = write_input(data, first + [f"v{i % 10}" for i in range(100)])
@@ -597,6 +599,6 @@ async def test_a_batch_goes_out_while_the_input_is_still_trickling(
     report = await run_replay(settings, data, out)
 
     assert waited == [True], "a call reached the server before the rest of the input was read"
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert sorted(rows_by_line(out / RESULTS)) == sorted(records)
     assert lines_per_user(served.bodies()) == expected_lines(records)

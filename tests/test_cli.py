@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from replayer.cli import main
 from replayer.emulator import EmulatorConfig, create_app
-from replayer.output.sinks import FAILURES, RESULTS, SUMMARY
+from replayer.output.layout import FAILURES, RESULTS, SUMMARY
 from tests.conftest import REPO, TEST_APP_ID, TEST_KEY, generated, read_rows
 
 CLEAN_ENV = {k: None for k in ("LEANPLUM_APP_ID", "LEANPLUM_CLIENT_KEY", "REPLAYER_CONFIG",

@@ -86,6 +86,9 @@ LOADED_DEFAULTS: dict[str, object] = {
     "client_key_file": None,
     "concurrency": 64,
     "rate_per_s": None,
+    "rate": None,
+    "rate_start_per_s": 20.0,
+    "rate_max_per_s": 10_000.0,
     "timeout_s": 30.0,
     "batch": True,
     "batch_users": 50,
@@ -98,6 +101,7 @@ LOADED_DEFAULTS: dict[str, object] = {
     "on_ambiguous": "retry",
     "outage_window_s": 60.0,
     "outage_probe_max_s": 30.0,
+    "throttle_wait_max_s": 600.0,
     "drain_timeout_s": 30.0,
     "workers": 0,
     "resume": False,
@@ -259,6 +263,10 @@ ENV_CASES: list[tuple[str, str, str, object]] = [
     ("REPLAYER_METRICS_HOST", "::1", "metrics_host", "::1"),
     ("REPLAYER_OUTAGE_WINDOW_S", "5", "outage_window_s", 5.0),
     ("REPLAYER_OUTAGE_PROBE_MAX_S", "2.5", "outage_probe_max_s", 2.5),
+    ("REPLAYER_THROTTLE_WAIT_MAX_S", "0", "throttle_wait_max_s", 0.0),
+    ("REPLAYER_RATE", "auto:800", "rate", "auto:800"),
+    ("REPLAYER_RATE_START_PER_S", "5", "rate_start_per_s", 5.0),
+    ("REPLAYER_RATE_MAX_PER_S", "900", "rate_max_per_s", 900.0),
     ("REPLAYER_WORKERS", "4", "workers", 4),
     ("REPLAYER_RESUME", "yes", "resume", True),
     ("REPLAYER_OUT_DIR", "{dir}/out", "out_dir", "{dir}/out"),
@@ -702,3 +710,41 @@ def test_embedded_credentials_match_the_emulator() -> None:
     from replayer.emulator.config import DEFAULT_APP_ID, DEFAULT_CLIENT_KEY
 
     assert (EMBEDDED_APP_ID, EMBEDDED_CLIENT_KEY) == (DEFAULT_APP_ID, DEFAULT_CLIENT_KEY)
+
+
+# --- the package: pure parts, and one public face ---------------------------------------------
+
+CONFIG_PKG = ROOT / "replayer" / "config"
+
+
+@pytest.mark.parametrize("module", ["settings.py", "table.py", "checks.py"])
+def test_config_modules_other_than_load_do_no_io(module: str) -> None:
+    import ast
+
+    tree = ast.parse((CONFIG_PKG / module).read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert not {name.split(".")[0] for name in imported} & {"os", "io", "tomllib", "asyncio"}
+    assert not any(name.startswith("replayer.observe") for name in imported)  # no logging
+    calls = {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
+    assert "open" not in calls
+
+
+def test_the_package_re_exports_what_its_importers_use() -> None:
+    from replayer import config
+
+    used = {  # grep -rn "from replayer.config import" replayer tests docs
+        "CONFIG_ENV", "EMBEDDED_APP_ID", "EMBEDDED_CLIENT_KEY", "FIELDS", "SECTIONS", "SPECS",
+        "ConfigError", "FieldSpec", "Secret", "Settings", "is_remote", "key_file_warning",
+        "load_settings",
+    }
+    assert set(config.__all__) == used
+    assert all(hasattr(config, name) for name in used)

@@ -19,7 +19,7 @@ from replayer.output.journal import (
     load_resume,
     repair_torn_tail,
 )
-from replayer.output.sinks import FAILURES, RESULTS
+from replayer.output.layout import FAILURES, RESULTS
 
 MIB = 1 << 20
 
@@ -282,13 +282,17 @@ def test_load_resume_without_outputs(run_dir: tuple[Path, str]) -> None:
 
 def test_load_resume_reads_what_the_journal_wrote(run_dir: tuple[Path, str]) -> None:
     out, path = run_dir
+    other = out.parent / "other.ndjson"
+    other.write_bytes(b'{"userId":"a"}\n{"userId":"b"}\n')
+    run = orjson.loads((out / RUN).read_bytes())
+    (out / RUN).write_bytes(orjson.dumps({**run, "inputs": fingerprint([path, str(other)])}))
     (out / JOURNAL).unlink()
     journal = Journal(out)
-    journal.sending([(path, 9), ("other.ndjson", 2), (path, 10), (path, 1)])
+    journal.sending([(path, 9), (str(other), 2), (path, 10), (path, 1)])
     journal.close()
-    state = load_resume(out, [path])
+    state = load_resume(out, [path, str(other)])
     assert [n for n in range(1, 11) if state.was_sent(path, n)] == [9, 10]  # 1 is done
-    assert state.was_sent("other.ndjson", 2)
+    assert state.was_sent(str(other), 2) and not state.was_sent(str(other), 1)
 
 
 def test_entries_after_a_torn_journal_tail_survive_the_next_resume(

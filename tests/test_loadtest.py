@@ -13,10 +13,12 @@ from click.testing import CliRunner
 
 from replayer.cli import main
 from replayer.emulator import FaultConfig
+from replayer.engine.control import RunControl
 from replayer.engine.pacing import Pacer, ScheduleEnded, SchedulePacer
-from replayer.engine.replay import EXIT_OK, EXIT_THRESHOLD, RunControl, replay
+from replayer.engine.replay import replay
 from replayer.engine.schedule import parse_rate
-from replayer.output.sinks import FAILURES, METRICS, RESULTS, SUMMARY
+from replayer.output.layout import FAILURES, METRICS, RESULTS, SUMMARY
+from replayer.records import ExitCode
 from tests.conftest import FakeClock, StartEmulator, generated, read_rows, settings_for
 
 
@@ -60,9 +62,9 @@ async def test_a_ramp_plans_then_ends_the_run_on_the_injected_clock(
 
     report = await run_replay(settings, data, tmp_path / "out", clock=clock)
 
-    assert report.summary["requests"] == 550  # 400 over the ramp up, 150 down to 0
-    assert report.summary["stopped_by"] == "schedule"
-    assert report.exit_code == EXIT_OK
+    assert report.summary.requests == 550  # 400 over the ramp up, 150 down to 0
+    assert report.summary.stopped_by == "schedule"
+    assert report.exit_code == ExitCode.OK
     last = parse_rate("100..300/2s,300..0/1s").time_of(549)
     assert sum(clock.sleeps) == pytest.approx(last), "virtual time ran to the last request"
 
@@ -87,7 +89,7 @@ async def test_original_pace_sends_at_recorded_offsets_divided_by_speed(
     [failure] = read_rows(tmp_path / "out" / FAILURES)
     assert (failure["line"], failure["kind"]) == (3, "missing_time")
     assert "time" in failure["message"]
-    assert report.summary["delivered"] == 3
+    assert report.summary.delivered == 3
 
 
 def test_loop_suffixes_ids_per_pass_until_the_duration_ends(tmp_path: Path) -> None:
@@ -131,9 +133,9 @@ def test_thresholds_decide_the_exit_code(tmp_path: Path) -> None:
     passing = CliRunner().invoke(main, ["run", str(data), "--out", str(tmp_path / "b"),
                                         "--fail-if", "error_rate>1%", "--fail-if", "p99>3600s"])
 
-    assert failing.exit_code == EXIT_THRESHOLD, failing.output
+    assert failing.exit_code == ExitCode.THRESHOLD, failing.output
     assert "p50 (scheduled)" in failing.output and "FAIL" in failing.output
-    assert passing.exit_code == EXIT_OK, passing.output
+    assert passing.exit_code == ExitCode.OK, passing.output
     verdicts = orjson.loads((tmp_path / "a" / SUMMARY).read_bytes())["thresholds"]
     assert [(v["threshold"], v["failed"]) for v in verdicts] == [("p50>0.001ms", True),
                                                                 ("failed>5", False)]
@@ -149,9 +151,9 @@ async def test_abort_on_fail_stops_the_run_early(
 
     report = await run_replay(settings, data, tmp_path / "out")
 
-    assert report.exit_code == EXIT_THRESHOLD
-    assert report.summary["stopped_by"] == "threshold"
-    assert report.summary["records"] < 3000, "stopped long before the input ran out"
+    assert report.exit_code == ExitCode.THRESHOLD
+    assert report.summary.stopped_by == "threshold"
+    assert report.summary.records < 3000, "stopped long before the input ran out"
 
 
 async def test_a_stalled_server_shows_in_scheduled_latency_not_in_service_latency(
@@ -164,11 +166,11 @@ async def test_a_stalled_server_shows_in_scheduled_latency_not_in_service_latenc
 
     report = await run_replay(settings, data, tmp_path / "out")
 
-    views = report.summary["request_latency_ms"]
+    views = report.summary.request_latency_ms
     # About 200 requests were planned during the one-second stall; each went out late.
     assert views["scheduled"]["p90"] > 300.0
     assert views["service"]["p90"] < 100.0, "most requests were quick once sent"
-    assert report.summary["behind_schedule_ms"]["max"] > 500.0
+    assert report.summary.behind_schedule_ms["max"] > 500.0
     rows = [orjson.loads(x) for x in (tmp_path / "out" / METRICS).read_bytes().splitlines()]
     assert max(r["scheduled_latency_ms"]["p99"] or 0 for r in rows) > 500.0
     planned = sum(r["planned"] for r in rows)

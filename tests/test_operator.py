@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from replayer.cli import main
-from replayer.output.sinks import RESULTS, SUMMARY
+from replayer.output.layout import RESULTS, SUMMARY
 from tests.conftest import REPO, generated, read_rows
 
 REAL = {"LEANPLUM_APP_ID": "app", "LEANPLUM_CLIENT_KEY": "real-key-do-not-leak-42"}

@@ -13,8 +13,10 @@ import orjson
 import pytest
 
 from replayer.emulator import FaultConfig, LatencyModel
-from replayer.engine.replay import EXIT_FAILURES, EXIT_INVALID_KEY, EXIT_OK, RunControl, replay
-from replayer.output.sinks import FAILURES, RESULTS, SUMMARY
+from replayer.engine.control import RunControl
+from replayer.engine.replay import replay
+from replayer.output.layout import FAILURES, RESULTS, SUMMARY
+from replayer.records import ExitCode
 from tests.conftest import (
     SHARED,
     TEST_KEY,
@@ -63,12 +65,12 @@ async def test_many_sessions_few_users_keep_order_without_lock_conflicts(
     report = await run_replay(settings, [data], tmp_path / "out")
 
     state = await emulator.state()
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert state["counters"]["lock_conflicts"] == 0
     assert state["counters"]["requests_by_status"].keys() == {"200"}
     assert received_times(state) == expected_times(data)
     assert_every_line_once(data, tmp_path / "out")
-    assert report.summary["delivered"] == 3000
+    assert report.summary.delivered == 3000
 
 
 async def test_invalid_lines_never_reach_the_server(
@@ -91,7 +93,7 @@ async def test_invalid_lines_never_reach_the_server(
 
     state = await emulator.state()
     assert set(state["users"]) == {"u1", "u4"}
-    assert report.exit_code == EXIT_FAILURES
+    assert report.exit_code == ExitCode.FAILURES
     failures = {r["line"]: r["kind"] for r in read_rows(tmp_path / "out" / FAILURES)}
     assert failures == {2: "invalid_value", 3: "invalid_json", 5: "not_an_object",
                         6: "secret_field", 7: "unknown_field"}
@@ -155,10 +157,10 @@ async def test_retryable_faults_end_delivered_in_order(
                               tmp_path / "out")
 
     state = await emulator.state()
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert sum(state["counters"]["faults"].values()) > 50
     assert received_times(state) == expected_times(data)
-    assert report.summary["retries"] > 0
+    assert report.summary.retries > 0
 
 
 async def test_invalid_access_key_stops_the_run(
@@ -172,9 +174,9 @@ async def test_invalid_access_key_stops_the_run(
     report = await run_replay(settings, [data], tmp_path / "out")
 
     state = await emulator.state()
-    assert report.exit_code == EXIT_INVALID_KEY
+    assert report.exit_code == ExitCode.INVALID_KEY
     assert state["counters"]["requests"] <= 16, "stops at once, not after every record"
-    assert "invalid_key" in report.summary["stopped_because"]
+    assert "invalid_key" in report.summary.stopped_because
     assert read_rows(tmp_path / "out" / RESULTS) == []
 
 
@@ -192,7 +194,7 @@ async def test_user_with_thousands_of_records_in_a_row_spills_and_keeps_order(
                               tmp_path / "out")
 
     state = await emulator.state()
-    assert report.exit_code == EXIT_OK
+    assert report.exit_code == ExitCode.OK
     assert received_times(state) == expected_times(data)
     heavy = state["users"]["heavy"]
     light_last = max(e["seq"] for u, es in state["users"].items() if u != "heavy" for e in es)

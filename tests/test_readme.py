@@ -162,7 +162,7 @@ def test_every_output_file_listed_is_written_by_the_code() -> None:
 
 
 def test_every_file_the_code_writes_is_listed() -> None:
-    from replayer.output.sinks import OUR_FILES
+    from replayer.output.layout import OUR_FILES
     outputs = section("Outputs")
     for name in OUR_FILES:
         assert f"`{name}`" in outputs, name

@@ -14,9 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from replayer.emulator import FaultConfig
-from replayer.engine.replay import EXIT_FAILURES, EXIT_OK, RunControl, replay
+from replayer.engine.control import RunControl
+from replayer.engine.replay import replay
 from replayer.engine.retry import RetryPolicy
-from replayer.output.sinks import FAILURES, RESULTS
+from replayer.output.layout import FAILURES, RESULTS
+from replayer.records import ExitCode
 from tests.conftest import (
     SHARED,
     FakeClock,
@@ -51,7 +53,7 @@ async def test_retry_after_is_honoured_on_the_injected_clock(
                               tmp_path / "out", clock=clock)
 
     assert clock.sleeps == [7.0, 7.0, 7.0, 7.0]
-    assert report.exit_code == EXIT_FAILURES
+    assert report.exit_code == ExitCode.FAILURES
     [row] = read_rows(tmp_path / "out" / FAILURES)
     assert (row["kind"], row["attempts"], row["http_status"]) == ("rate_limited", 5, 429)
 
@@ -103,8 +105,8 @@ async def test_outage_pauses_and_probes_instead_of_failing_records(tmp_path: Pat
     finally:
         await server.close()
 
-    assert report.exit_code == EXIT_OK, report.summary
-    assert report.summary["outages"] == 1
+    assert report.exit_code == ExitCode.OK, report.summary
+    assert report.summary.outages == 1
     assert seen["up"] == 60
     # Without the pause every record would have spent its 4 attempts: 240 failed calls.
     assert seen["down"] < 60
@@ -147,7 +149,7 @@ async def test_bad_input_each_fails_with_its_line_and_the_run_goes_on(
     assert all(row["message"] for row in failed.values())
     assert len(orjson.dumps(failed[6])) < 10_000, "a huge line is not copied into failures"
     assert set((await emulator.state())["users"]) == {"bom", "crlf", "last"}
-    assert report.summary["lines_read"] == 14
+    assert report.summary.lines_read == 14
 
 
 CHAOS = FaultConfig(status_500=0.02, status_502=0.02, status_503=0.02, html_share=0.5,
@@ -173,7 +175,7 @@ async def test_chaos_every_line_once_order_kept_duplicates_marked(
     counters = state["counters"]
     assert sum(counters["faults"].values()) >= 0.10 * counters["requests"]
     assert counters["lock_conflicts"] == 0
-    assert report.exit_code == EXIT_OK, report.summary
+    assert report.exit_code == ExitCode.OK, report.summary
     rows = read_rows(tmp_path / "out" / RESULTS)
     assert sorted(r["line"] for r in rows) == list(range(1, records + 1))
     assert read_rows(tmp_path / "out" / FAILURES) == []
@@ -190,4 +192,4 @@ async def test_chaos_every_line_once_order_kept_duplicates_marked(
     accepted_twice = {t for ts in received.values() for t in ts if ts.count(t) > 1}
     marked = {line_time[r["line"]] for r in rows if r.get("ambiguous_attempts")}
     assert accepted_twice <= marked, "every duplicate at the server is marked ambiguous"
-    assert report.summary["retries"] > 0
+    assert report.summary.retries > 0

@@ -18,18 +18,14 @@ from click.testing import CliRunner
 
 from replayer.config import Secret
 from replayer.emulator import FaultConfig
-from replayer.engine.replay import (
-    EXIT_FAILURES,
-    EXIT_INVALID_KEY,
-    EXIT_OK,
-    EXIT_THRESHOLD,
-    RunControl,
-    replay,
-)
-from replayer.output.sinks import FAILURES, METRICS, SUMMARY
+from replayer.engine.control import RunControl
+from replayer.engine.replay import replay
+from replayer.output.layout import FAILURES, METRICS, SUMMARY, USERS
+from replayer.output.users import write_users
+from replayer.records import ExitCode
 from replayer.report import NotAnOutputDir, ReportFiles, build_report, text_summary
 from replayer.report.command import report
-from replayer.report.load import read_metrics, tally_failures
+from replayer.report.load import TOP_FAILING_USERS, read_metrics, tally_failures, tally_users
 from replayer.workers.parent import run_workers
 from tests.conftest import TEST_KEY, StartEmulator, generated, read_rows, settings_for
 
@@ -52,13 +48,19 @@ def nasty_lines(path: Path) -> Path:
 
 
 async def run_into(out: Path, settings: Any, paths: list[Path], *, workers: int = 1) -> Any:
-    """Replays `paths` in process (or with `workers` worker processes) into `out`."""
+    """Replays `paths` in process (or with `workers` worker processes) into `out`, with
+    users.ndjson (written here if the run did not write it)."""
     out.mkdir(parents=True)
+    inputs = [str(p) for p in paths]
     if workers > 1:
-        return await run_workers(settings, [str(p) for p in paths], out, workers,
-                                 control=RunControl(), resume_command=None)
-    return await replay(settings, [str(p) for p in paths], out, control=RunControl(),
-                        rng=random.Random(7))
+        result = await run_workers(settings, inputs, out, workers, control=RunControl(),
+                                   resume_command=None)
+    else:
+        result = await replay(settings, inputs, out, control=RunControl(),
+                              rng=random.Random(7))
+    if not (out / USERS).exists():
+        write_users(out, inputs=inputs)
+    return result
 
 
 async def faulty_run(start_emulator: StartEmulator, tmp_path: Path,
@@ -72,7 +74,7 @@ async def faulty_run(start_emulator: StartEmulator, tmp_path: Path,
     settings = settings_for(emulator.url, max_attempts=2, concurrency=16, batch=False,
                             fail_if=fail_if)
     result = await run_into(tmp_path / "out", settings, [data, bad])
-    assert result.exit_code == (EXIT_THRESHOLD if fail_if else EXIT_FAILURES)
+    assert result.exit_code == (ExitCode.THRESHOLD if fail_if else ExitCode.FAILURES)
     return tmp_path / "out"
 
 
@@ -92,7 +94,7 @@ async def clean_run(start_emulator: StartEmulator, tmp_path: Path) -> Path:
     emulator = await start_emulator()
     data = generated(tmp_path / "in.ndjson", records=200, users=20)
     result = await run_into(tmp_path / "out", settings_for(emulator.url), [data])
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     return tmp_path / "out"
 
 
@@ -173,13 +175,20 @@ def strings_in(value: Any) -> Iterator[str]:
             yield from strings_in(v)
 
 
-def expected_top_users(out: Path) -> list[tuple[str, int]]:
-    """The 10 most-failing users, counted here independently: userId, else deviceId."""
+def expected_top_users(out: Path, *, top: int = TOP_FAILING_USERS) -> list[tuple[str, int]]:
+    """The most-failing users, counted here independently: userId, else deviceId."""
     counts: Counter[str] = Counter()
     for row in read_rows(out / FAILURES):
         if user := row.get("userId") or row.get("deviceId"):
             counts[user] += 1
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+
+
+def shown_top_users(page: str) -> list[tuple[str, int]]:
+    """(user, failures) of each row of the page's most-failing users table."""
+    head, *rows = Tables(page).tables["top-users"]
+    user, failures = head.index("user"), head.index("failures")
+    return [(row[user], int(row[failures].replace(",", ""))) for row in rows]
 
 
 def assert_report_files(files: ReportFiles, page: str) -> None:
@@ -267,8 +276,7 @@ async def test_report_of_a_run_with_failures(
     assert_report_files(files, page)
     assert_self_contained(page, out)
     assert_summary_shown(page, summary)
-    top = [(row[1], int(row[3].replace(",", "")))
-           for row in body_rows(Tables(page), "top-users")]
+    top = shown_top_users(page)
     assert top == expected_top_users(out)
     assert top[0] == (NASTY_USER, NASTY_LINES)
     # What came from the files is escaped: the page has no tag made from the data.
@@ -295,6 +303,10 @@ async def test_report_of_a_run_without_failures(
     assert_summary_shown(page, summary)
     assert "No failures: every record read was delivered." in page
     assert "top-users" not in page
+    users = by_column(Tables(page), "users-counts")
+    assert users["Users"]["users"] == "20"
+    assert users["Every record delivered"] == {"users": "20", "share": "100.0%"}
+    assert users["No record delivered"]["users"] == "0"
     assert "failures:" not in text_summary(out)
     assert files.schedule is None, "an unpaced run has no schedule chart"
     assert "thresholds-table" not in page and "p99 scheduled" not in page
@@ -318,7 +330,7 @@ async def test_report_of_a_run_that_failed_entirely(
     out = tmp_path / "out"
     summary = orjson.loads((out / SUMMARY).read_bytes())
     assert summary["delivered"] == 0
-    assert result.exit_code == (EXIT_INVALID_KEY if why == "invalid_key" else EXIT_FAILURES)
+    assert result.exit_code == (ExitCode.INVALID_KEY if why == "invalid_key" else ExitCode.FAILURES)
 
     files = build_report(out)
 
@@ -331,8 +343,7 @@ async def test_report_of_a_run_that_failed_entirely(
         assert html.escape(summary["stopped_because"]) in page
         assert "stopped because:" in text_summary(out)
     else:
-        assert [u for u, _ in expected_top_users(out)] == [
-            row[1] for row in body_rows(Tables(page), "top-users")]
+        assert shown_top_users(page) == expected_top_users(out)
 
 
 @pytest.mark.parametrize("damage", ["empty", "missing", "cut_last_line"])
@@ -363,7 +374,7 @@ async def test_report_of_a_multi_worker_folder(
 ) -> None:
     emulator = await start_emulator(faults=FaultConfig(status_503=0.2), seed=5)
     data = generated(tmp_path / "in.ndjson", records=300, users=30)
-    settings = settings_for(emulator.url, max_attempts=1, workers=2)
+    settings = settings_for(emulator.url, max_attempts=1, workers=2, batch=False)
     await run_into(tmp_path / "out", settings, [data], workers=2)
     out = tmp_path / "out"
     summary = orjson.loads((out / SUMMARY).read_bytes())
@@ -377,8 +388,7 @@ async def test_report_of_a_multi_worker_folder(
     workers = body_rows(Tables(page), "workers-table")
     assert [row[3:6] for row in workers] == [
         [n(w["records"]), n(w["delivered"]), n(w["failed"])] for w in summary["per_worker"]]
-    top = [(row[1], int(row[3])) for row in body_rows(Tables(page), "top-users")]
-    assert top == expected_top_users(out)
+    assert shown_top_users(page) == expected_top_users(out)
 
 
 async def test_report_of_a_load_test_with_thresholds(
@@ -387,7 +397,7 @@ async def test_report_of_a_load_test_with_thresholds(
     out = await load_test_run(start_emulator, tmp_path, rate_schedule="100..300/1s",
                               duration_s=1.5, fail_if=("p99>0.001ms", "error_rate>50%"))
     summary = orjson.loads((out / SUMMARY).read_bytes())
-    assert (summary["exit_code"], summary["stopped_by"]) == (EXIT_THRESHOLD, "duration")
+    assert (summary["exit_code"], summary["stopped_by"]) == (ExitCode.THRESHOLD, "duration")
     metrics = read_rows(out / METRICS)
 
     files = build_report(out)
@@ -625,6 +635,82 @@ def test_failure_tally_counts_users_kinds_and_ties(tmp_path: Path) -> None:
     assert (tally.rows, tally.users, tally.without_user, tally.unreadable_rows) == (7, 4, 1, 1)
     assert tally.by_kind == {"timeout": 3, "rejected": 3, "invalid_json": 1}
     assert tally.examples["rejected"] == "rejected says"
+
+
+def expected_user_counts(out: Path) -> dict[str, int]:
+    """Users by how much of theirs was delivered, counted here from the row files."""
+    delivered: Counter[str] = Counter()
+    records: Counter[str] = Counter()
+    for name, ok in (("results.ndjson", True), (FAILURES, False)):
+        for row in read_rows(out / name):
+            if user := row.get("userId") or row.get("deviceId"):
+                records[user] += 1
+                delivered[user] += ok
+    return {"Users": len(records),
+            "Every record delivered": sum(delivered[u] == n for u, n in records.items()),
+            "Some records delivered": sum(0 < delivered[u] < n for u, n in records.items()),
+            "No record delivered": sum(delivered[u] == 0 for u in records)}
+
+
+async def test_the_users_section_shows_users_ndjson(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    out = await faulty_run(start_emulator, tmp_path)
+    assert (out / USERS).is_file()
+
+    page = build_report(out).html.read_text("utf-8")
+
+    tables = Tables(page)
+    counts = by_column(tables, "users-counts")
+    expected = expected_user_counts(out)
+    assert {label: row["users"] for label, row in counts.items()} == {
+        label: n(v) for label, v in expected.items()}
+    assert expected["Some records delivered"] > 0 and expected["No record delivered"] > 0
+    assert shown_top_users(page) == expected_top_users(out, top=TOP_FAILING_USERS)
+    assert len(shown_top_users(page)) == TOP_FAILING_USERS, "more users failed than shown"
+    head, first, *_ = tables.tables["top-users"]
+    assert dict(zip(head, first, strict=True)) == {
+        "#": "1", "user": NASTY_USER, "id": "userId", "records": n(NASTY_LINES),
+        "delivered": "0", "failures": n(NASTY_LINES), "kinds": f"unknown_field {NASTY_LINES}"}
+    assert "1 failures name no user" in page  # the line cut short: it names no user
+    assert "users.ndjson" in dict(body_rows(tables, "files-table"))
+
+
+async def test_a_folder_without_users_ndjson_ranks_users_from_failures(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    """A folder from before users.ndjson: failures.ndjson's own ranking, as before."""
+    out = await faulty_run(start_emulator, tmp_path)
+    (out / USERS).unlink()
+
+    page = build_report(out).html.read_text("utf-8")
+
+    assert '<h2 id="users">Most-failing users</h2>' in page
+    assert "users-counts" not in page
+    assert shown_top_users(page) == expected_top_users(out, top=10)
+
+
+def test_users_tally_counts_and_ranks_with_ties(tmp_path: Path) -> None:
+    def row(uid: str | None, did: str | None, records: int, delivered: int,
+            failed: dict[str, int]) -> bytes:
+        return orjson.dumps({
+            "userId": uid, "deviceId": did, "device_ids": 1, "records": records,
+            "delivered": delivered, "failed": failed, "first": {"file": "a", "line": 1},
+            "last": {"file": "a", "line": 2}, "last_response": None}) + b"\n"
+
+    path = tmp_path / USERS
+    path.write_bytes(b"".join([
+        row("b", None, 3, 1, {"timeout": 2}), row("a", None, 2, 0, {"timeout": 1,
+                                                                    "rejected": 1}),
+        row(None, "dev-1", 4, 1, {"blocked": 3}), row("ok", None, 5, 5, {}),
+        row("c", None, 2, 1, {"timeout": 1}),
+    ]) + b"not json\n{}\n")
+
+    tally = tally_users(path, top=3)
+
+    assert [(u.key, u.failures) for u in tally.top] == [("dev-1", 3), ("a", 2), ("b", 2)]
+    assert (tally.users, tally.fully_delivered, tally.partly_delivered, tally.none_delivered,
+            tally.with_failures, tally.unreadable_rows) == (5, 1, 3, 1, 4, 2)
 
 
 def test_secret_settings_are_never_shown(tmp_path: Path) -> None:

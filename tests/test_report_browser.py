@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 import pytest
 
-from replayer.output.sinks import SUMMARY
+from replayer.output.layout import SUMMARY
 from replayer.report import build_report
 from tests.conftest import StartEmulator
 from tests.test_report import faulty_run

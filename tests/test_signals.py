@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from replayer.emulator import LatencyModel
-from replayer.output.sinks import FAILURES, RESULTS, SUMMARY
+from replayer.output.layout import FAILURES, RESULTS, SUMMARY
 from tests.conftest import (
     TEST_APP_ID,
     TEST_KEY,

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from replayer.emulator import LatencyModel
-from replayer.output.sinks import SUMMARY
+from replayer.output.layout import SUMMARY
 from tests.conftest import TEST_APP_ID, TEST_KEY, StartEmulator, generated
 
 ENV = {**os.environ, "LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY}

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from replayer.emulator.config import EmulatorConfig
 from replayer.emulator.faults import BEFORE_PROCESSING, Fault, FaultKind
+from replayer.emulator.limit import THROTTLED, TokenBucket
 from replayer.emulator.store import (
     Invalid,
     JSONObject,
@@ -63,6 +64,7 @@ class Emulator:
     latency_rng: random.Random = field(default_factory=random.Random)
     started_s: float = 0.0  # loop time at startup or last reset; the stall window counts from it
     recorded: list[JSONObject] = field(default_factory=list)
+    bucket: TokenBucket | None = None  # the app-wide limit, refilled from `started_s`
 
     def reset(self, now_s: float) -> None:
         """Return to the state right after startup, generators reseeded."""
@@ -72,6 +74,7 @@ class Emulator:
         self.latency_rng.seed(f"latency:{self.config.seed}")
         self.started_s = now_s
         self.recorded.clear()
+        self.bucket = TokenBucket(self.config.limit) if self.config.limit is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,9 @@ async def _api(request: web.Request) -> web.StreamResponse:
         body = await _read_body(request)
     except ConnectionResetError:
         return _drop(request)  # the client left mid-upload; nobody is waiting for an answer
+    if emulator.bucket is not None and not emulator.bucket.take(_now_s() - emulator.started_s):
+        emulator.store.counters.throttled += 1
+        return _throttled(emulator)
     stall_s = emulator.config.faults.stall_wait_s(_now_s() - emulator.started_s)
     if stall_s > 0:
         await asyncio.sleep(stall_s)
@@ -136,6 +142,13 @@ async def _api(request: web.Request) -> web.StreamResponse:
         return _fail_early(request, emulator, fault)
     answer = await _process(request, emulator, body)
     return await _deliver(request, emulator, answer, fault)
+
+
+def _throttled(emulator: Emulator) -> web.Response:
+    """Over the app-wide limit: Leanplum's error shape, and no Retry-After (none is sent)."""
+    response = web.Response(status=429, body=orjson.dumps(_errors(THROTTLED)))
+    response.content_type = "application/json"
+    return _sent(emulator, response)
 
 
 def _decide(emulator: Emulator) -> Fault | None:

@@ -19,6 +19,7 @@ from replayer.emulator.config import (
     LatencyModel,
 )
 from replayer.emulator.faults import FaultConfig
+from replayer.emulator.limit import RateLimit
 from replayer.emulator.serve import ListenError, run
 
 CLIENT_KEY_ENV = "REPLAYER_EMULATOR_CLIENT_KEY"
@@ -43,6 +44,13 @@ Fault SPEC: comma-separated NAME=VALUE. Shares (0..1, summing to at most 1):
 Knobs: html_share (share of 5xx with an HTML body), retry_after_s,
   slow_delay_s (default 30), stall_after_s + stall_for_s (a window, in seconds
   from start, during which every request waits until the window ends).
+
+\b
+An app-wide limit, as users of the real API meet it (Leanplum publishes none):
+  --limit-rps 400          at most 400 requests a second (a token bucket holding
+                           --limit-burst seconds' worth); above it a 429 in
+                           Leanplum's error shape, without Retry-After
+  --limit-rps 400,150@14s  400 a second, then 150 from 14 s after start
 """
 
 
@@ -67,6 +75,11 @@ Knobs: html_share (share of 5xx with an HTML body), retry_after_s,
 @click.option("--blocked-user", multiple=True, help="A user answered 451. Repeatable.")
 @click.option("--known-user", multiple=True, help="A user that already exists. Repeatable.")
 @click.option("--record-requests", is_flag=True, help="Keep request bodies (key redacted).")
+@click.option("--limit-rps", default=None, metavar="RATE[,RATE@Ts...]",
+              help="App-wide requests per second; above it, 429 (see below).")
+@click.option("--limit-burst", "limit_burst_s", default=1.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds' worth of --limit-rps the bucket holds.")
 def emulate(
     host: str,
     port: int,
@@ -78,6 +91,8 @@ def emulate(
     blocked_user: tuple[str, ...],
     known_user: tuple[str, ...],
     record_requests: bool,
+    limit_rps: str | None,
+    limit_burst_s: float,
 ) -> None:
     """Serve a local Leanplum API emulator (`start`, `multi`) until interrupted."""
     config = EmulatorConfig(
@@ -89,6 +104,8 @@ def emulate(
         record_requests=record_requests,
         faults=_parsed(FaultConfig.parse, faults_spec, "--faults"),
         seed=seed,
+        limit=None if limit_rps is None else _parsed(
+            lambda spec: RateLimit.parse(spec, burst_s=limit_burst_s), limit_rps, "--limit-rps"),
     )
     try:
         run(config, host, port)

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field
 
 from replayer.emulator.faults import FaultConfig
+from replayer.emulator.limit import RateLimit
 
 # The test credentials the client's `embedded` mode sends; never a real app's.
 DEFAULT_APP_ID = "emulator-app"
@@ -70,3 +71,4 @@ class EmulatorConfig:
     record_requests: bool = False  # keep every request body, clientKey redacted
     faults: FaultConfig = field(default_factory=FaultConfig)
     seed: int = 0
+    limit: RateLimit | None = None  # an app-wide request limit (429 above it); None: none

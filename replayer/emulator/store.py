@@ -151,6 +151,7 @@ class Counters:
     blocked: int = 0
     warnings: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0  # refused by the app-wide limit (--limit-rps)
 
     def as_json(self) -> JSONObject:
         """The counters as a JSON object with string keys."""
@@ -164,6 +165,7 @@ class Counters:
             "blocked": self.blocked,
             "warnings": self.warnings,
             "faults": dict(self.faults),
+            "throttled": self.throttled,
         }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from replayer.records import Attempt, FailureKind
+from replayer.records import Attempt, FailureKind, redact_text
 
 
 class Verdict(StrEnum):
@@ -35,6 +35,27 @@ SEND_KINDS: tuple[FailureKind, ...] = tuple(map(FailureKind, (
 )))
 
 INVALID_KEY = "invalid access key"
+# A 429 about one user, not about the app (CONTRACT.md): matched in the message, folded.
+PROFILE_LOCK = "concurrent requests to the same profile"
+DEV_MODE = ("development mode", "devmode", "dev mode")
+
+
+class LimitCause(StrEnum):
+    """Why a 429 came: the app-wide limit (throttled) or one user's (lock, devMode)."""
+
+    THROTTLED = "throttled"  # no documented text: any 429 that is not one of the others
+    PROFILE_LOCK = "profile_lock"  # another request for the same user was in flight
+    DEV_MODE = "dev_mode"  # devMode allows one request per second per user
+
+
+def limit_cause(message: str) -> LimitCause:
+    """The cause of a 429 from its message."""
+    folded = message.lower()
+    if PROFILE_LOCK in folded:
+        return LimitCause.PROFILE_LOCK
+    if any(text in folded for text in DEV_MODE):
+        return LimitCause.DEV_MODE
+    return LimitCause.THROTTLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +67,20 @@ class Outcome:
     message: str
     http_status: int | None = None
     element: dict[str, Any] | None = None
+    limit: LimitCause | None = None  # set for a 429: why it came
+
+    @property
+    def throttled(self) -> bool:
+        """A throttling 429: the app-wide limit, not this record's fault."""
+        return self.limit is LimitCause.THROTTLED
 
 
 def classify(attempt: Attempt, n_actions: int) -> list[Outcome]:
     """One outcome per action of the request (`n_actions` long, in request order)."""
     if attempt.status is None:
         return [_transport(attempt)] * n_actions
+    if 300 <= attempt.status < 400:
+        return [redirect(attempt.status, attempt.detail)] * n_actions
     elements = _elements(attempt.body)
     if attempt.status == 200:
         if elements is None:
@@ -83,6 +112,18 @@ def classify_element(element: object) -> Outcome:
     return Outcome(Verdict.REJECTED, "rejected", "success is not true", 200, element)
 
 
+def redirect(status: int, host: str) -> Outcome:
+    """A 3xx answer: a final client_error, never followed (the body holds the client key).
+
+    The message names the host it points to, never the rest of the Location nor the body.
+    """
+    where = f" to {host}" if host else ""
+    return Outcome(
+        Verdict.REJECTED, "client_error",
+        f"HTTP {status} redirect{where}: not followed (the key would go with it)", status,
+    )
+
+
 def _http_error(status: int, elements: list[Any] | None, n_actions: int) -> Outcome:
     message = _first_error(elements) or f"HTTP {status}"
     if INVALID_KEY in message.lower() or status == 401:
@@ -93,7 +134,8 @@ def _http_error(status: int, elements: list[Any] | None, n_actions: int) -> Outc
         # A one-action call cannot be over multi's limits: the key is not allowed.
         return Outcome(Verdict.FATAL, "forbidden", message, status)
     if status == 429:
-        return Outcome(Verdict.RETRYABLE, "rate_limited", message, status)
+        return Outcome(Verdict.RETRYABLE, "rate_limited", message, status,
+                       limit=limit_cause(message))
     if status == 451:
         return Outcome(Verdict.REJECTED, "blocked", message, status)
     if status >= 500:
@@ -133,9 +175,10 @@ def _first_error(elements: list[Any] | None) -> str | None:
 
 
 def _message(part: object) -> str | None:
+    """A server's message, with any key it echoes masked (it ends up in rows and logs)."""
     if isinstance(part, dict):
         message = part.get("message")
-        return str(message) if message is not None else ""
+        return redact_text(str(message)) if message is not None else ""
     if isinstance(part, str):
-        return part
+        return redact_text(part)
     return None

@@ -27,6 +27,7 @@ class Work:
     latency_ms: float = 0.0
     resent: bool = False
     scheduled_s: float | None = None  # --pace original: when it was due to go (monotonic)  # in flight when an earlier run died: may be a duplicate
+    throttled_s: float | None = None  # when its first throttling 429 came (monotonic)
 
 
 class SpillStore(Protocol):

@@ -69,10 +69,12 @@ class Pacing(Protocol):
 
 
 class Pacer:
-    """A constant rate: one token per allowed request; `run()` alone polls the throttler.
+    """A rate: one token per allowed request; `run()` alone polls the throttler.
 
     `wait` returns the request's planned time, start + k / rate, so latency measured from
-    it shows how late the client was, not only how slow the server was.
+    it shows how late the client was, not only how slow the server was. `set_rate`
+    changes the rate at once (--rate auto): the plan goes on from the next request, or
+    from now if the plan fell behind, at the new rate.
     """
 
     def __init__(self, rate_per_s: float, *, clock: Clock) -> None:
@@ -83,6 +85,9 @@ class Pacer:
         self._clock = clock
         self._start_s: float | None = None
         self._issued = 0
+        self._origin_s = clock.now()
+        self._since_s = self._origin_s  # when the current rate took effect
+        self._planned_before = 0.0  # requests planned before `_since_s`
         self.rate_per_s = rate_per_s
 
     async def run(self) -> None:
@@ -100,9 +105,26 @@ class Pacer:
         self._issued += 1
         return planned
 
+    def set_rate(self, rate_per_s: float) -> None:
+        """Paces at `rate_per_s` from now on (the throttler's window is reshaped in place)."""
+        if rate_per_s == self.rate_per_s:
+            return
+        now_s = self._clock.now()
+        self._planned_before += self.rate_per_s * max(0.0, now_s - self._since_s)
+        self._since_s = now_s
+        if self._start_s is not None:
+            self._start_s = max(self._start_s + self._issued / self.rate_per_s, now_s)
+            self._issued = 0
+        per_window, window_s = throttle_shape(rate_per_s)
+        throttler = self._throttler
+        throttler.rate_limit, throttler.period = per_window, window_s
+        throttler.retry_interval = window_s / 100
+        self.rate_per_s = rate_per_s
+
     def planned_by(self, elapsed_s: float) -> float:
-        """Requests planned in the first `elapsed_s` seconds."""
-        return self.rate_per_s * max(0.0, elapsed_s)
+        """Requests planned in the first `elapsed_s` seconds (the integral of the rate)."""
+        now_s = self._origin_s + max(0.0, elapsed_s)
+        return self._planned_before + self.rate_per_s * max(0.0, now_s - self._since_s)
 
 
 class SchedulePacer:

@@ -2,16 +2,19 @@
 
 Every transport error and timeout becomes an `Attempt` value; nothing else escapes
 except cancellation. The clientKey is put into the body here and nowhere else, and it
-is never part of a URL, so aiohttp's own error messages cannot carry it.
+is never part of a URL, so aiohttp's own error messages cannot carry it. Redirects are
+never followed: aiohttp would re-send the body, key included, to wherever they point.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -61,6 +64,7 @@ async def post(http: aiohttp.ClientSession, url: str, body: bytes) -> Attempt:
     """POSTs `body` to `url` once (within the session's timeout) and reports what came back.
 
     Never raises for the network: every transport error is an `Attempt` with `error` set.
+    A redirect (3xx) is not followed; its `detail` is the host it points to, if any.
     """
     started = time.perf_counter()
 
@@ -68,10 +72,11 @@ async def post(http: aiohttp.ClientSession, url: str, body: bytes) -> Attempt:
         return (time.perf_counter() - started) * 1000.0
 
     try:
-        async with http.post(url, data=body, headers=_JSON) as response:
+        async with http.post(url, data=body, headers=_JSON, allow_redirects=False) as response:
             payload = await response.read()
             return Attempt(
                 response.status, payload, latency_ms=elapsed_ms(),
+                detail=redirect_host(response.status, response.headers.get("Location")),
                 retry_after=response.headers.get("Retry-After"),
             )
     except aiohttp.ConnectionTimeoutError as exc:
@@ -88,6 +93,27 @@ async def post(http: aiohttp.ClientSession, url: str, body: bytes) -> Attempt:
         return Attempt(None, None, "payload", _describe(exc), latency_ms=elapsed_ms())
     except (aiohttp.ClientError, OSError) as exc:
         return Attempt(None, None, "transport", _describe(exc), latency_ms=elapsed_ms())
+
+
+_HOST = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,260}")
+
+
+def redirect_host(status: int, location: str | None) -> str:
+    """The host[:port] a 3xx answer points to ("" if none, relative or not a plain host).
+
+    Only the host: the rest of a Location (path, query, user info) may carry anything.
+    """
+    if not 300 <= status < 400 or not location:
+        return ""
+    try:
+        parts = urlsplit(location.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return ""
+    if not host:
+        return ""
+    shown = f"{host}:{port}" if port is not None else host
+    return shown if _HOST.fullmatch(shown) else ""
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from replayer.engine.lanes import Work
+from replayer.output.sinks import OutputError
 from replayer.records import Session
 
 _HEADER = struct.Struct("<qI")
@@ -25,8 +26,11 @@ class FileSpill:
     """A `SpillStore` in an anonymous temporary file under `folder`."""
 
     def __init__(self, folder: Path | None = None) -> None:
-        fd, name = tempfile.mkstemp(prefix=".replayer-spill-", dir=folder)
-        os.unlink(name)
+        try:
+            fd, name = tempfile.mkstemp(prefix=".replayer-spill-", dir=folder)
+            os.unlink(name)
+        except OSError as exc:
+            raise OutputError(f"cannot create a spill file in {folder}: {exc.strerror}") from None
         self._fd = fd
         self._end = 0
         self._chains: dict[str, tuple[int, int]] = {}  # lane -> (head offset, tail offset)
@@ -41,7 +45,7 @@ class FileSpill:
              work.scheduled_s]
         )
         offset = self._end
-        os.pwrite(self._fd, _HEADER.pack(_NO_NEXT, len(payload)) + payload, offset)
+        _pwrite_all(self._fd, _HEADER.pack(_NO_NEXT, len(payload)) + payload, offset)
         self._end += _HEADER.size + len(payload)
         self.bytes_written += _HEADER.size + len(payload)
         chain = self._chains.get(lane)
@@ -49,7 +53,7 @@ class FileSpill:
             self._chains[lane] = (offset, offset)
             return
         head, tail = chain
-        os.pwrite(self._fd, struct.pack("<q", offset), tail)
+        _pwrite_all(self._fd, struct.pack("<q", offset), tail)
         self._chains[lane] = (head, offset)
 
     def pop(self, lane: str, n: int) -> list[Work]:
@@ -82,3 +86,16 @@ class FileSpill:
     def close(self) -> None:
         """Releases the file (its space goes back to the disk)."""
         os.close(self._fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Writes all of `data` at `offset` (going on after a short write); OutputError on failure."""
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.pwrite(fd, view, offset)
+            if written <= 0:
+                raise OutputError("cannot write the spill file: the write made no progress")
+            view, offset = view[written:], offset + written
+    except OSError as exc:
+        raise OutputError(f"cannot write the spill file: {exc.strerror}") from None

@@ -120,8 +120,18 @@ class Follower:
                 continue
             end = data.rfind(b"\n") + 1
             for raw in data[:end].splitlines():
-                if raw:
-                    self.totals.add(str(path), orjson.loads(raw))
+                row = _row(raw)
+                if row is not None:
+                    self.totals.add(str(path), row)
             self._offsets[path] = offset + end
         self.totals.mark()
         return self.totals
+
+
+def _row(raw: bytes) -> dict[str, Any] | None:
+    """A metrics row as an object; None for a blank or damaged line (live totals skip it)."""
+    try:
+        row = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) else None

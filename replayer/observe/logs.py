@@ -1,7 +1,8 @@
 """Logging to stderr as text or JSON lines; a line about a record names its file, line and user.
 
 stdout stays clean for pipes. Nothing logged carries the client key: records holding
-one never become sessions, and messages about them are built from redacted values.
+one (at any depth) never become sessions, messages about them are built from redacted
+values, and a server's messages are masked by `classify` before anyone logs them.
 """
 
 from __future__ import annotations

@@ -138,6 +138,7 @@ class RunStats:
 
     def failed(self, kind: str, *, latency_ms: float | None = None) -> None:
         """Counts one failed record of `kind` (with its last latency when it was sent)."""
+        kind = str(kind)  # a FailureKind counts under its plain text: JSON keys are str
         self.by_status["failed"] += 1
         self.by_kind[kind] += 1
         self.window.failed[kind] += 1

@@ -19,7 +19,8 @@ from replayer.observe.live import Follower
 from replayer.observe.logs import log, setup_logging
 from replayer.observe.progress import Progress
 from replayer.observe.prom import metrics_app, serve_metrics
-from replayer.output.sinks import METRICS, WORKERS_DIR
+from replayer.output.layout import METRICS, WORKERS_DIR
+from replayer.output.sinks import OutputError
 
 POLL_INTERVAL_S = 1.0
 
@@ -35,6 +36,16 @@ def metrics_files(out_dir: Path, workers: int) -> Callable[[], Iterable[Path]]:
 async def watching(settings: Settings, out_dir: Path, workers: int) -> AsyncIterator[None]:
     """Shows progress (unless quiet) and serves /metrics (if a port is set) while inside."""
     follower = Follower(metrics_files(out_dir, workers))
+    runner: web.AppRunner | None = None
+    if settings.metrics_port is not None:
+        try:
+            runner = await serve_metrics(metrics_app(lambda: follower.totals),
+                                         settings.metrics_host, settings.metrics_port)
+        except OSError as exc:
+            raise OutputError(f"cannot serve metrics on {settings.metrics_host} port "
+                              f"{settings.metrics_port}: {exc.strerror or exc}") from None
+        host, port = runner.addresses[0][:2]
+        log.warning("metrics on http://%s:%s/metrics", host, port)
     progress = None
     if not settings.quiet:
         progress = Progress(stream=sys.stderr, tty=sys.stderr.isatty(),
@@ -42,12 +53,6 @@ async def watching(settings: Settings, out_dir: Path, workers: int) -> AsyncIter
         if progress.console is not None:  # log lines above the live display, not through it
             setup_logging(fmt=settings.log_format, level=settings.log_level,
                           console=progress.console)
-    runner: web.AppRunner | None = None
-    if settings.metrics_port is not None:
-        runner = await serve_metrics(metrics_app(lambda: follower.totals),
-                                     settings.metrics_host, settings.metrics_port)
-        host, port = runner.addresses[0][:2]
-        log.warning("metrics on http://%s:%s/metrics", host, port)
     poller = asyncio.create_task(_poll(follower, progress))
     try:
         yield

@@ -8,8 +8,6 @@ rows whose records the journal will send again, marked as possible duplicates.
 from __future__ import annotations
 
 import os
-import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +15,62 @@ import orjson
 
 from replayer.engine.classify import Outcome
 from replayer.engine.lanes import Work
-from replayer.records import RecordFailure
+from replayer.records import REDACTED, RecordFailure
 
-RESULTS = "results.ndjson"
-FAILURES = "failures.ndjson"
-SUMMARY = "summary.json"
-METRICS = "metrics.ndjson"
-REQUESTS = "requests.ndjson"  # --dry-run: every body that would have been sent
+REDACTED_BYTES = REDACTED.encode()
 # orjson's output holds ~8 KB of allocation per row until joined: keep few queued.
 MAX_BUFFERED_ROWS = 512
+
+
+class OutputError(Exception):
+    """An output could not be written (disk full, folder not writable, ...): the run stops
+    with exit 7. The message is one line naming the file and the cause."""
+
+
+def open_append(path: Path) -> int:
+    """An fd appending to `path` (created if missing); OutputError if it cannot be opened."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot open {path} for writing: {exc.strerror}") from None
+
+
+def write_all(fd: int, data: bytes, path: Path) -> None:
+    """Writes all of `data` to `fd`, going on after a short write; OutputError on failure."""
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OutputError(f"cannot write {path}: the write made no progress")
+            view = view[written:]
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
 
 
 class NdjsonSink:
     """An append-only NDJSON file with an in-memory buffer."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, secret: str | None = None) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = open_append(path)
         self._buffer: list[bytes] = []
         self.rows = 0
+        # The key itself, as it would stand inside a JSON string: whatever a record carried
+        # (a value under any name), the key's text never reaches the file. One search per
+        # flush, not per row.
+        self._secret = orjson.dumps(secret)[1:-1] if secret else None
 
     def write(self, row: dict[str, Any]) -> None:
         """Queues one row (written at the next flush, or now if many are queued)."""
         self._buffer.append(orjson.dumps(row))
+        self.rows += 1
+        if len(self._buffer) >= MAX_BUFFERED_ROWS:
+            self.flush()
+
+    def write_line(self, line: bytes) -> None:
+        """Queues one row already encoded (without its newline)."""
+        self._buffer.append(line)
         self.rows += 1
         if len(self._buffer) >= MAX_BUFFERED_ROWS:
             self.flush()
@@ -49,19 +80,19 @@ class NdjsonSink:
         if self._buffer:
             data = b"\n".join(self._buffer) + b"\n"
             self._buffer.clear()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
-
-    def sync(self) -> None:
-        """Flushes and asks the OS to put the file on disk."""
-        self.flush()
-        os.fsync(self._fd)
+            if self._secret is not None and self._secret in data:
+                data = data.replace(self._secret, REDACTED_BYTES)
+            write_all(self._fd, data, self.path)
 
     def close(self) -> None:
-        """Flushes and closes."""
-        self.flush()
-        os.close(self._fd)
+        """Flushes and closes (the file is closed even when the flush fails)."""
+        if self._fd < 0:
+            return
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def result_row(
@@ -124,51 +155,18 @@ def invalid_row(failure: RecordFailure) -> dict[str, Any]:
     return row
 
 
-def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Replaces `path` with `doc` so a reader sees the old file or the new one, never half."""
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replaces `path` with `data` so a reader sees the old file or the new one, never half."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
 
 
-OUR_FILES = (RESULTS, FAILURES, SUMMARY, METRICS, REQUESTS, "journal.log", "run.json")
-WORKERS_DIR = "workers"  # one folder per worker process, merged into the files above
-
-
-class OutDirError(Exception):
-    """The output folder cannot be used as asked (exists and is not empty, ...)."""
-
-
-def prepare_out_dir(out_dir: Path | None, *, resume: bool, overwrite: bool, now_s: float) -> Path:
-    """The folder this run writes to, created if needed.
-
-    Default: a new timestamped folder under ./replay-out/. An existing non-empty folder
-    is refused unless resuming (its files are continued) or overwriting (our files in it
-    are removed; nothing else is touched).
-    """
-    if out_dir is None:
-        if resume:
-            raise OutDirError("--resume needs --out: the folder of the run to continue")
-        stamp = datetime.fromtimestamp(now_s, UTC).strftime("%Y%m%dT%H%M%SZ")
-        out_dir = Path("replay-out") / stamp
-        n = 1
-        while out_dir.exists():
-            n += 1
-            out_dir = Path("replay-out") / f"{stamp}-{n}"
-    if resume:
-        if not out_dir.is_dir():
-            raise OutDirError(f"--resume: {out_dir} does not exist")
-        return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise OutDirError(
-                f"{out_dir} is not empty; use --resume to continue the run in it, "
-                "--overwrite to start over, or another --out"
-            )
-        for name in OUR_FILES:
-            (out_dir / name).unlink(missing_ok=True)
-        for old in (*out_dir.glob("report.html"), *out_dir.glob("report-*.png")):
-            old.unlink()  # a report of the run being replaced
-        shutil.rmtree(out_dir / WORKERS_DIR, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
+def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """`write_atomic` of `doc` as indented JSON."""
+    write_atomic(path, orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")

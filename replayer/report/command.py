@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from replayer.engine.replay import EXIT_USAGE
+from replayer.records import ExitCode
 from replayer.report.build import build_report, text_summary
 from replayer.report.load import NotAnOutputDir
 
@@ -29,7 +29,7 @@ Exit code 2 when DIR is not a finished replayer output folder.
 class NotAReportableDir(click.ClickException):
     """DIR is not a replayer output folder (or its run has not written summary.json)."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 @click.command("report", epilog=_EPILOG)

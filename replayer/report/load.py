@@ -1,12 +1,14 @@
 """Reads a run's output folder for the report: summary.json whole, the row files streamed.
 
 Memory stays bounded for any run: metrics keep a few numbers per second, failures a
-count per user and per kind; results.ndjson is never read (summary.json has its totals).
+count per user and per kind, users.ndjson its counts and the most-failing users;
+results.ndjson is never read (summary.json has its totals).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -16,11 +18,13 @@ from typing import Any
 
 import orjson
 
-from replayer.output.sinks import FAILURES, METRICS, OUR_FILES, SUMMARY
+from replayer.output.layout import FAILURES, METRICS, OUR_FILES, SUMMARY, USERS
+from replayer.output.users import UserRow, read_users
 
 EXAMPLE_CHARS = 300  # an example failure message is cut to this length
 MAX_KINDS = 200  # kinds kept with an example; more would only come from a broken file
 TOP_USERS = 10
+TOP_FAILING_USERS = 20  # users.ndjson's most-failing users shown
 _RESTART_S = 1.0  # elapsed_s going back by more than this: a resumed run's rows begin
 
 
@@ -102,6 +106,20 @@ class FailureTally:
 
 
 @dataclass(frozen=True, slots=True)
+class UsersTally:
+    """What users.ndjson holds, counted in one streaming pass: users by how much of theirs
+    was delivered, and the most-failing (most failures first; ties: ids in increasing order)."""
+
+    users: int = 0
+    fully_delivered: int = 0
+    partly_delivered: int = 0
+    none_delivered: int = 0
+    with_failures: int = 0
+    top: tuple[UserRow, ...] = ()
+    unreadable_rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class RunData:
     """Everything the report shows, read from one output folder."""
 
@@ -112,6 +130,7 @@ class RunData:
     has_metrics: bool
     has_failures: bool
     file_sizes: tuple[tuple[str, int], ...]
+    users: UsersTally | None = None  # None: no users.ndjson (a run from before it existed)
 
     @property
     def followed_a_plan(self) -> bool:
@@ -125,7 +144,7 @@ class RunData:
 def load_run(out_dir: Path) -> RunData:
     """Reads `out_dir`; raises NotAnOutputDir when it is not a finished replayer folder."""
     summary = read_summary(out_dir)
-    metrics_path, failures_path = out_dir / METRICS, out_dir / FAILURES
+    metrics_path, failures_path, users_path = out_dir / METRICS, out_dir / FAILURES, out_dir / USERS
     return RunData(
         out_dir=out_dir,
         summary=summary,
@@ -135,6 +154,7 @@ def load_run(out_dir: Path) -> RunData:
         has_failures=failures_path.is_file(),
         file_sizes=tuple((name, (out_dir / name).stat().st_size) for name in OUR_FILES
                          if (out_dir / name).is_file()),
+        users=tally_users(users_path) if users_path.is_file() else None,
     )
 
 
@@ -268,3 +288,26 @@ def tally_failures(path: Path, *, top: int = TOP_USERS) -> FailureTally:
     return FailureTally(rows=rows, by_kind=dict(by_kind), examples=examples,
                         top_users=top_users, without_user=without_user, users=len(per_user),
                         unreadable_rows=unreadable)
+
+
+def tally_users(path: Path, *, top: int = TOP_FAILING_USERS) -> UsersTally:
+    """Counts users.ndjson's users by delivery, streaming, and keeps the `top` most-failing."""
+    counts: Counter[str] = Counter()
+
+    def failing() -> Iterator[UserRow]:
+        for row in read_users(path):
+            if row is None:
+                counts["unreadable"] += 1
+                continue
+            counts["users"] += 1
+            counts["fully" if row.delivered == row.records
+                   else "partly" if row.delivered else "none"] += 1
+            if row.failures:
+                counts["failing"] += 1
+                yield row
+
+    ranked = heapq.nsmallest(top, failing(), key=lambda row: (-row.failures, row.key))
+    return UsersTally(users=counts["users"], fully_delivered=counts["fully"],
+                      partly_delivered=counts["partly"], none_delivered=counts["none"],
+                      with_failures=counts["failing"], top=tuple(ranked),
+                      unreadable_rows=counts["unreadable"])

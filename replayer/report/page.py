@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from replayer.report import display
-from replayer.report.load import Metrics, RunData
+from replayer.report.load import Metrics, RunData, UsersTally
 
 CHARTS = ("throughput", "schedule", "latency", "failures", "retries")  # schedule: planned runs
 CAPTIONS = {
@@ -352,6 +352,8 @@ def _kinds_table(data: RunData) -> str:
 
 
 def _users_table(data: RunData) -> str:
+    if data.users is not None:
+        return _users_section(data.users, without_user=data.failures.without_user)
     tally = data.failures
     head = '<h2 id="users">Most-failing users</h2>'
     if not tally.top_users:
@@ -369,6 +371,35 @@ def _users_table(data: RunData) -> str:
     return (head + _table(("#", "user", "id", "failures", "kinds"), rows, numeric=(0, 3),
                           table_id="top-users")
             + "".join(f'<p class="note">{esc(n)}</p>' for n in notes))
+
+
+def _users_section(users: UsersTally, *, without_user: int) -> str:
+    """From users.ndjson: users by how much of theirs was delivered, and the most-failing."""
+    share = [("Users", display.number(users.users), "")] + [
+        (label, display.number(count), display.percent(count, users.users))
+        for label, count in (("Every record delivered", users.fully_delivered),
+                             ("Some records delivered", users.partly_delivered),
+                             ("No record delivered", users.none_delivered))]
+    parts = ['<h2 id="users">Users</h2>',
+             _table(("", "users", "share"), share, numeric=(1, 2), table_id="users-counts")]
+    if users.top:
+        rows = [(display.number(rank), u.key, "userId" if u.user_id else "deviceId",
+                 display.number(u.records), display.number(u.delivered),
+                 display.number(u.failures),
+                 display.counts(sorted(u.failed.items(), key=lambda kv: (-kv[1], kv[0]))))
+                for rank, u in enumerate(users.top, start=1)]
+        parts.append(_table(("#", "user", "id", "records", "delivered", "failures", "kinds"),
+                            rows, numeric=(0, 3, 4, 5), table_id="top-users"))
+    notes = [f"From users.ndjson: one row per user (by userId, else deviceId). "
+             f"{display.number(users.with_failures)} users had at least one failure"
+             + (f"; the {display.number(len(users.top))} with the most are listed."
+                if users.top else ".")]
+    if without_user:
+        notes.append(f"{display.number(without_user)} failures name no user "
+                     "(lines that did not parse or had no id).")
+    if users.unreadable_rows:
+        notes.append(f"{display.number(users.unreadable_rows)} rows could not be read.")
+    return "".join(parts) + "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
 
 
 def _workers_table(s: Mapping[str, Any]) -> str:

@@ -1,5 +1,7 @@
-"""NDJSON sources (files, .gz files, stdin) read as numbered lines, in chunks, off the event loop.
+"""NDJSON sources (files, .gz files, stdin, object URLs) read as numbered lines, off the event loop.
 
+Local files take the direct path; URLs (s3://, gs://, az://, https://) go through
+source/objects.py, which counts stored bytes for progress and refuses a short read.
 Reading happens in one daemon thread so that a slow pipe never blocks the event loop
 and a blocked stdin never keeps the process alive at exit.
 """
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from replayer.records import RawLine
+from replayer.source import objects
+from replayer.source.objects import is_url
 
 STDIN = "-"
 CHUNK_LINES = 2000
@@ -37,11 +41,17 @@ class ReadCounts:
     bytes_read: int = 0
     files_done: list[str] = field(default_factory=list)
 
+    def add_bytes(self, n: int) -> None:
+        """Counts `n` more bytes of input read (an object's stored bytes, as they arrive)."""
+        self.bytes_read += n
+
 
 def is_stream(path: str) -> bool:
     """True for stdin, pipes and other inputs that can be read only once (no resume, one worker)."""
     if path == STDIN:
         return True
+    if is_url(path):
+        return False
     try:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
@@ -49,9 +59,19 @@ def is_stream(path: str) -> bool:
 
 
 def total_size(paths: Sequence[str]) -> int | None:
-    """Bytes of input when every path is a plain file (for progress); None otherwise."""
+    """Bytes of input when every path is a plain file or an object of known size (stored
+    bytes, compressed or not: the reader counts those for objects); None otherwise."""
     total = 0
     for path in paths:
+        if is_url(path):
+            try:
+                size = objects.stat(path).size
+            except (objects.ObjectError, objects.ObjectsUnavailable):
+                return None  # the reader will say what is wrong with it
+            if size is None:
+                return None
+            total += size
+            continue
         if path.endswith(".gz") or is_stream(path):
             return None
         try:
@@ -61,13 +81,33 @@ def total_size(paths: Sequence[str]) -> int | None:
     return total
 
 
-def open_source(path: str) -> BinaryIO:
-    """A binary stream for a path: stdin for '-', transparently decompressed for '.gz'."""
+def open_source(path: str, *, on_bytes: Callable[[int], None] | None = None) -> BinaryIO:
+    """A binary stream for a path: stdin for '-', an object for a URL, transparently
+    decompressed for '.gz'. `on_bytes` (URLs only) is told the stored bytes as they arrive.
+
+    A URL's problems (missing, denied, extra not installed) are raised as OSError.
+    """
     if path == STDIN:
         return sys.stdin.buffer
+    if is_url(path):
+        return _open_url(path, on_bytes)
     if path.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb", buffering=1 << 20)
+
+
+class InputUnreadable(OSError):
+    """A URL input that cannot be opened (no such object or bucket, access denied, ...)."""
+
+
+def _open_url(url: str, on_bytes: Callable[[int], None] | None) -> BinaryIO:
+    try:
+        stream = objects.open_object(url, on_bytes=on_bytes or (lambda _n: None))
+    except (objects.ObjectError, objects.ObjectsUnavailable) as exc:
+        raise InputUnreadable(str(exc)) from None
+    if url.endswith(".gz"):
+        return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+    return stream
 
 
 def iter_lines(
@@ -84,9 +124,14 @@ def iter_lines(
     """
     for path in paths:
         name = display_name(path)
-        stream = open_source(path)
+        if is_url(path):  # stored bytes are counted as they arrive, not per line
+            stream = open_source(path, on_bytes=counts.add_bytes)
+            lines = _lines_of(stream, name, max_line_bytes, counts, skip, count_bytes=False)
+        else:
+            stream = open_source(path)
+            lines = _lines_of(stream, name, max_line_bytes, counts, skip)
         try:
-            yield from _lines_of(stream, name, max_line_bytes, counts, skip)
+            yield from lines
         finally:
             if path != STDIN:
                 stream.close()
@@ -99,6 +144,8 @@ def _lines_of(
     max_line_bytes: int,
     counts: ReadCounts,
     skip: Callable[[str, int], bool] | None,
+    *,
+    count_bytes: bool = True,
 ) -> Iterator[RawLine]:
     line_no = 0
     limit = max_line_bytes + 1  # one extra byte tells a full-length line from a longer one
@@ -108,11 +155,14 @@ def _lines_of(
             return
         line_no += 1
         counts.lines += 1
-        counts.bytes_read += len(data)
+        if count_bytes:
+            counts.bytes_read += len(data)
         truncated = False
         if not data.endswith(b"\n") and len(data) >= limit:
             truncated = True
-            counts.bytes_read += _discard_rest(stream)
+            skipped = _discard_rest(stream)
+            if count_bytes:
+                counts.bytes_read += skipped
         if not data.strip():
             counts.blank_lines += 1
             continue

@@ -1,0 +1,155 @@
+"""Dispatcher: takes ready lanes into requests, paced, within --concurrency, one task each."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from replayer.engine.attempt import Answers, Attempter
+from replayer.engine.classify import Verdict
+from replayer.engine.control import RunControl
+from replayer.engine.flow import Flow
+from replayer.engine.lanes import Take
+from replayer.engine.outage import Outage
+from replayer.engine.pacing import Clock, Pacer, Pacing, ScheduleEnded
+from replayer.engine.rate_control import LimitCounts, RateController, Signal
+from replayer.engine.settle import Settler
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How many users and actions one request may carry, and how long it may wait to fill."""
+
+    max_users: int = 1
+    max_actions: int = 1
+    linger_s: float = 0.0
+
+
+class AutoRateFeed:
+    """--rate auto at run time: each request's answer goes to the controller, whose rate
+    the pacer then paces at."""
+
+    def __init__(self, controller: RateController, pacer: Pacer, clock: Clock) -> None:
+        self.controller = controller
+        self._pacer = pacer
+        self._clock = clock
+
+    def answered(self, signal: Signal, *, sent_s: float) -> None:
+        """One request's answer (sent at `sent_s`)."""
+        now_s = self._clock.now()
+        self.controller.answered(now_s, sent_s=sent_s, signal=signal)
+        self._pacer.set_rate(self.controller.rate_at(now_s))
+
+    def rate_now(self) -> float:
+        """The controller's rate now (also applied to the pacer)."""
+        rate = self.controller.rate_at(self._clock.now())
+        self._pacer.set_rate(rate)
+        return rate
+
+
+def signal_of(answers: Answers, limits: LimitCounts) -> Signal | None:
+    """What one take's answers tell the rate controller (None: nothing was answered);
+    a 429 is counted by its cause in `limits`."""
+    if answers.fatal is not None or not answers.by_work:
+        return None
+    neutral = False
+    for answer in answers.by_work.values():
+        outcome = answer.outcome
+        if outcome.limit is not None:
+            limits.add(outcome.limit.value)
+            return Signal.THROTTLED if outcome.throttled else Signal.NEUTRAL
+        neutral = neutral or outcome.verdict in (Verdict.RETRYABLE, Verdict.AMBIGUOUS)
+    return Signal.NEUTRAL if neutral else Signal.OK
+
+
+class Dispatcher:
+    """The loop that starts requests; `requests` holds those under way."""
+
+    def __init__(self, *, flow: Flow, attempter: Attempter, settler: Settler, outage: Outage,
+                 pacer: Pacing | None, clock: Clock, control: RunControl, batching: Batching,
+                 concurrency: int, auto: AutoRateFeed | None = None) -> None:
+        self._flow = flow
+        self.auto = auto
+        self.limits = LimitCounts()
+        self._attempter = attempter
+        self._settler = settler
+        self._outage = outage
+        self._pacer = pacer
+        self._clock = clock
+        self._control = control
+        self._batching = batching
+        self._slots = asyncio.Semaphore(concurrency)
+        self.requests: set[asyncio.Task[None]] = set()
+
+    async def run(self, tg: asyncio.TaskGroup) -> None:
+        """Starts requests in `tg` until every record is done, the schedule ends or a stop."""
+        while True:
+            await self._slots.acquire()
+            if self._outage.down():
+                await self._outage.probe_turn()
+            take = await self._next_take()
+            planned_s = None if take is None else await self._planned_time(take)
+            if take is None or planned_s is None:
+                self._slots.release()
+                return
+            task = tg.create_task(self._request(take, planned_s, tg))
+            self.requests.add(task)
+            task.add_done_callback(self.requests.discard)
+
+    async def _request(self, take: Take, planned_s: float, tg: asyncio.TaskGroup) -> None:
+        flow = self._flow
+        flow.in_flight += 1
+        sent_s = self._clock.now()
+        try:
+            answers = await self._attempter.attempt(take.parts, planned_s=planned_s)
+            signal = signal_of(answers, self.limits)
+            if self.auto is not None and signal is not None:
+                self.auto.answered(signal, sent_s=sent_s)
+            self._settler.settle(take.parts, answers, tg)
+        finally:
+            flow.in_flight -= 1
+            self._slots.release()
+            flow.changed.set()
+
+    async def _planned_time(self, take: Take) -> float | None:
+        """When this request was planned to go (after pacing); None when the schedule ended."""
+        if self._pacer is None:
+            due = [w.scheduled_s for w in take.works if w.scheduled_s is not None]
+            return min(due) if due else self._clock.now()
+        try:
+            return await self._pacer.wait()
+        except ScheduleEnded:
+            self._control.request_stop("schedule")
+            return None
+
+    async def _next_take(self) -> Take | None:
+        flow, batching = self._flow, self._batching
+        while True:
+            if flow.abort is not None:
+                return None
+            if flow.lanes.ready_count:
+                if (batching.linger_s and flow.lanes.ready_count < batching.max_users
+                        and not flow.intake_done):
+                    await self._linger()
+                take = flow.lanes.take(max_users=batching.max_users,
+                                       max_actions=batching.max_actions)
+                if take is not None:
+                    return take
+            if flow.finished_all():
+                return None
+            await flow.until_changed()
+
+    async def _linger(self) -> None:
+        """Waits up to the linger time for a batch to fill with more users."""
+        flow, batching = self._flow, self._batching
+        deadline = self._clock.now() + batching.linger_s
+        while flow.lanes.ready_count < batching.max_users and not flow.intake_done:
+            left = deadline - self._clock.now()
+            if left <= 0:
+                return
+            flow.changed.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await flow.changed.wait()
+            except TimeoutError:
+                return

@@ -1,0 +1,56 @@
+"""Finisher: the one place a record's row is written, counted and logged."""
+
+from __future__ import annotations
+
+import logging
+
+from replayer.engine.classify import Outcome
+from replayer.engine.lanes import Work
+from replayer.observe.logs import about, log
+from replayer.observe.stats import RunStats
+from replayer.output.sinks import NdjsonSink, failure_row, invalid_row, result_row
+from replayer.records import FailureKind, RecordFailure
+
+
+class Finisher:
+    """Ends records: each call writes exactly one row and counts it once."""
+
+    def __init__(self, *, results: NdjsonSink, failures: NdjsonSink, stats: RunStats,
+                 save_responses: bool, dry_run: bool) -> None:
+        self._results = results
+        self._failures = failures
+        self._stats = stats
+        self._save_responses = save_responses
+        self._status = "dry_run" if dry_run else "delivered"
+
+    def delivered(self, work: Work, outcome: Outcome) -> None:
+        """A delivered record (or, in a dry run, one that would have been sent)."""
+        self._results.write(result_row(work, outcome, save_response=self._save_responses,
+                                       status=self._status))
+        self._stats.delivered(latency_ms=work.latency_ms)
+        self._stats.ambiguous_attempts += work.ambiguous
+        if log.isEnabledFor(logging.DEBUG):
+            s = work.session
+            log.debug("delivered after %d attempt(s)", work.attempts,
+                      extra=about(s.file, s.line_no, s.lane))
+
+    def failed(self, work: Work, kind: FailureKind, message: str,
+               http_status: int | None) -> None:
+        """A valid record that was not delivered."""
+        s = work.session
+        log.info("failed (%s) after %d attempt(s): %s", kind, work.attempts, message,
+                 extra=about(s.file, s.line_no, s.lane, kind))
+        self._failures.write(failure_row(work, kind, message, http_status))
+        self._stats.failed(kind, latency_ms=work.latency_ms if work.attempts else None)
+        self._stats.ambiguous_attempts += work.ambiguous
+
+    def invalid(self, failure: RecordFailure, *, pass_no: int = 1) -> None:
+        """A line that failed validation: never sent."""
+        row = invalid_row(failure)
+        if pass_no > 1:
+            row["pass"] = pass_no
+        self._failures.write(row)
+        self._stats.failed(failure.kind)
+        log.info("invalid, not sent (%s): %s", failure.kind, failure.message,
+                 extra=about(failure.file, failure.line_no,
+                             failure.user_id or failure.device_id, failure.kind))

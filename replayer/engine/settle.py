@@ -1,0 +1,95 @@
+"""Settler: after a take's answers, ends each record or holds its lane for another try."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import assert_never
+
+from replayer.engine.attempt import Answers, Parts
+from replayer.engine.control import Abort
+from replayer.engine.decide import Delivered, Failed, RetryIn, Rules, decide
+from replayer.engine.finish import Finisher
+from replayer.engine.flow import Flow
+from replayer.engine.lanes import Lane, Work
+from replayer.engine.outage import Outage
+from replayer.engine.pacing import Clock
+from replayer.observe.logs import about, log
+from replayer.observe.stats import RunStats
+from replayer.records import ExitCode
+
+
+class Settler:
+    """Applies decide() to each answered work; rows go through the `Finisher`."""
+
+    def __init__(self, *, flow: Flow, finisher: Finisher, rules: Rules, outage: Outage,
+                 stats: RunStats, clock: Clock, rng: random.Random) -> None:
+        self._flow = flow
+        self._finisher = finisher
+        self._rules = rules
+        self._outage = outage
+        self._stats = stats
+        self._clock = clock
+        self._rng = rng
+        self.timers: set[asyncio.Task[None]] = set()
+
+    def settle(self, parts: Parts, answers: Answers, tg: asyncio.TaskGroup) -> None:
+        """Ends what is final; lanes with work left wait out their retry delay in `tg`."""
+        if answers.fatal is not None:
+            fatal = answers.fatal
+            self._flow.stop(Abort(ExitCode.INVALID_KEY, f"{fatal.kind}: {fatal.message}"))
+            return
+        for lane, works in parts:
+            self._settle_lane(lane, works, answers, tg)
+        self._flow.room.set()
+
+    def _settle_lane(self, lane: Lane, works: tuple[Work, ...], answers: Answers,
+                     tg: asyncio.TaskGroup) -> None:
+        final: list[Work] = []
+        delay_s = 0.0
+        now_s = self._clock.now()
+        for work in works:
+            answer = answers.by_work.get(id(work))
+            if answer is None:
+                continue  # not sent: it stays first in its lane
+            decision = decide(work, answer, rules=self._rules,
+                              server_down=self._outage.down(), rng=self._rng, now_s=now_s)
+            if decision.ambiguous:
+                work.ambiguous += 1
+            if isinstance(decision, Delivered):
+                self._finisher.delivered(work, decision.outcome)
+                final.append(work)
+            elif isinstance(decision, Failed):
+                self._finisher.failed(work, decision.kind, decision.message,
+                                      decision.http_status)
+                final.append(work)
+            elif isinstance(decision, RetryIn):
+                if decision.throttled and work.throttled_s is None:
+                    work.throttled_s = now_s
+                if decision.free:
+                    work.free_attempts += 1
+                elif log.isEnabledFor(logging.DEBUG):
+                    s = work.session
+                    log.debug("retry in %.2f s after %s: %s", decision.delay_s,
+                              answer.outcome.kind, answer.outcome.message,
+                              extra=about(s.file, s.line_no, s.lane, answer.outcome.kind))
+                delay_s = max(delay_s, decision.delay_s)
+            else:
+                assert_never(decision)
+        if self._flow.lanes.settle(lane, works, final):
+            return
+        self._flow.retry_waiting += 1
+        self._stats.retried(sum(1 for w in works if id(w) in answers.by_work) - len(final))
+        timer = tg.create_task(self._release_later(lane, delay_s))
+        self.timers.add(timer)
+        timer.add_done_callback(self.timers.discard)
+
+    async def _release_later(self, lane: Lane, delay_s: float) -> None:
+        """After a retry delay the lane is free again; it held no concurrency slot meanwhile."""
+        try:
+            await self._clock.sleep(delay_s)
+        finally:
+            self._flow.retry_waiting -= 1
+        self._flow.lanes.release(lane)
+        self._flow.changed.set()

@@ -1,0 +1,229 @@
+"""What a resume picks up from an earlier run's folder, every file read once and validated.
+
+A torn last line (a kill mid-write) is cut; any other line replayer did not write ends
+the resume with ResumeError("FILE line N: ..."). Line numbers are checked against the
+input's size before they are stored, so memory follows the input, never a number read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from replayer.observe.stats import RunStats
+from replayer.output.layout import FAILURES, JOURNAL, RESULTS, RUN, WORKERS_DIR
+from replayer.output.runfile import InputPrint, ResumeError, RunRecord, check_resume
+from replayer.records import FailureKind
+
+_BLOCK_LINES = 1 << 13  # lines per LineSet block (1 KiB of bits)
+_KINDS = frozenset(k.value for k in FailureKind)
+_HINT = "the folder cannot be resumed; start a new --out"
+
+
+@dataclass(slots=True)
+class LineSet:
+    """A set of (file, line number): per file, bitmap blocks of 8192 lines made as needed.
+
+    1M lines cost ~125 KB; a block exists only where a line was added, so memory follows
+    the lines added, not the largest number.
+    """
+
+    blocks: dict[str, dict[int, bytearray]] = field(default_factory=dict)
+    size: int = 0
+
+    def add(self, file: str, line_no: int) -> None:
+        """Adds a line."""
+        block_no, offset = divmod(line_no, _BLOCK_LINES)
+        block = self.blocks.setdefault(file, {}).get(block_no)
+        if block is None:
+            block = self.blocks[file][block_no] = bytearray(_BLOCK_LINES // 8)
+        index, bit = divmod(offset, 8)
+        if not block[index] & (1 << bit):
+            block[index] |= 1 << bit
+            self.size += 1
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        file, line_no = key
+        block_no, offset = divmod(line_no, _BLOCK_LINES)
+        block = self.blocks.get(file, {}).get(block_no)
+        if block is None:
+            return False
+        index, bit = divmod(offset, 8)
+        return bool(block[index] & (1 << bit))
+
+
+@dataclass(slots=True)
+class ResumeState:
+    """What an earlier run finished, and which unfinished lines it may already have sent."""
+
+    done: LineSet
+    sent: LineSet
+    prior: RunStats
+    duplicate_rows: int = 0  # lines found in the outputs more than once (should stay 0)
+
+    def is_done(self, file: str, line_no: int) -> bool:
+        """True when the line already has its row."""
+        return (file, line_no) in self.done
+
+    def was_sent(self, file: str, line_no: int) -> bool:
+        """True when the line was in flight when the earlier run stopped."""
+        return (file, line_no) in self.sent
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cuts a partly written last line (a kill mid-write); returns the bytes removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        keep = _last_newline_end(f, size)
+        f.truncate(keep)
+        return size - keep
+
+
+def _last_newline_end(f: BinaryIO, size: int) -> int:
+    pos = size
+    while pos > 0:
+        step = min(1 << 16, pos)
+        pos -= step
+        f.seek(pos)
+        chunk = f.read(step)
+        idx = chunk.rfind(b"\n")
+        if idx >= 0:
+            return pos + idx + 1
+    return 0
+
+
+def read_resume(folder: Path, now: RunRecord) -> ResumeState:
+    """A folder's resume state, refused unless `now` may continue its run.json (check_resume)
+    and every row and journal entry in it is one replayer wrote for these inputs."""
+    check_resume(folder, now)
+    assert now.inputs is not None  # check_resume refused a run without fingerprints
+    statuses = frozenset({"dry_run"} if now.dry_run else {"delivered"})
+    return read_folder(folder, line_limits(now.inputs), statuses=statuses)
+
+
+def check_workers(out_dir: Path, now: RunRecord) -> None:
+    """Validates every workers/I/ folder a `now.layout.workers`-worker resume will read.
+
+    A folder with a run.json is read as its worker will read it; one without may hold
+    no rows (its worker had not started), else the resume is refused.
+    """
+    if now.layout.workers <= 1:
+        return
+    for index in range(now.layout.workers):
+        folder = out_dir / WORKERS_DIR / str(index)
+        if (folder / RUN).exists():
+            read_resume(folder, now.for_worker(index))
+            continue
+        for name in (RESULTS, FAILURES):
+            if (folder / name).exists() and (folder / name).stat().st_size > 0:
+                raise ResumeError(f"{folder / name} holds rows but {folder / RUN} is missing; "
+                                  f"{_HINT}")
+
+
+def line_limits(inputs: tuple[InputPrint, ...]) -> dict[str, int]:
+    """Per input file name, the largest line number a row may carry."""
+    return {p.file: p.max_line_no() for p in inputs}
+
+
+def read_folder(folder: Path, limits: Mapping[str, int], *,
+                statuses: frozenset[str] = frozenset({"delivered", "dry_run"})) -> ResumeState:
+    """Repairs torn tails, validates and collects the rows and journal entries of `folder`."""
+    state = ResumeState(LineSet(), LineSet(), RunStats())
+    for name in (RESULTS, FAILURES):
+        path = folder / name
+        repair_torn_tail(path)
+        if path.exists():
+            for n, row in _lines(path):
+                _count_row(_row_key(row, path, n, limits, statuses if name == RESULTS else None),
+                           row, name, state)
+    journal = folder / JOURNAL
+    repair_torn_tail(journal)  # else the next entry would be glued to the torn one
+    if journal.exists():
+        for n, entry in _lines(journal):
+            file, line_nos = _journal_entry(entry, journal, n, limits)
+            for line_no in line_nos:
+                if not state.is_done(file, line_no):
+                    state.sent.add(file, line_no)
+    return state
+
+
+def _lines(path: Path) -> Iterator[tuple[int, Any]]:
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                yield n, orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise _bad(path, n, "not JSON") from None
+
+
+def _bad(path: Path, n: int, what: str) -> ResumeError:
+    return ResumeError(f"{path} line {n}: {what}; {_HINT}")
+
+
+def _check_file(file: Any, path: Path, n: int, limits: Mapping[str, int]) -> int:
+    """The largest line number of `file`, refused unless it names one of the inputs."""
+    if not isinstance(file, str):
+        raise _bad(path, n, "its file name is not a string")
+    limit = limits.get(file)
+    if limit is None:
+        raise _bad(path, n, f"{file!r} is not one of this run's inputs")
+    return limit
+
+
+def _check_line(file: Any, line_no: Any, path: Path, n: int, limits: Mapping[str, int]) -> None:
+    limit = _check_file(file, path, n, limits)
+    if not isinstance(line_no, int) or isinstance(line_no, bool):
+        raise _bad(path, n, f"line number {line_no!r} is not an integer")
+    if not 1 <= line_no <= limit:
+        raise _bad(path, n, f"line number {line_no} is outside {file} (1 to {limit})")
+
+
+def _row_key(row: Any, path: Path, n: int, limits: Mapping[str, int],
+             statuses: frozenset[str] | None) -> tuple[str, int]:
+    """(file, line) of a results row (`statuses` given) or a failures row (None)."""
+    if not isinstance(row, dict):
+        raise _bad(path, n, "not a row replayer wrote (not a JSON object)")
+    _check_line(row.get("file"), row.get("line"), path, n, limits)
+    if statuses is not None and row.get("status") not in statuses:
+        raise _bad(path, n, f"status {row.get('status')!r} is not one of "
+                            f"{', '.join(sorted(statuses))} (a row of another kind of run)")
+    if statuses is None and row.get("kind") not in _KINDS:
+        raise _bad(path, n, f"failure kind {row.get('kind')!r} is not one replayer writes")
+    if not isinstance(row.get("possible_duplicate", False), bool):
+        raise _bad(path, n, "possible_duplicate must be true or false")
+    return row["file"], row["line"]
+
+
+def _count_row(key: tuple[str, int], row: dict[str, Any], name: str, state: ResumeState) -> None:
+    if key in state.done:
+        state.duplicate_rows += 1
+        return
+    state.done.add(*key)
+    if name == RESULTS:
+        state.prior.by_status["delivered"] += 1  # a dry run counts its rows as delivered too
+    else:
+        state.prior.failed(row["kind"])
+    if row.get("possible_duplicate"):
+        state.prior.possible_duplicates += 1
+
+
+def _journal_entry(entry: Any, path: Path, n: int,
+                   limits: Mapping[str, int]) -> tuple[str, list[int]]:
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
+        raise _bad(path, n, "not a journal entry replayer wrote ([file, [line, ...]])")
+    file, line_nos = entry
+    _check_file(file, path, n, limits)
+    for line_no in line_nos:
+        _check_line(file, line_no, path, n, limits)
+    return file, line_nos

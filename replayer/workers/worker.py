@@ -1,0 +1,105 @@
+"""One worker process of `--workers N`: its signals, its hand-off, its share of the replay.
+
+argv (from the parent, see parent.py): HANDOFF_FD INDEX COUNT FOLDER new|resume PATH...
+The settings, the client key and the run id come over the inherited pipe HANDOFF_FD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import dataclasses
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from replayer.engine.control import RunControl
+from replayer.engine.replay import replay, tune_gc
+from replayer.observe.logs import setup_logging
+from replayer.output.layout import RUN
+from replayer.output.resume import read_resume
+from replayer.records import ExitCode
+from replayer.source.shard import Shard, parse_shard
+from replayer.workers.handoff import receive
+
+# The parent's "stop at once" (after a first stop): a signal of its own, since two of the
+# same signal sent back to back can merge into one pending signal.
+AT_ONCE = signal.SIGUSR1
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, AT_ONCE)
+_NAMED = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+def die_with_parent() -> None:
+    """Asks Linux to SIGKILL this process when its parent dies (no orphans after kill -9)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: a kill -9 of the parent may leave workers finishing their share
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(int(ExitCode.WORKER))
+
+
+@dataclass(slots=True)
+class StopSignals:
+    """Turns the parent's signals into stop requests, whatever order they are handled in.
+
+    The parent sends the named signal (its stop reason) and then, for a second stop,
+    AT_ONCE; both pending, Linux hands over the lower number (SIGUSR1) first. An AT_ONCE
+    seen first stops at once with a stand-in reason that the named signal then replaces.
+    """
+
+    control: RunControl
+    stand_in: bool = False
+
+    def on(self, signum: int) -> None:
+        """Handles one signal of STOP_SIGNALS."""
+        control = self.control
+        if signum == AT_ONCE:
+            if not control.stopping.is_set():
+                control.request_stop("SIGINT")
+                self.stand_in = True
+            control.hard_stop.set()
+            return
+        name = _NAMED[signal.Signals(signum)]
+        if self.stand_in:
+            self.stand_in = False
+            control.stop_reason = name
+            return
+        control.request_stop(name)
+
+
+async def _work(fd: int, index: int, count: int, folder: Path, resume: bool,
+                paths: list[str], early_signals: list[int]) -> int:
+    stops = StopSignals(RunControl())
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stops.on, signum)
+    for early in early_signals:
+        stops.on(early)
+    handoff = receive(fd)
+    settings = dataclasses.replace(handoff.settings, out_dir=folder)
+    setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
+    record = handoff.record
+    state = read_resume(folder, record) if resume and (folder / RUN).exists() else None
+    report = await replay(settings, paths, folder, control=stops.control, resume=state,
+                          shard=_share(settings.shard, index, count), record=record)
+    # From here to exit a signal would only kill a worker that has done its work (the
+    # loop's teardown puts the default actions back): keep them pending until exit.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    return report.exit_code
+
+
+def _share(run_shard: str | None, index: int, count: int) -> Shard:
+    """Worker `index` of `count`: of the whole input, or of the run's --shard."""
+    return (parse_shard(run_shard).within(index, count) if run_shard is not None
+            else Shard(index, count))
+
+
+def main(argv: list[str], *, early_signals: list[int]) -> int:
+    """One worker: HANDOFF_FD INDEX COUNT FOLDER new|resume PATH...; returns its exit code."""
+    fd, index, count, folder, mode, *paths = argv
+    tune_gc()
+    return asyncio.run(_work(int(fd), int(index), int(count), Path(folder), mode == "resume",
+                             paths, early_signals))

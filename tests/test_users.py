@@ -1,0 +1,319 @@
+"""users.ndjson: per-user rows derived from results.ndjson and failures.ndjson."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from replayer.emulator import FaultConfig
+from replayer.engine.control import RunControl
+from replayer.engine.replay import replay
+from replayer.output import users as users_module
+from replayer.output.layout import FAILURES, RESULTS, USERS
+from replayer.output.users import LastResponse, Place, UserRow, read_users, write_users
+from replayer.workers.parent import run_workers
+from tests.conftest import REPO, StartEmulator, input_records, read_rows, settings_for
+
+A, B = "a.ndjson", "b.ndjson"
+
+
+def ok(file: str, line: int, user: str | None, device: str | None = None, *,
+       vars: int = 3, variants: list[Any] | None = None, status: str = "delivered",
+       **extra: Any) -> dict[str, Any]:
+    return {"file": file, "line": line, "userId": user, "deviceId": device,
+            "status": status, "http_status": 200, "attempts": 1, "latency_ms": 1.5,
+            "vars": vars, "variants": variants or [], **extra}
+
+
+def fail(file: str, line: int, user: str | None, device: str | None = None,
+         kind: str = "timeout") -> dict[str, Any]:
+    return {"file": file, "line": line, "userId": user, "deviceId": device, "kind": kind,
+            "message": f"{kind} here", "http_status": None, "attempts": 2}
+
+
+def write_rows(out: Path, rows: list[dict[str, Any]], *, torn: bytes = b"") -> Path:
+    """Writes result rows to results.ndjson and failure rows to failures.ndjson."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in ((RESULTS, [r for r in rows if "status" in r]),
+                       (FAILURES, [r for r in rows if "kind" in r])):
+        (out / name).write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in part) + torn)
+    return out
+
+
+def users_of(out: Path, rows: list[dict[str, Any]], *, inputs: tuple[str, ...] = (A, B),
+             **kw: Any) -> list[dict[str, Any]]:
+    write_rows(out, rows)
+    write_users(out, inputs=inputs, **kw)
+    return read_rows(out / USERS)
+
+
+def user(user_id: str | None, device_id: str | None, *, records: int, delivered: int,
+         first: tuple[str, int], last: tuple[str, int], failed: dict[str, int] | None = None,
+         response: tuple[int, list[Any]] | None = None, device_ids: int | None = None,
+         **extra: Any) -> dict[str, Any]:
+    """A users.ndjson row as it should be written."""
+    return {
+        "userId": user_id, "deviceId": device_id,
+        "device_ids": (device_id is not None) if device_ids is None else device_ids,
+        "records": records, "delivered": delivered, "failed": failed or {},
+        "first": {"file": first[0], "line": first[1]},
+        "last": {"file": last[0], "line": last[1]},
+        "last_response": None if response is None else
+        {"vars": response[0], "variants": response[1]},
+        **extra,
+    }
+
+
+# ---- the aggregation, by table --------------------------------------------------------
+
+CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
+    ("a_user_across_two_files",
+     [ok(B, 1, "u1", "d1", variants=[7]), ok(A, 5, "u1", "d1", variants=[5])],
+     [user("u1", "d1", records=2, delivered=2, first=(A, 5), last=(B, 1),
+           response=(3, [7]))]),
+    ("userid_and_deviceid_lanes",
+     [ok(A, 1, "u1", "d1"), ok(A, 2, None, "d2"), fail(A, 3, None, "d2", "rejected")],
+     [user("u1", "d1", records=1, delivered=1, first=(A, 1), last=(A, 1), response=(3, [])),
+      user(None, "d2", records=2, delivered=1, first=(A, 2), last=(A, 3),
+           failed={"rejected": 1}, response=(3, []))]),
+    ("a_deviceid_alone_is_the_profile_of_that_userid",  # Leanplum's rule, as the emulator's
+     [ok(A, 1, "x", None), ok(A, 2, None, "x")],
+     [user("x", "x", records=2, delivered=2, first=(A, 1), last=(A, 2), response=(3, []))]),
+    ("several_device_ids_keep_the_first_by_line",
+     [ok(A, 3, "u1", "d-late"), ok(A, 1, "u1", "d-early"), ok(A, 2, "u1", None),
+      ok(A, 4, "u1", "d-late")],
+     [user("u1", "d-early", records=4, delivered=4, first=(A, 1), last=(A, 4),
+           response=(3, []), device_ids=2)]),
+    ("delivered_after_failures",
+     [fail(A, 1, "u1", kind="timeout"), fail(A, 2, "u1", kind="server_error"),
+      ok(A, 3, "u1", vars=2, variants=[1001, 2002]), fail(A, 4, "u1", kind="timeout")],
+     [user("u1", None, records=4, delivered=1, first=(A, 1), last=(A, 4),
+           failed={"server_error": 1, "timeout": 2}, response=(2, [1001, 2002]))]),
+    ("the_last_delivered_row_by_line_not_by_row_order",
+     [ok(A, 9, "u1", vars=1, variants=[9]), ok(A, 2, "u1", vars=5, variants=[2])],
+     [user("u1", None, records=2, delivered=2, first=(A, 2), last=(A, 9),
+           response=(1, [9]))]),
+    ("nothing_delivered_has_no_last_response",
+     [fail(A, 1, "u1", kind="blocked"), fail(B, 1, "u1", kind="blocked")],
+     [user("u1", None, records=2, delivered=0, first=(A, 1), last=(B, 1),
+           failed={"blocked": 2})]),
+    ("invalid_lines_belong_to_no_user",
+     [fail(A, 1, None, None, "invalid_json"), fail(A, 2, None, None, "not_an_object"),
+      fail(A, 3, "u1", None, "unknown_field")],
+     [user("u1", None, records=1, delivered=0, first=(A, 3), last=(A, 3),
+           failed={"unknown_field": 1})]),
+    ("dry_run_rows_are_not_delivered",
+     [ok(A, 1, "u1", status="dry_run", vars=0)],
+     [user("u1", None, records=1, delivered=0, first=(A, 1), last=(A, 1), dry_run=1)]),
+    ("users_in_the_order_of_their_first_line",
+     [ok(B, 1, "early-in-b"), ok(A, 7, "late-in-a"), ok(A, 2, "early-in-a"),
+      ok(A, 1, "first-in-a")],
+     [user("first-in-a", None, records=1, delivered=1, first=(A, 1), last=(A, 1),
+           response=(3, [])),
+      user("early-in-a", None, records=1, delivered=1, first=(A, 2), last=(A, 2),
+           response=(3, [])),
+      user("late-in-a", None, records=1, delivered=1, first=(A, 7), last=(A, 7),
+           response=(3, [])),
+      user("early-in-b", None, records=1, delivered=1, first=(B, 1), last=(B, 1),
+           response=(3, []))]),
+    ("a_loop_pass_comes_after_the_first_pass",
+     [ok(A, 1, "u1-pass2", **{"pass": 2}), ok(B, 9, "u9")],
+     [user("u9", None, records=1, delivered=1, first=(B, 9), last=(B, 9), response=(3, [])),
+      user("u1-pass2", None, records=1, delivered=1, first=(A, 1), last=(A, 1),
+           response=(3, []))]),
+]
+
+
+@pytest.mark.parametrize(("rows", "expected"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_users_are_aggregated_from_the_rows(
+    tmp_path: Path, rows: list[dict[str, Any]], expected: list[dict[str, Any]]
+) -> None:
+    assert users_of(tmp_path / "out", rows) == expected
+
+
+def test_input_order_decides_first_and_last(tmp_path: Path) -> None:
+    rows = [ok(A, 5, "u1"), ok(B, 1, "u1")]
+    forward = users_of(tmp_path / "f", rows, inputs=(A, B))
+    backward = users_of(tmp_path / "b", rows, inputs=(B, A))
+    unknown = users_of(tmp_path / "u", rows, inputs=())  # files not named: by name
+    assert (forward[0]["first"], forward[0]["last"]) == ({"file": A, "line": 5},
+                                                         {"file": B, "line": 1})
+    assert (backward[0]["first"], backward[0]["last"]) == ({"file": B, "line": 1},
+                                                           {"file": A, "line": 5})
+    assert unknown == forward
+
+
+def many_rows(n_users: int = 300, seed: int = 5) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    for i in range(n_users * 4):
+        file, line = (A, i + 1) if i % 2 else (B, i + 1)
+        uid = f"u{rng.randrange(n_users)}"
+        device = rng.choice([None, f"d{rng.randrange(3)}"])
+        if rng.random() < 0.3:
+            rows.append(fail(file, line, uid, device, rng.choice(["timeout", "rejected"])))
+        elif rng.random() < 0.05:
+            rows.append(fail(file, line, None, None, "invalid_json"))
+        else:
+            rows.append(ok(file, line, uid, device, vars=rng.randrange(5),
+                           variants=[rng.randrange(9)]))
+    return rows
+
+
+def test_the_same_rows_give_the_same_bytes_in_any_order_and_partitioning(
+    tmp_path: Path
+) -> None:
+    rows = many_rows()
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+
+    one = write_users(write_rows(tmp_path / "one", rows), inputs=(A, B))
+    many = write_users(write_rows(tmp_path / "many", shuffled), inputs=(A, B),
+                       partition_bytes=4096)
+
+    assert one.partitions == 1 and many.partitions > 4
+    assert (tmp_path / "many" / USERS).read_bytes() == (tmp_path / "one" / USERS).read_bytes()
+    assert one == dataclasses.replace(many, partitions=1)
+    written = read_rows(tmp_path / "one" / USERS)
+    assert one.users == len(written) == len({r["userId"] for r in rows if r["userId"]})
+    assert sum(u["records"] for u in written) == one.rows - one.rows_without_user
+    assert one.fully_delivered + one.partly_delivered + one.none_delivered == one.users
+    assert one.fully_delivered == sum(u["delivered"] == u["records"] for u in written)
+    firsts = [(u["first"]["file"] != A, u["first"]["line"]) for u in written]
+    assert firsts == sorted(firsts), "users come in the order of their first line"
+    assert not list((tmp_path / "many").glob(".users-*")), "temporary files are removed"
+
+
+def test_stats_count_rows_without_user_and_unreadable_rows(tmp_path: Path) -> None:
+    out = write_rows(tmp_path / "out", [ok(A, 1, "u1"), fail(A, 2, "u2", kind="rejected"),
+                                        fail(A, 3, None, None, "invalid_json")],
+                     torn=b'{"file": "a.ndjson", "li')
+
+    stats = write_users(out, inputs=(A,))
+
+    assert (stats.users, stats.fully_delivered, stats.partly_delivered,
+            stats.none_delivered) == (2, 1, 0, 1)
+    assert (stats.rows, stats.rows_without_user, stats.unreadable_rows) == (3, 1, 2)
+
+
+def test_a_folder_without_rows_gets_an_empty_file(tmp_path: Path) -> None:
+    stats = write_users(tmp_path, inputs=(A,))
+    assert (tmp_path / USERS).read_bytes() == b""
+    assert stats.users == stats.rows == 0 and stats.partitions == 1
+
+
+def test_temporary_files_are_removed_on_error_and_the_old_file_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = write_rows(tmp_path / "out", many_rows(50))
+    (out / USERS).write_bytes(b"old\n")
+    (out / ".users-part-7.tmp").write_bytes(b"left by a killed run")
+
+    def disk_full(parts: Any, target: Path) -> None:
+        target.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(users_module, "_merge", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        write_users(out, inputs=(A, B), partition_bytes=2048)
+
+    assert sorted(p.name for p in out.iterdir()) == [FAILURES, RESULTS, USERS]
+    assert (out / USERS).read_bytes() == b"old\n"
+    monkeypatch.undo()
+    write_users(out, inputs=(A, B))
+    assert not list(out.glob(".users-*")), "a later run removes what a killed one left"
+
+
+def test_rows_read_back_as_values(tmp_path: Path) -> None:
+    users_of(tmp_path, [fail(A, 1, "u1", "d1", "timeout"), ok(A, 2, "u1", "d1", vars=2,
+                                                              variants=[4, "x"])])
+    (tmp_path / USERS).write_bytes((tmp_path / USERS).read_bytes() + b'{"userId": 1}\n[]\n')
+
+    rows = list(read_users(tmp_path / USERS))
+
+    assert rows == [UserRow(user_id="u1", device_id="d1", device_ids=1, records=2,
+                            delivered=1, failed={"timeout": 1}, first=Place(A, 1),
+                            last=Place(A, 2), last_response=LastResponse(2, (4, "x"))),
+                    None, None]
+    assert rows[0] is not None and (rows[0].key, rows[0].failures) == ("u1", 1)
+
+
+# ---- end to end: a replay into the emulator ------------------------------------------
+
+SAMPLE = REPO / "samples" / "sessions.ndjson"
+
+
+def emulator_variants(key: str) -> list[int]:
+    """The variant ids the emulator answers `key` with (fixed per user: see emulator.app)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return [(i + 1) * 1000 + digest[i + 1] for i in range(int.from_bytes(digest, "big") % 3)]
+
+
+async def test_users_of_a_replay_match_what_the_emulator_received(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    keys = Counter(rec.get("userId") or rec.get("deviceId")
+                   for _, rec in input_records(SAMPLE))
+    blocked = sorted(k for k in keys if k)[:2]  # every record of these two users fails
+    emulator = await start_emulator(blocked_users=frozenset(blocked),
+                                    faults=FaultConfig(status_503=0.3), seed=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    await replay(settings_for(emulator.url, max_attempts=1, batch=False), [str(SAMPLE)], out,
+                 control=RunControl(), rng=random.Random(7))
+
+    stats = write_users(out, inputs=[str(SAMPLE)])
+
+    state = await emulator.state()
+    written = {u["userId"] or u["deviceId"]: u for u in read_rows(out / USERS)}
+    received = {key: len(entries) for key, entries in state["users"].items()}
+    assert {k: u["delivered"] for k, u in written.items() if u["delivered"]} == received
+    failures: dict[str, Counter[str]] = defaultdict(Counter)
+    for row in read_rows(out / FAILURES):
+        if key := row["userId"] or row["deviceId"]:
+            failures[key][row["kind"]] += 1
+    assert {k: u["failed"] for k, u in written.items() if u["failed"]} == failures
+    for key in blocked:  # refused by the server, or failed on a 503 first
+        assert written[key]["delivered"] == 0 and "blocked" in written[key]["failed"]
+    assert {k for k, u in failures.items() if "server_error" in u} - set(blocked), \
+        "some records failed with the 503s too"
+    rows_of = Counter(row["userId"] or row["deviceId"]
+                      for name in (RESULTS, FAILURES) for row in read_rows(out / name))
+    del rows_of[None]  # lines that did not parse name no user
+    assert {k: u["records"] for k, u in written.items()} == rows_of
+    for key, u in written.items():
+        assert u["records"] == u["delivered"] + sum(u["failed"].values())
+        if u["delivered"]:
+            assert u["last_response"] == {"vars": 3, "variants": emulator_variants(key)}
+        else:
+            assert u["last_response"] is None
+    assert stats.users == len(written)
+    assert stats.none_delivered >= len(blocked) and stats.partly_delivered > 0
+    assert stats.rows_without_user >= 1, "the sample has a line that is not JSON"
+
+
+async def test_a_run_with_workers_gives_the_users_of_a_single_run(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    emulator = await start_emulator()
+    settings = settings_for(emulator.url, batch=False)
+    single, split = tmp_path / "single", tmp_path / "split"
+    single.mkdir()
+    split.mkdir()
+    await replay(settings, [str(SAMPLE)], single, control=RunControl(), rng=random.Random(7))
+    await run_workers(settings, [str(SAMPLE)], split, 2, control=RunControl(),
+                      resume_command=None)
+
+    write_users(single, inputs=[str(SAMPLE)])
+    write_users(split, inputs=[str(SAMPLE)])
+
+    assert (split / USERS).read_bytes() == (single / USERS).read_bytes()
+    assert len(read_rows(single / USERS)) > 50
