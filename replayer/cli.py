@@ -43,6 +43,7 @@ from replayer.output.runfile import ResumeError, RunRecord, check_resume, finger
 from replayer.output.sinks import OutputError
 from replayer.records import ExitCode
 from replayer.report.command import report
+from replayer.source.convert.command import convert
 from replayer.source.checkfile import check_files
 from replayer.source.commands import check_paths, generate, validate
 from replayer.source.read import is_stream
@@ -406,6 +407,7 @@ def _resume_command(ctx: click.Context, paths: tuple[str, ...], out_dir: Path) -
 main.add_command(generate)
 main.add_command(validate)
 main.add_command(emulate)
+main.add_command(convert)
 main.add_command(report)
 main.add_command(merge)
 main.add_command(spark)

@@ -1,0 +1,170 @@
+"""The `replayer convert` click command: vendor exports -> start records, rejects and a summary.
+
+Thin: flags to a `Mapping` and `ConvertOptions`, files opened here, the work in pipeline.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+import orjson
+
+from replayer.engine.schedule import parse_duration
+from replayer.records import ExitCode
+from replayer.source.convert.mapping import Mapping, MappingError, load_mapping
+from replayer.source.convert.pipeline import DEFAULT_MAX_HELD, ConvertOptions
+from replayer.source.convert.pipeline import convert as run_conversion
+from replayer.source.convert.readers import InputError, expand_paths, iter_export_lines
+from replayer.source.convert.sources import SOURCE_TOML, builtin_mapping
+from replayer.source.convert.summary import ConvertSummary
+
+STDOUT = "-"
+
+_EPILOG = """\b
+Examples:
+  replayer convert --from amplitude export-123.zip -o sessions.ndjson.gz
+  replayer convert --from ga4 'bq-export/events_*.json.gz' -o ga4.ndjson
+  replayer convert --map my-export.toml events/ -o sessions.ndjson
+  replayer convert --print-map segment > my-export.toml
+
+\b
+Writes FILE, FILE.rejects.ndjson (one row per refused event: file, line,
+reason) and FILE.summary.json (with -o -: convert.rejects.ndjson and
+convert.summary.json unless --rejects/--summary say otherwise).
+
+\b
+Exit codes:
+  0  every event is in a session
+  1  some events were rejected (see the rejects file)
+  2  usage error, or a --map file that is not a valid mapping
+  4  an input could not be read
+  7  an output could not be written
+"""
+
+
+class InputFailure(click.ClickException):
+    """An input that cannot be found or read: exit code 4."""
+
+    exit_code = ExitCode.INPUT
+
+
+class OutputFailure(click.ClickException):
+    """An output that cannot be written: exit code 7."""
+
+    exit_code = ExitCode.OUTPUT
+
+
+def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.command("convert", epilog=_EPILOG)
+@click.argument("paths", nargs=-1, metavar="PATH...")
+@click.option("--from", "source", type=click.Choice(sorted(SOURCE_TOML)), default=None,
+              help="The export's vendor.")
+@click.option("--map", "map_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="A mapping TOML for any other JSON-lines export.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="File to write ('.gz' compresses; '-' stdout).")
+@click.option("--session-gap", "gap_s", default="30m", show_default=True, callback=_gap,
+              metavar="DURATION",
+              help="Inactivity that ends a session; also how far out of order an event may be.")
+@click.option("--max-held", type=click.IntRange(min=1), default=DEFAULT_MAX_HELD,
+              show_default=True,
+              help="Memory bound: events waiting for their place plus sessions not yet written.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
+              help="Rejects file [FILE.rejects.ndjson].")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
+              help="Summary file [FILE.summary.json].")
+@click.option("--print-map", type=click.Choice(sorted(SOURCE_TOML)), default=None,
+              help="Print a built-in source's mapping (a --map file to start from) and exit.")
+def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
+                    output: str | None, gap_s: float, max_held: int, rejects_path: str | None,
+                    summary_path: str | None, print_map: str | None) -> None:
+    """Convert Amplitude, Mixpanel, Segment or GA4 exports (.json, .gz, .zip, folders,
+    globs) into start records, one per session, that `replayer run` replays."""
+    if print_map is not None:
+        click.echo(SOURCE_TOML[print_map], nl=False)
+        return
+    mapping = _mapping(source, map_path)
+    if not paths or output is None:
+        raise click.UsageError("give PATH... and -o FILE")
+    try:
+        lines = iter_export_lines(expand_paths(paths))
+        base = "convert" if output == STDOUT else output
+        options = ConvertOptions(now_s=time.time(), gap_s=gap_s, max_held=max_held)
+        started = time.perf_counter()
+        with _records_out(output) as out, _file_out(rejects_path or f"{base}.rejects.ndjson",
+                                                    gzipped=False) as rejects:
+            summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)
+        _write_summary(summary_path or f"{base}.summary.json", summary)
+    except InputError as exc:
+        raise InputFailure(str(exc)) from exc
+    except OSError as exc:
+        raise OutputFailure(f"cannot write {exc.filename or 'the output'}: {exc.strerror}") from exc
+    elapsed_s = time.perf_counter() - started
+    for line in summary.lines():
+        click.echo(line, err=True)
+    rate = summary.events_read / elapsed_s if elapsed_s > 0 else 0.0
+    click.echo(f"  {elapsed_s:.1f} s, {rate:,.0f} events/s", err=True)
+    if summary.events_rejected:
+        sys.exit(ExitCode.FAILURES)
+
+
+def _mapping(source: str | None, map_path: Path | None) -> Mapping:
+    if (source is None) == (map_path is None):
+        raise click.UsageError("give one of --from SOURCE or --map FILE.toml")
+    if source is not None:
+        return builtin_mapping(source)
+    assert map_path is not None
+    loaded = load_mapping(map_path)
+    if isinstance(loaded, MappingError):
+        raise click.UsageError(f"--map {loaded.message}")
+    return loaded
+
+
+@contextmanager
+def _records_out(output: str) -> Iterator[BinaryIO]:
+    if output == STDOUT:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with _file_out(output, gzipped=output.endswith(".gz")) as out:
+        yield out
+
+
+@contextmanager
+def _file_out(path: str, *, gzipped: bool) -> Iterator[BinaryIO]:
+    """Writes `path` through `path.part`, renamed into place only when complete."""
+    part = f"{path}.part"
+    done = False
+    try:
+        with open(part, "wb") as raw:
+            if gzipped:
+                # No name and a zero mtime in the header: the same input gives the same bytes.
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped:
+                    yield zipped  # type: ignore[misc]
+            else:
+                yield raw
+        os.replace(part, path)
+        done = True
+    finally:
+        if not done and os.path.exists(part):
+            os.remove(part)  # a conversion that stopped leaves no half-written file
+
+
+def _write_summary(path: str, summary: ConvertSummary) -> None:
+    with _file_out(path, gzipped=False) as out:
+        out.write(orjson.dumps(summary.encode(), option=orjson.OPT_INDENT_2
+                               | orjson.OPT_APPEND_NEWLINE))

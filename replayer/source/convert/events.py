@@ -1,0 +1,201 @@
+"""Applies a `Mapping`: a parsed export line -> an `Event`, and a closed session -> a record.
+
+Pure: every value is normalised here (normalise.py) or counted as unmapped in the tally;
+nothing raises for bad input, a line that cannot be an event is a `Refusal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from replayer.source.convert.mapping import Field, Mapping, first_present
+from replayer.source.convert.normalise import (
+    attribute_name,
+    attribute_value,
+    coordinate,
+    country_code,
+    locale_tag,
+    offset_seconds,
+    text_value,
+    unix_seconds,
+    zone_at,
+)
+from replayer.source.convert.sessions import Event, OpenSession
+
+_MAX_ID_CHARS = 400  # CONTRACT.md: user and device IDs
+_MAX_FUTURE_S = 86400.0
+_EXAMPLES = 5  # distinct unmapped values kept per field, for the summary
+_KV_VALUES = ("string_value", "int_value", "float_value", "double_value")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a line is no event: a reject reason and a message for the rejects file."""
+
+    reason: str
+    message: str
+
+
+@dataclass(slots=True)
+class FieldTally:
+    """Fields present in a session's first event that could not be mapped, and renames."""
+
+    unmapped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+
+    def miss(self, target: str, value: Any) -> None:
+        """Counts a value of `target` that could not be normalised, keeping a few examples."""
+        self.unmapped[target] = self.unmapped.get(target, 0) + 1
+        shown = self.examples.setdefault(target, [])
+        text = str(value)[:60]
+        if len(shown) < _EXAMPLES and text not in shown:
+            shown.append(text)
+
+
+def read_event(mapping: Mapping, obj: Any, *, file_no: int, line_no: int,
+               now_s: float) -> Event | Refusal:
+    """A parsed line as an `Event` (who, when, which session), or why it cannot be one."""
+    if type(obj) is not dict:
+        return Refusal("not_an_object", "a JSON value that is not an object")
+    user = text_value(first_present(obj, mapping.user))
+    user_id = text_value(first_present(obj, mapping.user_id))
+    device_id = text_value(first_present(obj, mapping.device_id))
+    if user is None or (user_id is None and device_id is None):
+        return Refusal("no_user", "no user: none of the user and device ID fields is set")
+    for value in (user_id, device_id):
+        if value is not None and len(value) > _MAX_ID_CHARS:
+            return Refusal("id_too_long", f"an ID of {len(value)} characters (at most 400)")
+    raw_time = first_present(obj, mapping.time)
+    if raw_time is None:
+        return Refusal("no_time", "no time: the time field is missing")
+    time_s = unix_seconds(raw_time, mapping.time_unit)
+    if time_s is None:
+        return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is not a time after 1970 "
+                                       f"(unit {mapping.time_unit})")
+    if time_s > now_s + _MAX_FUTURE_S:
+        return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is more than a day ahead")
+    return Event(time_s, user, _session_key(mapping, obj), _is_marker(mapping, obj),
+                 user_id, device_id, _attributes(mapping, obj), obj, file_no, line_no)
+
+
+def _session_key(mapping: Mapping, obj: dict[str, Any]) -> str | None:
+    if mapping.rule != "key":
+        return None
+    key = text_value(first_present(obj, mapping.session_key))
+    return None if key is None or key in mapping.no_key else key
+
+
+def _is_marker(mapping: Mapping, obj: dict[str, Any]) -> bool:
+    if mapping.rule != "marker":
+        return False
+    return text_value(first_present(obj, mapping.event_name)) in mapping.markers
+
+
+def _attributes(mapping: Mapping, obj: dict[str, Any]) -> dict[str, Any] | None:
+    if not mapping.attributes:
+        return None
+    raw = first_present(obj, mapping.attributes)
+    if mapping.attributes_shape == "object":
+        return raw if type(raw) is dict and raw else None
+    if type(raw) is not list:
+        return None
+    out: dict[str, Any] = {}
+    for item in raw:
+        if type(item) is dict and type(item.get("key")) is str:
+            out[item["key"]] = _kv_value(item.get("value"))
+    return out or None
+
+
+def _kv_value(value: Any) -> Any:
+    """GA4's {string_value | int_value | float_value | double_value}: the one that is set."""
+    if type(value) is not dict:
+        return value
+    for name in _KV_VALUES:
+        item = value.get(name)
+        if item is not None:
+            if name == "int_value" and type(item) is str:
+                return int(item) if item.lstrip("-").isdigit() else item
+            return item
+    return None
+
+
+def start_record(mapping: Mapping, session: OpenSession, tally: FieldTally) -> dict[str, Any]:
+    """The start record of a closed session: its first event's fields at its start time."""
+    first = session.first
+    record: dict[str, Any] = {}
+    if session.user_id is not None:
+        record["userId"] = session.user_id
+    if session.device_id is not None:
+        record["deviceId"] = session.device_id
+    start_s = round(first.time_s, 3)
+    record["time"] = int(start_s) if start_s.is_integer() else start_s
+    for spec in mapping.fields:
+        if spec.target in record:
+            continue
+        value = first_present(first.obj, spec.paths)
+        if value is None:
+            continue
+        _put(record, spec, value, first.time_s, tally)
+    _put_location(record, mapping, first.obj, tally)
+    attributes = _valid_attributes(session.attributes, tally)
+    if attributes:
+        record["userAttributes"] = attributes
+    return record
+
+
+def _put(record: dict[str, Any], spec: Field, value: Any, time_s: float,
+         tally: FieldTally) -> None:
+    transform = spec.transform
+    if transform == "iana":
+        zone = zone_at(value, time_s) if type(value) is str else None
+        if zone is None:
+            tally.miss(spec.target, value)
+            return
+        record["timezone"], record["timezoneOffsetSeconds"] = zone
+        return
+    text = text_value(value)
+    out: Any
+    if transform == "offset":
+        out = offset_seconds(value)
+    elif text is None:
+        out = None
+    elif transform == "country":
+        out = country_code(text)
+    elif transform == "locale":
+        out = locale_tag(text)
+    else:
+        out = text
+    if out is None:
+        tally.miss(spec.target, value)
+    else:
+        record[spec.target] = out
+
+
+def _put_location(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any],
+                  tally: FieldTally) -> None:
+    if not mapping.latitude:
+        return
+    raw_lat = first_present(obj, mapping.latitude)
+    raw_lon = first_present(obj, mapping.longitude)
+    if raw_lat is None and raw_lon is None:
+        return
+    lat, lon = coordinate(raw_lat, 90.0), coordinate(raw_lon, 180.0)
+    if lat is None or lon is None:
+        tally.miss("location", f"{raw_lat},{raw_lon}")
+        return
+    record["location"] = f"{lat!r},{lon!r}"
+
+
+def _valid_attributes(attributes: dict[str, Any], tally: FieldTally) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in attributes.items():
+        if not attribute_value(value):
+            tally.miss("userAttributes", name)
+            continue
+        valid = attribute_name(name)
+        if valid != name and name not in tally.renamed:
+            tally.renamed[name] = valid
+        out[valid] = value
+    return out

@@ -1,0 +1,247 @@
+"""A field-mapping spec as a frozen value: which export field feeds each `start` parameter.
+
+Loaded from a `--map` TOML file (or the built-in sources' TOML) by `parse_mapping`, which
+returns a `MappingError` instead of raising. Pure apart from `load_mapping`'s one read.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from replayer.source.convert.normalise import TIME_UNITS
+
+# One step of a path: a key of an object, or the element of a list whose `field` is `value`
+# (written `event_params[key=ga_session_id]`).
+Step = str | tuple[str, str, str]
+FieldPath = tuple[Step, ...]
+Rule = Literal["gap", "key", "marker"]
+
+# Transforms a [start] entry may name, by the parameters they may feed.
+TRANSFORMS = ("text", "country", "locale", "iana", "offset")
+ATTRIBUTE_SHAPES = ("object", "key_value_list")
+# What [start] may map besides identity, location and userAttributes (CONTRACT.md order).
+START_FIELDS = (
+    "appVersion", "systemName", "systemVersion", "browserName", "browserVersion",
+    "deviceName", "deviceModel", "locale", "country", "region", "city",
+    "locationAccuracyType", "timezone", "timezoneOffsetSeconds",
+)
+_STEP = re.compile(r"([^.\[\]]+)(?:\[([^=\]]+)=([^\]]*)\])?")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One start parameter, the paths that may feed it (first present wins) and a transform."""
+
+    target: str
+    paths: tuple[FieldPath, ...]
+    transform: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """How one JSON-lines export becomes start records: a frozen, validated value."""
+
+    name: str
+    time: tuple[FieldPath, ...]
+    time_unit: str
+    user: tuple[FieldPath, ...]
+    user_id: tuple[FieldPath, ...]
+    device_id: tuple[FieldPath, ...]
+    fields: tuple[Field, ...]
+    rule: Rule = "gap"
+    event_name: tuple[FieldPath, ...] = ()
+    session_key: tuple[FieldPath, ...] = ()
+    no_key: frozenset[str] = frozenset()
+    markers: frozenset[str] = frozenset()
+    latitude: tuple[FieldPath, ...] = ()
+    longitude: tuple[FieldPath, ...] = ()
+    attributes: tuple[FieldPath, ...] = ()
+    attributes_shape: str = "object"
+
+
+@dataclass(frozen=True, slots=True)
+class MappingError:
+    """Why a mapping file was refused: one line for the user."""
+
+    message: str
+
+
+def parse_path(text: str) -> FieldPath | None:
+    """`a.b[key=x].c` -> its steps; None when the text is not a path."""
+    steps: list[Step] = []
+    for part in _split(text):
+        match = _STEP.fullmatch(part)
+        if match is None:
+            return None
+        name, field, value = match.groups()
+        steps.append(name if field is None else (name, field, value))
+    return tuple(steps) if steps else None
+
+
+def _split(text: str) -> list[str]:
+    """Splits on dots outside brackets."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text:
+        depth += char == "["
+        depth -= char == "]"
+        if char == "." and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def lookup(obj: Any, path: FieldPath) -> Any:
+    """The value at `path` in a parsed event, or None where any step is missing."""
+    for step in path:
+        if isinstance(step, str):
+            obj = obj.get(step) if type(obj) is dict else None
+        else:
+            name, field, value = step
+            items = obj.get(name) if type(obj) is dict else None
+            obj = None
+            if type(items) is list:
+                for item in items:
+                    if type(item) is dict and str(item.get(field)) == value:
+                        obj = item
+                        break
+        if obj is None:
+            return None
+    return obj
+
+
+def first_present(obj: Any, paths: tuple[FieldPath, ...]) -> Any:
+    """The value of the first of `paths` that is present (not null, not "") in `obj`."""
+    for path in paths:
+        value = lookup(obj, path)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def load_mapping(path: Path) -> Mapping | MappingError:
+    """A `--map` TOML file read and checked; a `MappingError` names what is wrong."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return MappingError(f"{path}: cannot read: {exc.strerror}")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return MappingError(f"{path}: not TOML: {exc}")
+    return parse_mapping(document, name=path.stem)
+
+
+def parse_mapping(document: dict[str, Any], *, name: str) -> Mapping | MappingError:
+    """A TOML document ([event], [session], [start] tables) -> a `Mapping` or the first error."""
+    unknown = set(document) - {"event", "session", "start"}
+    if unknown:
+        return MappingError(f"unknown table(s): {', '.join(sorted(unknown))}")
+    event, session, start = (document.get(k, {}) for k in ("event", "session", "start"))
+    if not all(type(t) is dict for t in (event, session, start)):
+        return MappingError("[event], [session] and [start] must be tables")
+    try:
+        return _build(name, event, session, dict(start))
+    except _Refused as refused:
+        return MappingError(str(refused))
+
+
+class _Refused(ValueError):
+    """Internal: unwinds `_build` to the one place that turns it into a MappingError."""
+
+
+def _paths(value: Any, where: str) -> tuple[FieldPath, ...]:
+    texts = [value] if type(value) is str else value
+    if type(texts) is not list or not texts or not all(type(t) is str for t in texts):
+        raise _Refused(f"{where}: must be a path or a list of paths")
+    parsed = tuple(parse_path(text) for text in texts)
+    if any(path is None for path in parsed):
+        raise _Refused(f"{where}: not a path: {value!r}")
+    return tuple(path for path in parsed if path is not None)
+
+
+def _optional_paths(table: dict[str, Any], key: str, where: str) -> tuple[FieldPath, ...]:
+    return _paths(table[key], f"{where}.{key}") if key in table else ()
+
+
+def _build(name: str, event: dict[str, Any], session: dict[str, Any],
+           start: dict[str, Any]) -> Mapping:
+    time = event.get("time")
+    if type(time) is not dict or "path" not in time:
+        raise _Refused('event.time: required, e.g. { path = "ts", unit = "ms" }')
+    unit = time.get("unit", "auto")
+    if unit not in TIME_UNITS:
+        raise _Refused(f"event.time.unit: one of {', '.join(TIME_UNITS)}, got {unit!r}")
+    rule = session.get("rule", "gap")
+    if rule not in ("gap", "key", "marker"):
+        raise _Refused(f"session.rule: gap, key or marker, got {rule!r}")
+    if rule == "key" and "key" not in session:
+        raise _Refused('session.key: required with rule = "key"')
+    if rule == "marker" and not ("markers" in session and "name" in event):
+        raise _Refused('session.markers and event.name: required with rule = "marker"')
+    user_id = _identity(start.pop("userId", None), "start.userId")
+    device_id = _identity(start.pop("deviceId", None), "start.deviceId")
+    if not user_id and not device_id:
+        raise _Refused("start: userId or deviceId must be mapped")
+    latitude, longitude = _location(start.pop("location", None))
+    attributes, shape = _attributes(start.pop("userAttributes", None))
+    return Mapping(
+        name=name,
+        time=_paths(time["path"], "event.time.path"),
+        time_unit=unit,
+        user=_optional_paths(event, "user", "event") or user_id or device_id,
+        user_id=user_id,
+        device_id=device_id,
+        fields=tuple(_field(target, spec) for target, spec in start.items()),
+        rule=rule,
+        event_name=_optional_paths(event, "name", "event"),
+        session_key=_optional_paths(session, "key", "session"),
+        no_key=frozenset(str(v) for v in session.get("no_key", ())),
+        markers=frozenset(str(v) for v in session.get("markers", ())),
+        latitude=latitude,
+        longitude=longitude,
+        attributes=attributes,
+        attributes_shape=shape,
+    )
+
+
+def _identity(spec: Any, where: str) -> tuple[FieldPath, ...]:
+    return () if spec is None else _paths(spec, where)
+
+
+def _location(spec: Any) -> tuple[tuple[FieldPath, ...], tuple[FieldPath, ...]]:
+    if spec is None:
+        return (), ()
+    if type(spec) is not dict or set(spec) != {"lat", "lon"}:
+        raise _Refused('start.location: { lat = "PATH", lon = "PATH" }')
+    return _paths(spec["lat"], "start.location.lat"), _paths(spec["lon"], "start.location.lon")
+
+
+def _attributes(spec: Any) -> tuple[tuple[FieldPath, ...], str]:
+    if spec is None:
+        return (), "object"
+    if type(spec) is not dict:
+        spec = {"path": spec}
+    shape = spec.get("shape", "object")
+    if shape not in ATTRIBUTE_SHAPES:
+        raise _Refused(f"start.userAttributes.shape: object or key_value_list, got {shape!r}")
+    return _paths(spec.get("path"), "start.userAttributes.path"), shape
+
+
+def _field(target: str, spec: Any) -> Field:
+    if target not in START_FIELDS:
+        raise _Refused(f"start.{target}: not a start parameter this mapping can feed")
+    if type(spec) is not dict:
+        spec = {"path": spec}
+    transform = spec.get("transform", "text")
+    if transform not in TRANSFORMS:
+        raise _Refused(f"start.{target}.transform: one of {', '.join(TRANSFORMS)}")
+    if (transform == "iana") != (target == "timezone" and transform == "iana"):
+        raise _Refused(f"start.{target}: transform iana feeds only timezone")
+    return Field(target, _paths(spec.get("path"), f"start.{target}.path"), transform)

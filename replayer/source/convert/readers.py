@@ -1,0 +1,132 @@
+"""Reads vendor exports as numbered lines: .json/.jsonl/.ndjson, .gz, .zip, dirs and globs,
+local or in an object store (s3://, gs://, az://, https://; see source/objects.py).
+
+Everything is read in name order (directories recursively, zip members by name), so the
+same inputs always give the same lines in the same order. A file that cannot be read ends
+the conversion with an `InputError` (exit code 4).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+import sys
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import click
+
+from replayer.source import objects
+from replayer.source.objects import is_url
+from replayer.source.read import InputUnreadable, open_source
+
+STDIN = "-"
+EXPORT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".zip")
+_GLOB_CHARS = frozenset("*?[")
+
+
+class InputError(Exception):
+    """An input that cannot be found or read: the run stops with one clear line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportLine:
+    """One non-blank line: the file (or `archive.zip:member`) it came from and its number."""
+
+    file: str
+    line_no: int
+    data: bytes
+
+
+def expand_paths(paths: tuple[str, ...] | list[str]) -> list[str]:
+    """PATH arguments -> files in order: a glob's matches and a directory's export files
+    sorted by name; raises InputError for a path that matches nothing."""
+    files: list[str] = []
+    for path in paths:
+        if path == STDIN:
+            files.append(path)
+        elif is_url(path):
+            files.extend(_objects(path))
+        elif _GLOB_CHARS & set(path):
+            matches = sorted(glob.glob(path, recursive=True))
+            found = [m for m in matches if os.path.isfile(m)]
+            if not found:
+                raise InputError(f"{path}: no file matches")
+            files.extend(found)
+        elif os.path.isdir(path):
+            found = sorted(_export_files(path))
+            if not found:
+                raise InputError(f"{path}: no export files ({', '.join(EXPORT_SUFFIXES)})")
+            files.extend(found)
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return files
+
+
+def _objects(url: str) -> list[str]:
+    """A URL's objects in name order (a glob's, or a folder's export objects)."""
+    try:
+        return [o.url for o in objects.expand(url, suffixes=EXPORT_SUFFIXES)]
+    except objects.ObjectsUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
+    except objects.ObjectError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _export_files(root: str) -> Iterator[str]:
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if name.endswith(EXPORT_SUFFIXES):
+                yield os.path.join(folder, name)
+
+
+def iter_export_lines(files: list[str]) -> Iterator[ExportLine]:
+    """Every non-blank line of every file in order (numbered from 1 per file or member)."""
+    for path in files:
+        try:
+            if path.endswith(".zip"):
+                yield from _zip_lines(path)
+            elif path == STDIN:
+                yield from _lines("<stdin>", sys.stdin.buffer)
+            else:
+                with open_source(path) as stream:
+                    yield from _lines(path, stream)
+        except InputUnreadable as exc:
+            raise InputError(str(exc)) from None
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+            raise InputError(f"{path}: cannot read: {_why(exc)}") from exc
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _zip_lines(path: str) -> Iterator[ExportLine]:
+    try:
+        source = objects.seekable_object(path) if is_url(path) else path
+    except (objects.ObjectError, objects.ObjectsUnavailable) as exc:
+        raise InputUnreadable(str(exc)) from None
+    with zipfile.ZipFile(source) as archive:
+        members = sorted(info.filename for info in archive.infolist() if not info.is_dir())
+        for member in members:
+            with archive.open(member) as raw:
+                name = f"{path}:{member}"
+                if member.endswith(".gz"):
+                    with gzip.open(raw, "rb") as stream:
+                        yield from _lines(name, stream)
+                else:
+                    yield from _lines(name, raw)
+
+
+def _lines(name: str, stream: Iterable[bytes]) -> Iterator[ExportLine]:
+    for line_no, line in enumerate(stream, start=1):
+        data = line.rstrip(b"\r\n")
+        if data.strip():
+            yield ExportLine(name, line_no, data)

@@ -1,0 +1,127 @@
+"""The four built-in sources, written as the same TOML mappings that `--map` reads.
+
+`replayer convert --print-map SOURCE` prints one, as a starting point for a custom export.
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+from replayer.source.convert.mapping import Mapping, parse_mapping
+
+AMPLITUDE = """\
+# Amplitude Export API: a zip of hourly gzip files of JSON lines, times in UTC.
+[event]
+time = { path = "event_time", unit = "iso" }   # "YYYY-MM-DD HH:MM:SS.ffffff", UTC
+user = ["device_id", "user_id"]                # Amplitude's sessions belong to a device
+name = "event_type"
+
+[session]
+rule = "key"                 # session_id: the session's start in epoch ms
+key = "session_id"
+no_key = [-1]                # -1: outside any session; the gap rule applies
+
+[start]
+userId = "user_id"
+deviceId = "device_id"
+appVersion = "version_name"
+systemName = "os_name"
+systemVersion = "os_version"
+deviceModel = "device_model"
+locale = { path = "language", transform = "locale" }      # a code, or a name ("English")
+country = { path = "country", transform = "country" }     # a name, or a code
+region = "region"
+city = "city"
+location = { lat = "location_lat", lon = "location_lng" }
+userAttributes = "user_properties"
+"""
+
+MIXPANEL = """\
+# Mixpanel raw event export: {"event": NAME, "properties": {...}} per line.
+[event]
+time = { path = "properties.time", unit = "auto" }   # UNIX seconds (ms in some exports)
+user = "properties.distinct_id"
+name = "event"
+
+[session]
+rule = "gap"                 # no session in the export: Mixpanel's own inactivity rule
+
+[start]
+userId = ["properties.$user_id", "properties.distinct_id"]
+deviceId = "properties.$device_id"
+appVersion = ["properties.$app_version_string", "properties.$app_release"]
+systemName = "properties.$os"
+systemVersion = "properties.$os_version"
+deviceModel = "properties.$model"
+browserName = "properties.$browser"
+browserVersion = "properties.$browser_version"
+country = { path = "properties.mp_country_code", transform = "country" }
+region = "properties.$region"
+city = "properties.$city"
+"""
+
+SEGMENT = """\
+# Segment track/identify/page/screen calls, e.g. from an S3 archive.
+[event]
+time = { path = "timestamp", unit = "iso" }
+user = ["userId", "anonymousId"]
+name = "event"
+
+[session]
+rule = "marker"              # Application Opened starts a session; so does a pause
+markers = ["Application Opened"]
+
+[start]
+userId = "userId"
+deviceId = ["context.device.id", "anonymousId"]
+appVersion = "context.app.version"
+systemName = "context.os.name"
+systemVersion = "context.os.version"
+deviceModel = "context.device.model"
+locale = { path = "context.locale", transform = "locale" }
+country = { path = "context.location.country", transform = "country" }
+region = "context.location.region"
+city = "context.location.city"
+location = { lat = "context.location.latitude", lon = "context.location.longitude" }
+timezone = { path = "context.timezone", transform = "iana" }
+userAttributes = ["traits", "context.traits"]
+"""
+
+GA4 = """\
+# GA4 / Firebase BigQuery export as JSON lines (INT64 columns written as strings).
+[event]
+time = { path = "event_timestamp", unit = "us" }
+user = "user_pseudo_id"
+name = "event_name"
+
+[session]
+rule = "key"                 # (user_pseudo_id, ga_session_id) identifies a session
+key = "event_params[key=ga_session_id].value.int_value"
+
+[start]
+userId = "user_id"
+deviceId = "user_pseudo_id"
+appVersion = "app_info.version"
+systemName = "device.operating_system"
+systemVersion = "device.operating_system_version"
+deviceModel = "device.mobile_model_name"
+browserName = "device.web_info.browser"
+browserVersion = "device.web_info.browser_version"
+locale = { path = "device.language", transform = "locale" }
+country = { path = "geo.country", transform = "country" }
+region = "geo.region"
+city = "geo.city"
+timezoneOffsetSeconds = { path = "device.time_zone_offset_seconds", transform = "offset" }
+userAttributes = { path = "user_properties", shape = "key_value_list" }
+"""
+
+SOURCE_TOML: dict[str, str] = {
+    "amplitude": AMPLITUDE, "mixpanel": MIXPANEL, "segment": SEGMENT, "ga4": GA4,
+}
+
+
+def builtin_mapping(source: str) -> Mapping:
+    """The built-in mapping of `source` (one of SOURCE_TOML); a broken one is a bug."""
+    mapping = parse_mapping(tomllib.loads(SOURCE_TOML[source]), name=source)
+    assert isinstance(mapping, Mapping), mapping
+    return mapping

@@ -1,0 +1,90 @@
+"""`ConvertSummary`: what a conversion read, wrote and refused, in total and per source file.
+
+The one place that knows the fields of FILE.summary.json and of the stderr summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from replayer.source.convert.events import FieldTally
+
+
+@dataclass(slots=True)
+class FileCounts:
+    """One input file's (or zip member's) share of the totals."""
+
+    file: str
+    events_read: int = 0
+    sessions: int = 0  # sessions whose first event came from this file
+    rejects: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ConvertSummary:
+    """Running totals of one conversion; `encode()` is FILE.summary.json."""
+
+    source: str
+    session_gap_s: float
+    max_held: int
+    events_read: int = 0
+    events_in_sessions: int = 0
+    sessions_written: int = 0
+    peak_held: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    fields: FieldTally = field(default_factory=FieldTally)
+    files: list[FileCounts] = field(default_factory=list)
+
+    @property
+    def events_rejected(self) -> int:
+        """Events written to the rejects file."""
+        return sum(self.rejects.values())
+
+    def reject(self, file_no: int, reason: str) -> None:
+        """Counts one rejected event of file `file_no`."""
+        self.rejects[reason] = self.rejects.get(reason, 0) + 1
+        per_file = self.files[file_no].rejects
+        per_file[reason] = per_file.get(reason, 0) + 1
+
+    def encode(self) -> dict[str, Any]:
+        """The summary as JSON-ready data, keys in a fixed order (same input, same bytes)."""
+        tally = self.fields
+        return {
+            "source": self.source,
+            "session_gap_s": self.session_gap_s,
+            "max_held": self.max_held,
+            "events_read": self.events_read,
+            "events_in_sessions": self.events_in_sessions,
+            "events_rejected": self.events_rejected,
+            "sessions_written": self.sessions_written,
+            "peak_held": self.peak_held,
+            "rejects": dict(sorted(self.rejects.items())),
+            "unmapped": {
+                name: {"count": count, "examples": tally.examples.get(name, [])}
+                for name, count in sorted(tally.unmapped.items())
+            },
+            "renamed_attributes": dict(sorted(tally.renamed.items())),
+            "files": [
+                {"file": f.file, "events_read": f.events_read, "sessions": f.sessions,
+                 "rejects": dict(sorted(f.rejects.items()))}
+                for f in self.files
+            ],
+        }
+
+    def lines(self) -> list[str]:
+        """The human summary for stderr."""
+        out = [
+            (f"{self.source}: {self.events_read} events read from {len(self.files)} file(s): "
+             f"{self.events_in_sessions} in {self.sessions_written} sessions, "
+             f"{self.events_rejected} rejected"),
+        ]
+        if self.rejects:
+            out.append("  rejects: " + ", ".join(
+                f"{reason} {count}" for reason, count in sorted(self.rejects.items())))
+        for name, count in sorted(self.fields.unmapped.items()):
+            examples = ", ".join(repr(e) for e in self.fields.examples.get(name, []))
+            out.append(f"  not mapped: {name} in {count} session(s), e.g. {examples}")
+        for old, new in sorted(self.fields.renamed.items()):
+            out.append(f"  renamed attribute {old!r} -> {new!r}")
+        return out
