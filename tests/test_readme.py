@@ -24,7 +24,12 @@ QUICKSTART_TEST = (
     ".venv/bin/python -m pytest"
 )
 # Environment variables the README may name besides the settings' own.
-OTHER_ENV = {"REPLAYER_EMULATOR_CLIENT_KEY", "REPLAYER_CONFIG", "CI"}
+OTHER_ENV = {"REPLAYER_EMULATOR_CLIENT_KEY", "REPLAYER_CONFIG", "CI",
+             # the AWS chain that s3:// inputs read (the S3 guide's moto setup)
+             "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+             "AWS_DEFAULT_REGION",
+             # Kubernetes sets it in each pod of an Indexed Job (the shards example)
+             "JOB_COMPLETION_INDEX"}
 
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 _COMMAND = re.compile(r"(?:^|(?<=[\s`/(]))replayer(?:[ \t]+|[ \t]*\n[ \t]*)([a-z][\w-]*)",

@@ -188,7 +188,7 @@ def _decode_inputs(value: Any, bad: Any) -> tuple[InputPrint, ...] | None:
 
 def _decode_layout(value: Any, bad: Any) -> Layout:
     if not isinstance(value, dict) or set(value) - {"run_shard"} != {"workers", "shard"}:
-        raise bad("layout must be {workers, shard, run_shard (optional)}")
+        raise bad("layout must be {workers, shard} (and run_shard, optional)")
     workers, shard, run_shard = value["workers"], value["shard"], value.get("run_shard")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise bad("layout.workers must be an integer >= 1")

@@ -137,8 +137,10 @@ def expand(url: str, *, suffixes: Sequence[str] = ()) -> list[ObjectInfo]:
             raise ObjectError(f"{url}: no object matches")
         return sorted(objects, key=lambda o: o.url)
     details = _call(url, lambda: fs.info(url))
-    if details.get("type") != "directory" or not suffixes:
-        return [stat(url)]
+    if details.get("type") != "directory":
+        return [info_of(url, details)]
+    if not suffixes:
+        return [stat(url)]  # refuses the folder with a hint
     under: dict[str, Any] = _call(url, lambda: fs.find(url, detail=True))
     objects = [info_of(_full_url(scheme, p), d) for p, d in under.items()
                if p.endswith(tuple(suffixes))]
