@@ -8,7 +8,14 @@ from typing import Any
 import orjson
 import pytest
 
-from replayer.engine.classify import SEND_KINDS, Outcome, Verdict, classify, classify_element
+from replayer.engine.classify import (
+    SEND_KINDS,
+    Outcome,
+    Verdict,
+    classify,
+    classify_element,
+    limit_cause,
+)
 from replayer.records import Attempt
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "leanplum"
@@ -200,7 +207,8 @@ def test_classify_http_error(
 ) -> None:
     outcomes = classify(Attempt(status, raw), n_actions)
     assert len(outcomes) == n_actions
-    expected = Outcome(verdict, kind, message, status)
+    cause = limit_cause(message) if status == 429 else None  # why a 429 came
+    expected = Outcome(verdict, kind, message, status, limit=cause)
     assert all(o == expected for o in outcomes)
 
 

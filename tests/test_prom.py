@@ -170,6 +170,7 @@ async def test_an_empty_run_shows_every_metric_at_zero() -> None:
     finally:
         await server.close()
     assert families.pop("replayer_failures") == []
+    assert families.pop("replayer_limited") == []  # 429s by cause: none yet
     assert set(families) == {
         "replayer_records", "replayer_requests", "replayer_retries",
         "replayer_request_latency_seconds", "replayer_requests_in_flight",

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from replayer.cli import main
 from replayer.emulator import FaultConfig
 from replayer.emulator.limit import THROTTLED, RateLimit, TokenBucket
+from replayer.engine import rate_control
 from replayer.engine.attempt import Answers
 from replayer.engine.classify import LimitCause, Outcome, Verdict, classify, limit_cause
 from replayer.engine.control import RunControl
@@ -339,19 +340,20 @@ async def run_auto(tmp_path: Path, url: str, **overrides: Any) -> Any:
 async def test_a_limit_it_is_not_told_loses_nothing(
     start_emulator: StartEmulator, tmp_path: Path, batch: bool
 ) -> None:
-    emulator = await start_emulator(limit=RateLimit(((0.0, 150.0),), burst_s=0.2))
-    extra = {"batch_users": 2, "batch_actions": 4} if batch else {}
-    report, out = await run_auto(tmp_path, emulator.url, batch=batch, concurrency=16, **extra)
+    emulator = await start_emulator(limit=RateLimit(((0.0, 300.0),), burst_s=0.2))
+    extra = {"batch_users": 2, "batch_actions": 2} if batch else {}
+    report, out = await run_auto(tmp_path, emulator.url, batch=batch, concurrency=16,
+                                 records=800, users=400, **extra)
 
     assert report.exit_code == ExitCode.OK, report.summary
     results, failures = read_rows(out / RESULTS), read_rows(out / FAILURES)
-    assert len(results) == 1500 and not failures
+    assert len(results) == 800 and not failures
     summary = report.summary
     assert summary.throttled_share is not None and summary.throttled_share <= 0.10
     state = await emulator.state()
     assert state["counters"]["throttled"] >= 1  # the limit was met, and found
     assert summary.steady_rate_per_s is not None
-    assert 0.5 * 150 <= summary.steady_rate_per_s <= 2.0 * 150
+    assert 0.3 * 300 <= summary.steady_rate_per_s <= 2.0 * 300
     rows = read_metrics(out / METRICS).rows
     assert all(r.rate_per_s is not None and r.rate_state for r in rows)
     assert sum(r.limited_by_cause.get("throttled", 0) for r in rows) == \
@@ -359,8 +361,9 @@ async def test_a_limit_it_is_not_told_loses_nothing(
 
 
 async def test_every_request_429_pauses_like_an_outage_and_loses_nothing(
-    start_emulator: StartEmulator, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(rate_control, "STALE_S", 0.5)  # find the rate again soon after
     # Everything throttled for the first 1.5 s: an outage (pause, probes); then all goes.
     emulator = await start_emulator(limit=RateLimit(((0.0, 0.001), (1.5, 10_000.0)),
                                                     burst_s=0.001))
@@ -385,3 +388,32 @@ async def test_without_auto_a_throttled_record_still_waits_without_using_attempt
                           rng=random.Random(3))
     assert report.exit_code == ExitCode.OK, report.summary
     assert len(read_rows(tmp_path / "out" / RESULTS)) == 60
+
+
+# --- what a user sees ----------------------------------------------------------------------
+
+
+def test_the_progress_line_shows_the_rate_and_what_the_controller_does() -> None:
+    from replayer.observe.live import Totals
+    from replayer.observe.progress import format_status
+
+    totals = Totals()
+    row = {"elapsed_s": 1.0, "rate_per_s": 150.4, "rate_state": "holding",
+           "limited_by_cause": {"throttled": 2}}
+    totals.add("w0", row)
+    totals.add("w1", {**row, "rate_state": "backing off"})
+    assert "rate auto 301/s backing off, holding" in format_status(totals)
+    assert totals.limited_by_cause == {"throttled": 4}
+    assert "rate auto" not in format_status(Totals())
+
+
+async def test_the_report_charts_the_rate(start_emulator: StartEmulator, tmp_path: Path) -> None:
+    from replayer.report.build import build_report
+
+    emulator = await start_emulator(limit=RateLimit(((0.0, 200.0),), burst_s=0.2))
+    report, out = await run_auto(tmp_path, emulator.url, batch=False, concurrency=8,
+                                 records=300, users=100)
+    assert report.exit_code == ExitCode.OK
+    files = build_report(out)
+    assert files.rate is not None and files.rate.stat().st_size > 1000
+    assert 'id="chart-rate"' in files.html.read_text(encoding="utf-8")

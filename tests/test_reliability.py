@@ -49,8 +49,9 @@ async def test_retry_after_is_honoured_on_the_injected_clock(
                                                        retry_after_s=7))
     clock = FakeClock()
 
-    report = await run_replay(settings_for(emulator.url, max_attempts=5), one_record(tmp_path),
-                              tmp_path / "out", clock=clock)
+    # throttle_wait_max_s=0: each throttling 429 is an attempt (by default it is free).
+    report = await run_replay(settings_for(emulator.url, max_attempts=5, throttle_wait_max_s=0.0),
+                              one_record(tmp_path), tmp_path / "out", clock=clock)
 
     assert clock.sleeps == [7.0, 7.0, 7.0, 7.0]
     assert report.exit_code == ExitCode.FAILURES

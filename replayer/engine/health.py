@@ -40,4 +40,4 @@ class Health:
 
     def probe_delay_s(self) -> float:
         """Pause before the next probe: 1 s, doubling per failed probe, up to `probe_max_s`."""
-        return min(self.probe_max_s, 2.0 ** self.probes_failed)
+        return min(self.probe_max_s, 2.0 ** min(self.probes_failed, 60))  # no overflow

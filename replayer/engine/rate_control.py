@@ -6,7 +6,8 @@ BETA times the rate the server was really answering (not only the rate asked for
 a limit drops, one cut lands near the new limit), remembers that rate as `w_max`, and
 climbs back along a cubic curve that reaches `w_max` after K_S seconds, flattens there,
 then probes above it slowly at first and faster later. Before the first throttle the rate
-doubles every SLOW_START_DOUBLING_S (slow start). Profile-lock and devMode 429s are about
+doubles every SLOW_START_DOUBLING_S (slow start), and so it does again when STALE_S pass
+without a throttle (the limit rose, or an outage ended). Profile-lock and devMode 429s are about
 one user, not the app: they neither lower nor raise the rate; 5xx and timeouts neither.
 
 Two guards keep it honest: a throttle for a request sent before the last cut says nothing
@@ -30,6 +31,7 @@ BETA = 0.8  # a throttle cuts the rate to this share of what the server was answ
 K_S = 2.0  # seconds after a cut at which the cubic curve is back at w_max
 C = (1.0 - BETA) / K_S**3  # the cubic's scale (per s^3, relative to w_max)
 SLOW_START_DOUBLING_S = 0.4  # before the first throttle, the rate doubles this often
+STALE_S = 2 * K_S  # this long after a cut without another, w_max is stale: slow start again
 WINDOW_S = 0.5  # answered and not-throttled rates are measured over this window
 HEADROOM = 2.0  # the rate does not grow beyond this many times the answered rate
 MIN_RATE_PER_S = 1.0  # the floor: one request a second keeps probing the server
@@ -185,6 +187,8 @@ class RateController:
         return len(self._ok) / self._window_s(now_s)
 
     def _grown(self, now_s: float, dt: float) -> float:
+        if self.w_max is not None and now_s - self._epoch_s >= STALE_S:
+            self.w_max = None  # the limit rose, or an outage ended: find it again, fast
         if self.w_max is None:
             return self.rate_per_s * math.pow(2.0, dt / SLOW_START_DOUBLING_S)
         t = now_s - self._epoch_s

@@ -37,6 +37,15 @@ class Totals:
     outage: bool = False
     gauges: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> gauge -> value
     recent: list[tuple[float, int]] = field(default_factory=list)  # (elapsed_s, records done)
+    rates: dict[str, tuple[float, str]] = field(default_factory=dict)  # --rate auto, per source
+    limited_by_cause: Counter[str] = field(default_factory=Counter)  # 429s by cause
+
+    def auto_rate(self) -> tuple[float, str] | None:
+        """--rate auto: the controllers' rate summed over the sources, and their states."""
+        if not self.rates:
+            return None
+        states = sorted({state for _, state in self.rates.values()})
+        return sum(rate for rate, _ in self.rates.values()), ", ".join(states)
 
     @property
     def done(self) -> int:
@@ -67,6 +76,9 @@ class Totals:
         self.elapsed_s = max(self.elapsed_s, row.get("elapsed_s", 0.0))
         self.outage = bool(row.get("outage", False))
         self.gauges[source] = {name: row.get(name, 0) for name in _GAUGES}
+        self.limited_by_cause.update(row.get("limited_by_cause") or {})
+        if row.get("rate_per_s") is not None:
+            self.rates[source] = (float(row["rate_per_s"]), str(row.get("rate_state") or ""))
 
     def mark(self) -> None:
         """Notes (elapsed, done) once per poll, for the recent rate."""

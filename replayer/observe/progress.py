@@ -35,9 +35,21 @@ def format_status(totals: Totals) -> str:
     if totals.bytes_total is not None:
         fields.append(f"ETA {format_eta(totals.eta_s())}")
     fields += [_outcomes(totals), f"in flight {_count(totals.gauge('in_flight'))}", _latency(totals)]
+    auto = format_auto(totals)
+    if auto:
+        fields.insert(2, auto)
     if totals.outage:
         fields.insert(0, OUTAGE_TEXT)
     return " | ".join(fields)
+
+
+def format_auto(totals: Totals) -> str:
+    """--rate auto: `rate auto 412/s holding` (the controller's rate and what it does); "" else."""
+    auto = totals.auto_rate()
+    if auto is None:
+        return ""
+    rate, state = auto
+    return f"rate auto {_count(round(rate))}/s {state}".rstrip()
 
 
 def format_eta(eta_s: float | None) -> str:
@@ -177,8 +189,10 @@ def render(totals: Totals, *, spinner: Spinner | None = None) -> RenderableType:
         "  retrying ", _count(totals.gauge("retry_waiting")),
         no_wrap=True, overflow="ellipsis",
     ))
+    auto = format_auto(totals)
     rows.append(Text(
-        f"in flight {_count(totals.gauge('in_flight'))}   {_latency(totals)}",
+        f"in flight {_count(totals.gauge('in_flight'))}   {_latency(totals)}"
+        + (f"   {auto}" if auto else ""),
         no_wrap=True, overflow="ellipsis",
     ))
     kinds = top_failure_kinds(totals)

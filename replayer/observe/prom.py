@@ -58,7 +58,18 @@ class TotalsCollector(Collector):
             buckets=latency_buckets(t.latency),
             sum_value=t.latency.total / 1000.0,
         )
+        limited = CounterMetricFamily(
+            "replayer_limited", "Requests answered 429, by cause (throttled, profile_lock, "
+            "dev_mode).", labels=["cause"])
+        for cause, n in sorted(t.limited_by_cause.items()):
+            limited.add_metric([cause], n)
+        yield limited
         yield from _gauges(t)
+        auto = t.auto_rate()
+        if auto is not None:
+            yield GaugeMetricFamily("replayer_rate_limit_per_second",
+                                    "--rate auto: the requests per second the controller "
+                                    "paces at now.", value=auto[0])
 
 
 def _gauges(t: Totals) -> Iterator[Metric]:

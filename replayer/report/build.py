@@ -25,11 +25,13 @@ class ReportFiles:
     failures: Path
     retries: Path
     schedule: Path | None = None  # only for a run that followed a plan (--rate, --pace original)
+    rate: Path | None = None  # only for a run with --rate auto
 
     def paths(self) -> tuple[Path, ...]:
         """Every file written, the page first, then the charts in the page's order."""
         schedule = () if self.schedule is None else (self.schedule,)
-        return (self.html, self.throughput, *schedule, self.latency, self.failures,
+        rate = () if self.rate is None else (self.rate,)
+        return (self.html, self.throughput, *schedule, *rate, self.latency, self.failures,
                 self.retries)
 
 
@@ -40,7 +42,8 @@ def _files_in(dest: Path, name: str, charts: Collection[str]) -> ReportFiles:
 
     return ReportFiles(dest / f"{name}.html", png("throughput"), png("latency"),
                        png("failures"), png("retries"),
-                       png("schedule") if "schedule" in charts else None)
+                       png("schedule") if "schedule" in charts else None,
+                       png("rate") if "rate" in charts else None)
 
 
 def build_report(out_dir: Path, *, dest: Path | None = None,

@@ -53,6 +53,8 @@ def render_charts(data: RunData) -> dict[str, bytes]:
     charts = {"throughput": throughput_png(data.metrics)}
     if planned:
         charts["schedule"] = schedule_png(data.metrics)
+    if data.metrics.has_auto_rate:
+        charts["rate"] = rate_png(data.metrics)
     charts["latency"] = latency_png(data.summary, scheduled=planned)
     charts["failures"] = failures_png(data.metrics)
     charts["retries"] = retries_png(data.metrics)
@@ -105,6 +107,32 @@ def schedule_png(m: Metrics) -> bytes:
                else f"p99 ms (log, worst of each {line.per_step} s)", log_y=shown)
     if shown:
         bottom.legend(**_LEGEND_OUTSIDE)
+    return _png(fig)
+
+
+def rate_png(m: Metrics) -> bytes:
+    """--rate auto. Top: the controller's rate (planned), requests sent (achieved) and
+    delivered per second; bottom: 429 answers per second, throttled and per user."""
+    title = "Adaptive rate: the controller's rate, requests sent, and 429s per second"
+    if not m.rows:
+        return _no_rows(title, height=5.6)
+    fig, top, bottom = _two_panels(title, height=5.6)
+    line = Timeline.of(m)
+    top.stairs(line.mean([r or 0.0 for r in m.rate_per_s]), line.edges, color=PLANNED_COLOR,
+               linestyle="--", linewidth=1.2, label="planned: the controller's rate")
+    top.stairs(line.mean(m.requests), line.edges, color=REQUESTS_COLOR, linewidth=1.4,
+               label=f"achieved: requests sent ({display.number(sum(m.requests))} in all)")
+    line.frame(top, ylabel=f"requests {line.per_second}", xlabel=False)
+    top.legend(**_LEGEND_OUTSIDE)
+    bottom.set_title("429 answers: throttled (the app-wide limit) and per user (profile "
+                     "lock, devMode)", fontsize="medium")
+    bottom.stairs(line.mean(m.throttled), line.edges, color=FAILED_COLOR, linewidth=1.2,
+                  label=f"throttled ({display.number(sum(m.throttled))} in all)")
+    bottom.stairs(line.mean(m.limited_per_user), line.edges, color=SCHEDULED_COLOR,
+                  linewidth=1.0,
+                  label=f"per user ({display.number(sum(m.limited_per_user))} in all)")
+    line.frame(bottom, ylabel=f"429s {line.per_second}")
+    bottom.legend(**_LEGEND_OUTSIDE)
     return _png(fig)
 
 

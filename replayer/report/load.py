@@ -52,6 +52,10 @@ class Metrics:
     delivered_p99_ms: list[float | None] = field(default_factory=list)
     scheduled_p99_ms: list[float | None] = field(default_factory=list)
     failed_by_kind: dict[str, dict[int, int]] = field(default_factory=dict)  # kind: {row: n}
+    # --rate auto: the controller's rate (None in rows without it), and 429s by cause.
+    rate_per_s: list[float | None] = field(default_factory=list)
+    throttled: list[int] = field(default_factory=list)
+    limited_per_user: list[int] = field(default_factory=list)  # profile lock and devMode 429s
     resumed_at_s: list[float] = field(default_factory=list)
     unreadable_rows: int = 0
 
@@ -59,6 +63,11 @@ class Metrics:
     def rows(self) -> int:
         """How many rows were read."""
         return len(self.requests)
+
+    @property
+    def has_auto_rate(self) -> bool:
+        """Some row has the --rate auto controller's rate."""
+        return any(r is not None for r in self.rate_per_s)
 
     @property
     def has_plan(self) -> bool:
@@ -234,6 +243,11 @@ def read_metrics(path: Path) -> Metrics:
         m.planned.append(_float(row.get("planned")))
         m.delivered_p99_ms.append(_p99(row.get("latency_ms")))
         m.scheduled_p99_ms.append(_p99(row.get("scheduled_latency_ms")))
+        m.rate_per_s.append(_float(row.get("rate_per_s")))
+        limited = row.get("limited_by_cause")
+        limited = limited if isinstance(limited, dict) else {}
+        m.throttled.append(_int(limited.get("throttled")))
+        m.limited_per_user.append(sum(_int(n) for k, n in limited.items() if k != "throttled"))
         kinds = row.get("failed_by_kind")
         if isinstance(kinds, dict):
             for kind, n in kinds.items():

@@ -14,7 +14,8 @@ from typing import Any
 from replayer.report import display
 from replayer.report.load import Metrics, RunData, UsersTally
 
-CHARTS = ("throughput", "schedule", "latency", "failures", "retries")  # schedule: planned runs
+# schedule: runs on a plan; rate: runs with --rate auto
+CHARTS = ("throughput", "schedule", "rate", "latency", "failures", "retries")
 CAPTIONS = {
     "throughput": (
         "Requests sent, records delivered and records failed in each second of the run "
@@ -27,6 +28,11 @@ CAPTIONS = {
         "A stalled server holds back the requests planned meanwhile: the scheduled p99 "
         "climbs while delivered latency can stay low. Grey: seconds in which nothing was "
         "answered."),
+    "rate": (
+        "--rate auto. Top: the rate the controller paced at (planned, dashed) and the "
+        "requests sent (achieved) in each second. Bottom: 429 answers in each second: "
+        "throttled ones (the app-wide limit: they lower the rate) and per-user ones "
+        "(profile lock, devMode: they do not)."),
     "latency": (
         "Left: how request latency is spread, as a share of the delivered and of the failed "
         "records (log scale, 10 groups per decade), with the p50/p90/p99 lines; for a run on "
