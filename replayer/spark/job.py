@@ -123,7 +123,7 @@ def with_retries(master: str) -> str:
 
 def run_job(spark: SparkSession, source: Source, settings: Settings, out_dir: Path, *,
             partitions: int | None = None, exit_after_requests: int | None = None,
-            say: Callable[[str], None] = print) -> RunSummary:
+            exit_attempts: int = 1, say: Callable[[str], None] = print) -> RunSummary:
     """Replays `source` into out_dir (parts in out_dir/parts/P/); the merged summary."""
     sc = spark.sparkContext
     if sc.getConf().get("spark.speculation", "false").lower() == "true":
@@ -146,7 +146,8 @@ def run_job(spark: SparkSession, source: Source, settings: Settings, out_dir: Pa
         say(f"--rate {settings.rate_per_s:g} is shared by the {at_once} partitions that run at "
             f"once: {share.rate_per_s:g}/s each")
     job = task.PartJob(task.encode_settings(share, record), _key_from(sc, settings),
-                       str(out_dir.absolute()), source.names, exit_after_requests)
+                       str(out_dir.absolute()), source.names, exit_after_requests,
+                       exit_attempts)
     write_run(out_dir, record)
     results = _replay(source.keyed(sc, count, settings.max_line_bytes), count, job)
     folders = [out_dir / task.PARTS_DIR / str(i) for i in range(count)]

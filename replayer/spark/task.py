@@ -107,7 +107,8 @@ class PartJob:
     key_from: str
     out_dir: str
     names: tuple[str, ...]
-    exit_after_requests: int | None = None  # test hook: partition 0's first attempt dies
+    exit_after_requests: int | None = None  # test hook: partition 0's first attempts die
+    exit_attempts: int = 1  # ...this many of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,14 +177,15 @@ def run_part(job: PartJob) -> Callable[[int, Iterable[Keyed]], Iterable[PartResu
 
 
 def _hook(job: PartJob, index: int) -> Callable[[Replay], None] | None:
-    """The test hook: the first attempt of partition 0 exits the process after N requests."""
+    """The test hook: the first `exit_attempts` attempts of partition 0 exit the process after
+    N requests (as a killed executor would)."""
     limit = job.exit_after_requests
     if limit is None or index != 0:
         return None
     from pyspark import TaskContext
 
     context = TaskContext.get()
-    if context is None or context.attemptNumber() > 0:
+    if context is None or context.attemptNumber() >= job.exit_attempts:
         return None
 
     def start(run: Replay) -> None:

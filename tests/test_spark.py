@@ -1,0 +1,224 @@
+"""`replayer spark` on a local Spark (local[2], retries on): the same rows, summary and per-user
+order as `replayer run`, a killed task and a failed job that lose nothing, inputs the
+executors cannot read refused before anything is sent. Skipped without pyspark or Java
+(CI installs both, and there a missing one fails instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import os
+import shutil
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from click.testing import CliRunner
+
+from replayer.cli import main
+from replayer.config import Settings
+from replayer.engine.control import RunControl
+from replayer.engine.replay import replay
+from replayer.output import summary as s
+from replayer.output.layout import FAILURES, RESULTS
+from replayer.records import ExitCode
+from tests.conftest import (
+    TEST_KEY,
+    StartEmulator,
+    generated,
+    input_records,
+    read_rows,
+    settings_for,
+)
+from tests.test_summary import LAYOUT_FIELDS
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_MISSING = [what for what, ok in (("pyspark", importlib.util.find_spec("pyspark") is not None),
+                                  ("java", shutil.which("java") is not None)) if not ok]
+if _MISSING and os.environ.get("CI") == "true":
+    raise RuntimeError(f"CI must run the Spark tests: {', '.join(_MISSING)} missing (.ci/run "
+                       "installs them)")
+needs_spark = pytest.mark.skipif(bool(_MISSING), reason=f"needs {', '.join(_MISSING)}")
+BLOCKED = frozenset({"u000007", "u000042"})
+# Fields of a row that depend on the clock or on how requests were grouped.
+ROW_TIMING = {"latency_ms", "attempts", "sent_at", "delivered_at", "elapsed_ms", "at",
+              "scheduled_latency_ms", "service_ms", "request", "batch_size", "finished_at"}
+
+
+def test_without_pyspark_spark_exits_2_with_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    data = generated(tmp_path / "in.ndjson", records=3, users=1)
+    result = CliRunner().invoke(main, ["spark", str(data), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "pip install 'replayer[spark]'" in result.output
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[SparkSession]:
+    if _MISSING:
+        pytest.skip(f"needs {', '.join(_MISSING)}")
+    from replayer.spark.job import start_session
+
+    session = start_session("local[2,3]", app_name="replayer-tests")
+    yield session
+    session.stop()
+
+
+def data_file(tmp_path: Path) -> Path:
+    path = generated(tmp_path / "in.ndjson", records=1500, users=120)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[10:10] = [b"\n", b"   \n"]  # blank lines count in every later line number
+    lines.append(b"not json\n")
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def key_settings(tmp_path: Path, url: str, **overrides: Any) -> Settings:
+    """Settings whose key reaches the executors as a SparkFiles file (a name of its own)."""
+    key_file = tmp_path / f"key-{uuid.uuid4().hex}"
+    key_file.write_text(TEST_KEY + "\n")
+    return dataclasses.replace(settings_for(url, **overrides), client_key_file=key_file)
+
+
+async def spark_job(spark: SparkSession, paths: list[Path], settings: Settings, out: Path,
+                    **kw: Any) -> s.RunSummary:
+    from replayer.spark.job import file_source, run_job
+
+    out.mkdir(exist_ok=True)
+    source = file_source([str(p) for p in paths])
+    return await asyncio.to_thread(run_job, spark, source, settings, out, partitions=3,
+                                   say=lambda _: None, **kw)
+
+
+def rows_by_line(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    rows = read_rows(out / RESULTS) + read_rows(out / FAILURES)
+    keyed = {(r["file"], r["line"]): r for r in rows}
+    assert len(keyed) == len(rows), "one row per line"
+    return keyed
+
+
+def assert_order(data: Path, state: dict[str, Any]) -> None:
+    """Every user's records reached the emulator in input order (repeats of a re-sent
+    record dropped), and none is missing."""
+    expected: dict[str, list[float]] = defaultdict(list)
+    for _, rec in input_records(data):
+        key = rec.get("userId") or rec.get("deviceId")
+        if key not in BLOCKED:
+            expected[key].append(rec["time"])
+    received = {user: list(dict.fromkeys(e["time"] for e in entries))
+                for user, entries in state["users"].items() if entries}
+    assert received == dict(expected)
+
+
+@needs_spark
+async def test_spark_replays_like_replayer_run(
+    spark: SparkSession, start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    data = data_file(tmp_path)
+    single_emulator = await start_emulator(blocked_users=BLOCKED)
+    (tmp_path / "single").mkdir()
+    single = await replay(settings_for(single_emulator.url), [str(data)], tmp_path / "single",
+                          control=RunControl())
+    emulator = await start_emulator(blocked_users=BLOCKED)
+    summary = await spark_job(spark, [data], key_settings(tmp_path, emulator.url),
+                              tmp_path / "spark")
+    assert single.summary.failed > 0 and single.summary.delivered > 0
+    for f in dataclasses.fields(s.RunSummary):
+        if f.name not in LAYOUT_FIELDS:
+            assert getattr(summary, f.name) == getattr(single.summary, f.name), f.name
+    ours, theirs = rows_by_line(tmp_path / "spark"), rows_by_line(tmp_path / "single")
+    assert ours.keys() == theirs.keys()
+    for key, row in ours.items():
+        assert {k: v for k, v in row.items() if k not in ROW_TIMING} == {
+            k: v for k, v in theirs[key].items() if k not in ROW_TIMING}, key
+    assert_order(data, await emulator.state())
+    assert (tmp_path / "spark" / "users.ndjson").read_bytes() == (
+        tmp_path / "single" / "users.ndjson").read_bytes()
+    assert TEST_KEY not in "".join(p.read_text(errors="replace")
+                                   for p in (tmp_path / "spark").rglob("*") if p.is_file()
+                                   and not p.name.startswith("key-"))
+
+
+@needs_spark
+async def test_a_task_killed_partway_is_retried_and_loses_nothing(
+    spark: SparkSession, start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    data = data_file(tmp_path)
+    emulator = await start_emulator(blocked_users=BLOCKED)
+    settings = key_settings(tmp_path, emulator.url, batch=False, concurrency=8)
+    summary = await spark_job(spark, [data], settings, tmp_path / "out", exit_after_requests=40)
+    rows = rows_by_line(tmp_path / "out")
+    non_blank = [n for n, line in enumerate(data.read_bytes().splitlines(), 1) if line.strip()]
+    assert sorted(n for _, n in rows) == non_blank
+    assert summary.exit_code == ExitCode.FAILURES and summary.unfinished == 0
+    marked = sum(1 for r in rows.values() if r.get("possible_duplicate"))
+    assert marked == summary.possible_duplicates >= 1
+    assert_order(data, await emulator.state())
+
+
+@needs_spark
+async def test_a_failed_job_resumes_when_run_again(
+    spark: SparkSession, start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    from replayer.spark.job import SparkJobError
+
+    data = data_file(tmp_path)
+    emulator = await start_emulator(blocked_users=BLOCKED)
+    settings = key_settings(tmp_path, emulator.url, batch=False, concurrency=8)
+    with pytest.raises(SparkJobError, match="run the same command again") as failed:
+        await spark_job(spark, [data], settings, tmp_path / "out", exit_after_requests=30,
+                        exit_attempts=99)
+    assert failed.value.code == ExitCode.WORKER
+    summary = await spark_job(spark, [data], settings, tmp_path / "out")
+    rows = rows_by_line(tmp_path / "out")
+    assert len(rows) == summary.records == 1501 and summary.unfinished == 0
+    assert summary.resumed is not None and summary.resumed["lines_already_done"] > 0
+    assert_order(data, await emulator.state())
+
+
+@needs_spark
+async def test_an_input_the_executors_cannot_read_fails_before_sending(
+    spark: SparkSession, start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    from replayer.spark.job import SparkJobError, file_source, run_job
+
+    data = data_file(tmp_path)
+    gone = generated(tmp_path / "gone.ndjson", records=10, users=2)
+    emulator = await start_emulator()
+    source = file_source([str(data), str(gone)])  # the driver saw it...
+    gone.unlink()  # ...the executors will not
+    with pytest.raises(SparkJobError, match=f"cannot read {gone}") as failed:
+        await asyncio.to_thread(run_job, spark, source, key_settings(tmp_path, emulator.url),
+                                tmp_path / "out", say=lambda _: None)
+    assert failed.value.code == ExitCode.INPUT
+    assert (await emulator.state())["users"] == {}
+    assert not (tmp_path / "out" / "parts").exists()
+
+
+@needs_spark
+async def test_a_dataframe_of_start_records_replays_through_the_api(
+    spark: SparkSession, start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    from replayer.spark import replay as replay_frame
+
+    data = generated(tmp_path / "in.ndjson", records=200, users=20)
+    emulator = await start_emulator()
+    df = spark.read.json(str(data))
+    summary = await asyncio.to_thread(replay_frame, df, out=tmp_path / "out",
+                                      settings=key_settings(tmp_path, emulator.url),
+                                      partitions=2)
+    assert (summary.records, summary.delivered, summary.exit_code) == (200, 200, 0)
+    lines = sorted(r["line"] for r in read_rows(tmp_path / "out" / RESULTS))
+    assert lines == list(range(1, 201))
+    state = await emulator.state()
+    assert sum(len(v) for v in state["users"].values()) == 200
