@@ -13,21 +13,21 @@ import asyncio
 import dataclasses
 import os
 import random
-import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
-from replayer import __version__
-from replayer.config import ConfigError, Settings, is_remote, load_settings
+from replayer import __version__, run_setup
+from replayer.config import ConfigError, Settings, load_settings
 from replayer.emulator.command import emulate
 from replayer.engine.control import RunControl
+from replayer.engine.loop import loop_factory
 from replayer.engine.rate_control import auto_rate_of, is_auto, parse_auto
 from replayer.engine.replay import RunReport, replay, tune_gc
 from replayer.engine.schedule import parse_duration, parse_rate
@@ -43,10 +43,9 @@ from replayer.output.runfile import ResumeError, RunRecord, check_resume, finger
 from replayer.output.sinks import OutputError
 from replayer.records import ExitCode
 from replayer.report.command import report
-from replayer.source.convert.command import convert
-from replayer.source.checkfile import check_files
+from replayer.run_setup import SetupError
 from replayer.source.commands import check_paths, generate, validate
-from replayer.source.read import is_stream
+from replayer.source.convert.command import convert
 from replayer.source.shard import Shard, parse_shard
 from replayer.spark.command import spark
 from replayer.workers.parent import run_workers, worker_count
@@ -81,12 +80,6 @@ Exit codes:
 @click.version_option(__version__, prog_name="replayer")
 def main() -> None:
     """Replay NDJSON session records into Leanplum's start API, in bulk."""
-
-
-class SetupError(click.ClickException):
-    """A configuration, output-folder or resume problem: exit code 2, like a usage error."""
-
-    exit_code = ExitCode.USAGE
 
 
 class OutputFailure(click.ClickException):
@@ -184,6 +177,8 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
 @click.option("--workers", type=int, default=None,
               help="Processes sharing the users by a stable hash [0: one per CPU]; "
                    "1 when reading stdin.")
+@click.option("--event-loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default=None,
+              help="A one-process run's loop: auto (uvloop where installed), uvloop, asyncio.")
 @click.option("--shard", default=None, metavar="I/N",
               help="Replay only shard I of N (1..N) of the users, by the same stable hash "
                    "as --workers; combine the N folders with `replayer merge`.")
@@ -227,13 +222,18 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
     prepared = _prepare(paths, config_path, given)
     settings = prepared.settings
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
-    _confirm_real_run(settings, paths)
-    resume_command = _resume_command(click.get_current_context(), paths, prepared.out_dir)
+    run_setup.confirm_real_run(settings, paths)
+    resume_command = run_setup.resume_command(click.get_current_context(), paths,
+                                              prepared.out_dir)
     prepared = dataclasses.replace(prepared, record=dataclasses.replace(
         prepared.record, resume_with=resume_command))
     tune_gc()
     try:
-        report = asyncio.run(_run(prepared, paths, resume_command, random.Random(seed)))
+        # uvloop for a run in one process; a parent of workers keeps Python's own loop,
+        # as its workers do (see workers/worker.py).
+        choice = settings.event_loop if prepared.workers == 1 else "asyncio"
+        with asyncio.Runner(loop_factory=_loop_factory(choice)) as runner:
+            report = runner.run(_run(prepared, paths, resume_command, random.Random(seed)))
     except OutputError as exc:  # before any row: the metrics port, say
         raise OutputFailure(str(exc)) from None
     try:  # a signal now finds the run over: _run left the stop signals ignored
@@ -295,6 +295,14 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
     return Prepared(settings, out_dir, workers, record, resume)
 
 
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop asked for; a usage error when uvloop is asked for and missing."""
+    try:
+        return loop_factory(choice)
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+
+
 def _shard_of(settings: Settings) -> Shard | None:
     """The run's --shard, checked (a ConfigError, exit 2, for anything but I/N)."""
     if settings.shard is None:
@@ -303,36 +311,6 @@ def _shard_of(settings: Settings) -> Shard | None:
         return parse_shard(settings.shard)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def _interactive() -> bool:
-    """Whether someone at a terminal can answer a question."""
-    return sys.stdin.isatty()
-
-
-def _confirm_real_run(settings: Settings, paths: tuple[str, ...]) -> None:
-    """Before a large run against the real API: show what it will cost and ask."""
-    if settings.yes or settings.dry_run or not is_remote(settings.endpoint):
-        return
-    if any(is_stream(p) for p in paths):
-        size = "an input of unknown size (stdin or a pipe)"
-    else:
-        tally = check_files(paths, allow_unknown_fields=settings.allow_unknown_fields,
-                            max_line_bytes=settings.max_line_bytes, on_invalid=lambda _: None)
-        if tally.valid <= settings.confirm_over:
-            return
-        users = len(tally.users)
-        fewest = max(-(-tally.valid // settings.batch_actions), -(-users // settings.batch_users))
-        calls = (f"at least {fewest} multi calls" if settings.batch
-                 else f"{tally.valid} start calls")
-        size = (f"{tally.valid} records ({tally.invalid} invalid lines will not be sent) for "
-                f"{users} distinct users: {calls}, at least {users} user lookups (billed)")
-    click.echo(f"About to replay {size} into {settings.endpoint}.", err=True)
-    if not _interactive():
-        raise SetupError("a large run against the real API needs a yes: run it from a terminal "
-                         "to confirm, or add --yes (see --dry-run for the exact cost)")
-    if not click.confirm("Go on?", err=True):
-        raise SetupError("not confirmed; nothing was sent")
 
 
 async def _run(prepared: Prepared, paths: tuple[str, ...], resume_command: str,
@@ -377,31 +355,6 @@ def _on_signal(control: RunControl, name: str, quiet: bool) -> None:
         click.echo(f"{name} again: stopping now", err=True)
     elif not quiet:
         click.echo(f"{name}: finishing requests in flight (again to stop at once)", err=True)
-
-
-def _resume_command(ctx: click.Context, paths: tuple[str, ...], out_dir: Path) -> str:
-    """This command again, every flag it was given kept, aimed at --out with --resume.
-
-    Leaving a flag out would change the run on resume (--endpoint above all: a resume
-    without it would go to the built-in emulator). Environment variables stay as they are.
-    """
-    words = ["replayer", "run", *paths, "--out", str(out_dir), "--resume"]
-    for param in ctx.command.params:
-        if (param.name in ("paths", "out_dir", "resume", "overwrite") or param.name is None
-                or ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE):
-            continue
-        value = ctx.params[param.name]
-        assert isinstance(param, click.Option)
-        if param.is_flag and param.secondary_opts:
-            words.append(param.opts[0] if value else param.secondary_opts[0])
-        elif param.is_flag:
-            words += [param.opts[0]] if value else []
-        elif param.multiple:
-            for item in value:
-                words += [param.opts[0], str(item)]
-        else:
-            words += [param.opts[0], str(value)]
-    return shlex.join(words)
 
 
 main.add_command(generate)

@@ -600,7 +600,7 @@ def test_metrics_of_a_resumed_run_continue_its_time_axis(tmp_path: Path) -> None
 
 
 def test_a_long_run_is_drawn_in_grouped_steps() -> None:
-    from replayer.report.charts import MAX_STEPS, Timeline
+    from replayer.report.chart_kit import MAX_STEPS, Timeline
     from replayer.report.load import Metrics
 
     rows = 2 * MAX_STEPS + 1  # 3 rows per step, the last step a single row

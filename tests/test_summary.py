@@ -147,3 +147,24 @@ async def test_a_single_run_and_a_sharded_run_agree(
     for f in dataclasses.fields(s.RunSummary):
         if f.name not in LAYOUT_FIELDS:
             assert getattr(combined, f.name) == getattr(single.summary, f.name), f.name
+
+
+def test_a_resume_of_a_run_that_wrote_failures_never_exits_0(tmp_path: Path) -> None:
+    # The first session ends with failures; its resume has nothing left to send. The
+    # run as a whole still failed some records: exit 1, the failures counted.
+    from click.testing import CliRunner
+
+    from replayer.cli import main
+
+    data = generated(tmp_path / "in.ndjson", records=40, users=8)
+    with data.open("ab") as f:
+        f.write(b"not json\n")
+    out = tmp_path / "out"
+    first = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "-q"])
+    assert first.exit_code == ExitCode.FAILURES, first.output
+    again = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "-q", "--resume"])
+    assert again.exit_code == ExitCode.FAILURES, again.output
+    import orjson
+
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert (summary["failed"], summary["records"], summary["state"]) == (1, 41, "finished")

@@ -17,7 +17,8 @@ from replayer.engine.control import RunControl
 from replayer.engine.replay import replay
 from replayer.output import users as users_module
 from replayer.output.layout import FAILURES, RESULTS, USERS
-from replayer.output.users import LastResponse, Place, UserRow, read_users, write_users
+from replayer.output.user_rows import LastResponse, Place, UserRow, read_users
+from replayer.output.users import write_users
 from replayer.workers.parent import run_workers
 from tests.conftest import REPO, StartEmulator, input_records, read_rows, settings_for
 
@@ -317,3 +318,25 @@ async def test_a_run_with_workers_gives_the_users_of_a_single_run(
 
     assert (split / USERS).read_bytes() == (single / USERS).read_bytes()
     assert len(read_rows(single / USERS)) > 50
+
+
+async def test_users_kept_live_equal_users_derived_from_the_rows(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    # A fresh run writes users.ndjson from tallies kept as rows were written; the end
+    # of a resume derives it from the rows. Both ways must give the same bytes, and a
+    # tally too small for the users gives up and derives.
+    from replayer.output import live_users
+
+    emulator = await start_emulator(blocked_users=frozenset({"u000003"}))
+    out = tmp_path / "out"
+    out.mkdir()
+    await replay(settings_for(emulator.url), [str(SAMPLE)], out, control=RunControl())
+    live = (out / USERS).read_bytes()
+    assert live.count(b"\n") > 10
+    write_users(out, inputs=[str(SAMPLE)])
+    assert (out / USERS).read_bytes() == live
+    small = live_users.LiveUsers([str(SAMPLE)], max_users=3)
+    for n in range(5):
+        small.row(f"user{n}", None, str(SAMPLE), n + 1, 1, result=True, what="delivered")
+    assert small.gave_up and small.write(tmp_path / "x") is None

@@ -21,6 +21,7 @@ OnAmbiguous = Literal["retry", "fail"]
 LogFormat = Literal["text", "json"]
 Pace = Literal["rate", "original"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+EventLoop = Literal["auto", "uvloop", "asyncio"]
 
 
 class ConfigError(Exception):
@@ -96,6 +97,7 @@ class Settings:
     throttle_wait_max_s: float = 600.0  # a record's wait on throttling 429s, attempts unused
     drain_timeout_s: float = 30.0
     workers: int = 0  # 0: one per CPU
+    event_loop: EventLoop = "auto"  # auto: uvloop where it is installed (engine.loop)
     shard: str | None = None  # "I/N": replay only shard I of N of the users (source.shard)
     resume: bool = False
     dry_run: bool = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from replayer.config.settings import LogFormat, LogLevel, OnAmbiguous, Pace
+from replayer.config.settings import EventLoop, LogFormat, LogLevel, OnAmbiguous, Pace
 
 Kind = Literal["str", "int", "float", "bool", "path", "secret", "strs"]
 
@@ -157,6 +157,8 @@ FIELDS: tuple[FieldSpec, ...] = (
         ("REPLAYER_DRAIN_TIMEOUT_S",), _at_least(0),
     ),
     FieldSpec("workers", "int", "--workers", "run", ("REPLAYER_WORKERS",), _at_least(0)),
+    FieldSpec("event_loop", "str", "--event-loop", "run", ("REPLAYER_EVENT_LOOP",),
+              choices=get_args(EventLoop)),
     FieldSpec("shard", "str", "--shard", "run", ("REPLAYER_SHARD",)),
     FieldSpec("resume", "bool", "--resume", "run", ("REPLAYER_RESUME",)),
     FieldSpec("dry_run", "bool", "--dry-run", "run", ("REPLAYER_DRY_RUN",)),

@@ -6,9 +6,8 @@ the kind says why, and is what failures.ndjson and the summary count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -58,9 +57,11 @@ def limit_cause(message: str) -> LimitCause:
     return LimitCause.THROTTLED
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The verdict on one action, with the kind, a message and the response element if any."""
+class Outcome(NamedTuple):
+    """The verdict on one action, with the kind, a message and the response element if any.
+
+    A NamedTuple: one is made per element of every answer, and a tuple is built in C.
+    """
 
     verdict: Verdict
     kind: str

@@ -8,6 +8,7 @@ from replayer.engine.classify import Outcome
 from replayer.engine.lanes import Work
 from replayer.observe.logs import about, log
 from replayer.observe.stats import RunStats
+from replayer.output.live_users import LiveUsers
 from replayer.output.sinks import NdjsonSink, failure_row, invalid_row, result_row
 from replayer.records import FailureKind, RecordFailure
 
@@ -16,7 +17,8 @@ class Finisher:
     """Ends records: each call writes exactly one row and counts it once."""
 
     def __init__(self, *, results: NdjsonSink, failures: NdjsonSink, stats: RunStats,
-                 save_responses: bool, dry_run: bool) -> None:
+                 save_responses: bool, dry_run: bool, users: LiveUsers | None = None) -> None:
+        self._users = users  # users.ndjson kept as rows are written (a fresh, single run)
         self._results = results
         self._failures = failures
         self._stats = stats
@@ -25,8 +27,12 @@ class Finisher:
 
     def delivered(self, work: Work, outcome: Outcome) -> None:
         """A delivered record (or, in a dry run, one that would have been sent)."""
-        self._results.write(result_row(work, outcome, save_response=self._save_responses,
-                                       status=self._status))
+        row = result_row(work, outcome, save_response=self._save_responses, status=self._status)
+        self._results.write(row)
+        if self._users is not None:
+            s = work.session
+            self._users.row(s.user_id, s.device_id, s.file, s.line_no, s.pass_no, result=True,
+                            what=self._status, vars=row["vars"], variants=row["variants"])
         self._stats.delivered(latency_ms=work.latency_ms)
         self._stats.ambiguous_attempts += work.ambiguous
         if log.isEnabledFor(logging.DEBUG):
@@ -41,6 +47,9 @@ class Finisher:
         log.info("failed (%s) after %d attempt(s): %s", kind, work.attempts, message,
                  extra=about(s.file, s.line_no, s.lane, kind))
         self._failures.write(failure_row(work, kind, message, http_status))
+        if self._users is not None:
+            self._users.row(s.user_id, s.device_id, s.file, s.line_no, s.pass_no, result=False,
+                            what=str(kind))
         self._stats.failed(kind, latency_ms=work.latency_ms if work.attempts else None)
         self._stats.ambiguous_attempts += work.ambiguous
 
@@ -50,6 +59,9 @@ class Finisher:
         if pass_no > 1:
             row["pass"] = pass_no
         self._failures.write(row)
+        if self._users is not None:
+            self._users.row(failure.user_id, failure.device_id, failure.file, failure.line_no,
+                            pass_no, result=False, what=str(failure.kind))
         self._stats.failed(failure.kind)
         log.info("invalid, not sent (%s): %s", failure.kind, failure.message,
                  extra=about(failure.file, failure.line_no,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -58,7 +57,7 @@ def input_lines(reading: Reading, counts: ReadCounts) -> Iterator[RawLine]:
     for pass_no in itertools.count(2):  # until the duration (or a signal) stops the run
         for raw in iter_lines(reading.paths, max_line_bytes=reading.max_line_bytes,
                               counts=counts):
-            yield dataclasses.replace(raw, pass_no=pass_no)
+            yield raw._replace(pass_no=pass_no)
 
 
 class InputError(Exception):

@@ -42,6 +42,7 @@ from replayer.output import summary as run_summary
 from replayer.output.closing import close_folder
 from replayer.output.journal import Journal, ResumeState
 from replayer.output.layout import FAILURES, METRICS, REQUESTS, RESULTS
+from replayer.output.live_users import LiveUsers
 from replayer.output.runfile import RunRecord, record_for
 from replayer.output.sinks import NdjsonSink, OutputError
 from replayer.output.summary import Counts, RunSummary
@@ -82,7 +83,8 @@ class Replay:
 
     def __init__(self, settings: Settings, reading: Reading, out_dir: Path, *,
                  poster: send.Poster, url: str, auth: bytes, clock: Clock,
-                 rng: random.Random, control: RunControl, secret: str | None = None) -> None:
+                 rng: random.Random, control: RunControl, secret: str | None = None,
+                 keep_users: bool = True) -> None:
         self.settings, self.reading, self.out_dir = settings, reading, out_dir
         self.clock, self.control = clock, control
         self.stats, self.counts = RunStats(), ReadCounts()
@@ -99,8 +101,12 @@ class Replay:
                      if auto is not None and isinstance(self.pacer, Pacer) else None)
         self.outage = Outage(window_s=settings.outage_window_s,
                              probe_max_s=settings.outage_probe_max_s, clock=clock, flow=flow)
+        # A fresh run keeps users.ndjson as it goes; a resume derives it from all the rows.
+        self.users = (LiveUsers(reading.paths) if keep_users and reading.resume is None
+                      else None)
         finisher = Finisher(results=self.results, failures=self.failures, stats=self.stats,
-                            save_responses=settings.save_responses, dry_run=settings.dry_run)
+                            save_responses=settings.save_responses, dry_run=settings.dry_run,
+                            users=self.users)
         self.intake = Intake(settings=settings, reading=reading, flow=flow, finisher=finisher,
                              stats=self.stats, outage=self.outage, clock=clock,
                              paced=self.pacer is not None and self.auto is None)
@@ -281,7 +287,7 @@ async def replay(
                           shard=shard, lines=lines)
         run = Replay(settings, reading, out_dir, poster=poster, url=url, auth=auth,
                      clock=clock or RealClock(), rng=rng or random.Random(), control=control,
-                     secret=secret)
+                     secret=secret, keep_users=record.layout.shard is None)
         run.journal.save_run(record.with_state("running"))
         if on_start is not None:
             on_start(run)
@@ -291,6 +297,8 @@ async def replay(
             [part], expected=1, started_wall=run.started_wall, elapsed_s=part.elapsed_s,
             settings=part.settings, inputs=part.inputs, run_id=record.run_id,
             resume_with=resume_command, layout=part.layout)
-        summary = close_folder(out_dir, summary, record, inputs=paths)
+        # A worker's folder gets no users.ndjson: its parent derives one from the merge.
+        summary = close_folder(out_dir, summary, record, inputs=paths,
+                               users=record.layout.shard is None, live=run.users)
         return RunReport(summary.exit_code, summary, out_dir)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -21,13 +21,20 @@ class Histogram:
     count: int = 0
     max_value: float = 0.0
     total: float = 0.0
+    # The records of one request share its latency: the bucket of the last value is
+    # remembered, so the hundreds of adds that follow skip the logarithm.
+    _last: tuple[float, int] = field(default=(math.nan, 0), repr=False, compare=False)
 
     def add(self, value_ms: float) -> None:
         """Records one value."""
-        self.buckets[_bucket(value_ms)] += 1
+        last_value, key = self._last
+        if value_ms != last_value:
+            key = _bucket(value_ms)
+            self._last = (value_ms, key)
+            self.max_value = max(self.max_value, value_ms)
+        self.buckets[key] += 1
         self.count += 1
         self.total += value_ms
-        self.max_value = max(self.max_value, value_ms)
 
     def percentile(self, p: float) -> float | None:
         """The value at percentile `p` (0..100), None when empty."""

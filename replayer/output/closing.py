@@ -9,6 +9,7 @@ from pathlib import Path
 from replayer.observe.logs import log
 from replayer.output import summary as run_summary
 from replayer.output.layout import SUMMARY
+from replayer.output.live_users import LiveUsers
 from replayer.output.runfile import RunRecord, write_run
 from replayer.output.sinks import OutputError, write_atomic
 from replayer.output.summary import RunSummary
@@ -17,13 +18,17 @@ from replayer.records import ExitCode, worst
 
 
 def close_folder(out_dir: Path, summary: RunSummary, record: RunRecord, *,
-                 inputs: Sequence[str]) -> RunSummary:
+                 inputs: Sequence[str], users: bool = True,
+                 live: LiveUsers | None = None) -> RunSummary:
     """Writes the files that end a run (a single run's, or a merged one's) and returns the
     summary as it ends. When they cannot be written, the run ends as an output failure:
-    said in one line, and a resume writes them again."""
+    said in one line, and a resume writes them again. `users`: whether this folder gets
+    users.ndjson (a worker's folder does not: its parent's merge does); `live`, the users
+    tallied as the rows were written, spares reading them again."""
     try:
         try:
-            write_users(out_dir, inputs=inputs)
+            if users:
+                write_users(out_dir, inputs=inputs, live=live.write if live else None)
         except OSError as exc:
             raise OutputError(f"cannot write the users of {out_dir}: {exc.strerror}") from None
         write_atomic(out_dir / SUMMARY, run_summary.encode(summary))

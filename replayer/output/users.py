@@ -11,7 +11,7 @@ import heapq
 import math
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from replayer.output.layout import FAILURES, RESULTS, USERS
+from replayer.output.user_rows import LastResponse, Place, UserRow, UsersStats, str_or_none
 from replayer.source.read import display_name
 
 # About this many bytes of rows per partition; its users take at most ~7x that in memory
@@ -33,116 +34,14 @@ _BUFFER_BYTES = 1 << 16
 Position = tuple[int, int, str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
-    """Where a line is: its file (as rows name it) and its line number (from 1)."""
-
-    file: str
-    line: int
-
-
-@dataclass(frozen=True, slots=True)
-class LastResponse:
-    """What the user's last delivered record got back: how many vars, which variant ids."""
-
-    vars: int
-    variants: tuple[Any, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    """One row of users.ndjson: a user (userId, else deviceId: Leanplum's profile rule).
-
-    `device_id` is the first deviceId of the user's lines; `device_ids` counts the distinct
-    ones. `failed` is {kind: records}; `last_response` is None when nothing was delivered.
-    """
-
-    user_id: str | None
-    device_id: str | None
-    device_ids: int
-    records: int
-    delivered: int
-    failed: dict[str, int]
-    first: Place
-    last: Place
-    last_response: LastResponse | None
-    dry_run: int = 0  # records of a --dry-run (nothing sent)
-
-    @property
-    def key(self) -> str:
-        """The id the user's profile goes by: userId, else deviceId."""
-        return self.user_id or self.device_id or ""
-
-    @property
-    def failures(self) -> int:
-        """Records of this user that were not delivered, all kinds together."""
-        return sum(self.failed.values())
-
-    def as_json(self) -> dict[str, Any]:
-        """The row as written to users.ndjson (keys in a fixed order)."""
-        doc: dict[str, Any] = {
-            "userId": self.user_id, "deviceId": self.device_id, "device_ids": self.device_ids,
-            "records": self.records, "delivered": self.delivered,
-            "failed": dict(sorted(self.failed.items())),
-            "first": {"file": self.first.file, "line": self.first.line},
-            "last": {"file": self.last.file, "line": self.last.line},
-            "last_response": None if self.last_response is None else {
-                "vars": self.last_response.vars,
-                "variants": list(self.last_response.variants)},
-        }
-        if self.dry_run:
-            doc["dry_run"] = self.dry_run
-        return doc
-
-    @classmethod
-    def of_json(cls, doc: Any) -> UserRow | None:
-        """A row read back from users.ndjson; None when it is not one."""
-        if not isinstance(doc, dict):
-            return None
-        try:
-            response = doc["last_response"]
-            return cls(
-                user_id=_str_or_none(doc["userId"]), device_id=_str_or_none(doc["deviceId"]),
-                device_ids=int(doc["device_ids"]), records=int(doc["records"]),
-                delivered=int(doc["delivered"]),
-                failed={str(k): int(v) for k, v in dict(doc["failed"]).items()},
-                first=Place(str(doc["first"]["file"]), int(doc["first"]["line"])),
-                last=Place(str(doc["last"]["file"]), int(doc["last"]["line"])),
-                last_response=None if response is None else LastResponse(
-                    int(response["vars"]), tuple(response["variants"])),
-                dry_run=int(doc.get("dry_run", 0)),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-@dataclass(frozen=True, slots=True)
-class UsersStats:
-    """What `write_users` did: users by how much of theirs was delivered, and rows read."""
-
-    users: int = 0
-    fully_delivered: int = 0  # every record of the user delivered
-    partly_delivered: int = 0
-    none_delivered: int = 0  # not one record delivered (every user of a --dry-run)
-    rows: int = 0  # rows read from results.ndjson and failures.ndjson
-    rows_without_user: int = 0  # neither userId nor deviceId (lines that did not parse)
-    unreadable_rows: int = 0  # not a JSON object (e.g. a line torn by a kill)
-    partitions: int = 0
-
-
-def read_users(path: Path) -> Iterator[UserRow | None]:
-    """Each non-blank line of users.ndjson as a row, or None when it is not one."""
-    with open(path, "rb") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    yield UserRow.of_json(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    yield None
+def input_order(inputs: Sequence[str]) -> dict[str, int]:
+    """Each input's name (as rows name it) -> its index: rows of earlier inputs come first."""
+    return {name: i for i, name in reversed(list(enumerate(display_name(p) for p in inputs)))}
 
 
 def write_users(out_dir: Path, *, inputs: Sequence[str],
-                partition_bytes: int = PARTITION_BYTES) -> UsersStats:
+                partition_bytes: int = PARTITION_BYTES,
+                live: Callable[[Path], UsersStats | None] | None = None) -> UsersStats:
     """Writes out_dir/users.ndjson from out_dir's results.ndjson and failures.ndjson.
 
     `inputs` are the run's input paths in order (rows' lines are ordered by them). The
@@ -152,19 +51,26 @@ def write_users(out_dir: Path, *, inputs: Sequence[str],
     sources = [p for p in (out_dir / RESULTS, out_dir / FAILURES) if p.is_file()]
     total = sum(p.stat().st_size for p in sources)
     count = min(MAX_PARTITIONS, max(1, math.ceil(total / max(1, partition_bytes))))
-    order = {name: i for i, name in reversed(list(enumerate(display_name(p) for p in inputs)))}
+    order = input_order(inputs)
     _remove_temporaries(out_dir)  # left by a run killed while writing them
     try:
-        read = _partition(sources, out_dir, count, order)
-        stats = _Tally()
-        sorted_parts = []
-        for i in range(count):
-            sorted_parts.append(out_dir / f"{_TMP_PREFIX}sorted-{i}.tmp")
-            _aggregate(out_dir / f"{_TMP_PREFIX}part-{i}.tmp", sorted_parts[-1], stats)
-        target = out_dir / USERS
+        stats = Tally()
         tmp = out_dir / f"{_TMP_PREFIX}out.tmp"
-        _merge(sorted_parts, tmp)
-        os.replace(tmp, target)
+        done = live(tmp) if live is not None else None
+        if done is not None:  # kept as the rows were written (output.live_users)
+            os.replace(tmp, out_dir / USERS)
+            return done
+        if count == 1:  # the rows fit one partition: no temporary files, one pass
+            read = RowCounts()
+            _aggregate_rows(_projected(sources, order, read), tmp, stats, final=True)
+        else:
+            read = _partition(sources, out_dir, count, order)
+            sorted_parts = []
+            for i in range(count):
+                sorted_parts.append(out_dir / f"{_TMP_PREFIX}sorted-{i}.tmp")
+                _aggregate(out_dir / f"{_TMP_PREFIX}part-{i}.tmp", sorted_parts[-1], stats)
+            _merge(sorted_parts, tmp)
+        os.replace(tmp, out_dir / USERS)
     finally:
         _remove_temporaries(out_dir)
     return UsersStats(users=stats.users, fully_delivered=stats.fully,
@@ -177,41 +83,49 @@ def write_users(out_dir: Path, *, inputs: Sequence[str],
 
 
 @dataclass(slots=True)
-class _Read:
+class RowCounts:
+    """Rows read, those naming no user, and those that could not be read."""
+
     rows: int = 0
     without_user: int = 0
     unreadable: int = 0
 
 
 def _partition(sources: Sequence[Path], out_dir: Path, count: int,
-               order: dict[str, int]) -> _Read:
-    """Streams every row into the partition of its user, projected to what pass 2 needs:
-    [key, pass, file index, file, line, userId, deviceId, is result, status or kind,
-    vars, variants]."""
-    read = _Read()
+               order: dict[str, int]) -> RowCounts:
+    """Streams every row into the partition of its user (see `_projected`)."""
+    read = RowCounts()
     with ExitStack() as stack:
         files: list[BinaryIO] = [
             stack.enter_context(open(out_dir / f"{_TMP_PREFIX}part-{i}.tmp", "wb",
                                      buffering=_BUFFER_BYTES))
             for i in range(count)]
-        for source in sources:
-            is_result = source.name == RESULTS
-            with open(source, "rb") as f:
-                for line in f:
-                    if not line.strip():
-                        continue
-                    projected = _project(line, is_result=is_result, order=order)
-                    if projected is None:
-                        read.unreadable += 1
-                        continue
-                    read.rows += 1
-                    if projected[0] is None:
-                        read.without_user += 1
-                        continue
-                    key = projected[0]
-                    i = zlib.crc32(key.encode("utf-8", "surrogatepass")) % count
-                    files[i].write(orjson.dumps(projected) + b"\n")
+        for projected in _projected(sources, order, read):
+            i = zlib.crc32(projected[0].encode("utf-8", "surrogatepass")) % count
+            files[i].write(orjson.dumps(projected) + b"\n")
     return read
+
+
+def _projected(sources: Sequence[Path], order: dict[str, int],
+               read: RowCounts) -> Iterator[list[Any]]:
+    """Every row that names a user, projected to what pass 2 needs: [key, pass, file index,
+    file, line, userId, deviceId, is result, status or kind, vars, variants]; `read`
+    counts the rows, those without a user and those that cannot be read."""
+    for source in sources:
+        is_result = source.name == RESULTS
+        with open(source, "rb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                projected = _project(line, is_result=is_result, order=order)
+                if projected is None:
+                    read.unreadable += 1
+                    continue
+                read.rows += 1
+                if projected[0] is None:
+                    read.without_user += 1
+                    continue
+                yield projected
 
 
 def _project(line: bytes, *, is_result: bool, order: dict[str, int]) -> list[Any] | None:
@@ -222,7 +136,7 @@ def _project(line: bytes, *, is_result: bool, order: dict[str, int]) -> list[Any
         return None
     if not isinstance(row, dict):
         return None
-    user_id, device_id = _str_or_none(row.get("userId")), _str_or_none(row.get("deviceId"))
+    user_id, device_id = str_or_none(row.get("userId")), str_or_none(row.get("deviceId"))
     file, line_no, pass_no = str(row.get("file")), _int(row.get("line")), row.get("pass", 1)
     variants = row.get("variants")
     return [user_id or device_id, _int(pass_no) or 1, order.get(file, len(order)), file,
@@ -235,7 +149,9 @@ def _project(line: bytes, *, is_result: bool, order: dict[str, int]) -> list[Any
 
 
 @dataclass(slots=True)
-class _Tally:
+class Tally:
+    """Users written, by how much of theirs was delivered."""
+
     users: int = 0
     fully: int = 0
     partly: int = 0
@@ -251,7 +167,7 @@ class _Tally:
             self.none += 1
 
 
-class _User:
+class UserSoFar:
     """One user's rows so far; every choice depends on positions, never on row order.
 
     Lean on purpose (a partition can hold hundreds of thousands of users): the set of
@@ -335,25 +251,37 @@ def _later(position: Position, vars: int, variants: list[Any],
     return (vars, orjson.dumps(variants)) > (than[1], orjson.dumps(than[2]))
 
 
-def _aggregate(part: Path, target: Path, tally: _Tally) -> None:
-    """Aggregates one partition's rows per user; writes [first position, row] per user to
-    `target`, in the order of first positions."""
-    users: dict[str, _User] = {}
-    files: dict[str, str] = {}  # one string per file name, not one per row kept
+def _aggregate(part: Path, target: Path, tally: Tally) -> None:
+    """Aggregates one partition file (then removes it, freeing its space at once)."""
     with open(part, "rb") as f:
-        for line in f:
-            p = orjson.loads(line)
-            position: Position = (p[1], p[2], files.setdefault(p[3], p[3]), p[4])
-            user = users.get(p[0])
-            if user is None:
-                user = users[p[0]] = _User(position)
-            user.add(p, position)
-    part.unlink()  # its space is free before the next partition is read
+        _aggregate_rows((orjson.loads(line) for line in f), target, tally, final=False)
+    part.unlink()
+
+
+def _aggregate_rows(rows: Iterable[list[Any]], target: Path, tally: Tally, *,
+                    final: bool) -> None:
+    """Aggregates projected rows per user and writes them (see `write_aggregated`)."""
+    users: dict[str, UserSoFar] = {}
+    files: dict[str, str] = {}  # one string per file name, not one per row kept
+    for p in rows:
+        position: Position = (p[1], p[2], files.setdefault(p[3], p[3]), p[4])
+        user = users.get(p[0])
+        if user is None:
+            user = users[p[0]] = UserSoFar(position)
+        user.add(p, position)
+    write_aggregated(users, target, tally, final=final)
+
+
+def write_aggregated(users: dict[str, UserSoFar], target: Path, tally: Tally, *,
+                     final: bool) -> None:
+    """Writes users to `target` in the order of their first positions: as users.ndjson rows
+    (`final`), or as [first position, row] for `_merge`."""
     with open(target, "wb", buffering=_BUFFER_BYTES) as out:
         for key, user in sorted(users.items(), key=lambda item: (item[1].first, item[0])):
             row = user.row(key)
             tally.add(row)
-            out.write(orjson.dumps([[*user.first, key], row.as_json()]) + b"\n")
+            doc = row.as_json() if final else [[*user.first, key], row.as_json()]
+            out.write(orjson.dumps(doc) + b"\n")
 
 
 def _merge(parts: Sequence[Path], target: Path) -> None:
@@ -374,9 +302,6 @@ def _remove_temporaries(out_dir: Path) -> None:
     for path in out_dir.glob(f"{_TMP_PREFIX}*.tmp"):
         path.unlink(missing_ok=True)
 
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _int(value: Any) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from replayer.output.layout import FAILURES, METRICS, OUR_FILES, SUMMARY, USERS
-from replayer.output.users import UserRow, read_users
+from replayer.output.user_rows import UserRow, read_users
 
 EXAMPLE_CHARS = 300  # an example failure message is cut to this length
 MAX_KINDS = 200  # kinds kept with an example; more would only come from a broken file

@@ -296,3 +296,6 @@ CHECKS: dict[str, Check] = {
     "background": _boolean,
     "includeDefaults": _boolean,
 }
+
+# The parameters whose check is "a string": a string value needs no call at all.
+PLAIN_STRINGS = frozenset(name for name, check in CHECKS.items() if check is _string)

@@ -20,17 +20,19 @@ from replayer.source.fields import SHOW_CHARS
 _MAX_RAW_CHARS = 4096
 _RAW_BYTES = 4 * _MAX_RAW_CHARS  # enough bytes for 4096 characters of UTF-8
 _SECRET_FOLDED = frozenset(key.lower() for key in SECRET_FIELDS)
-_NAMES_FOLDED_BYTES = tuple(name.encode() for name in sorted(SECRET_NAMES_FOLDED))
+# may_name_secret spells these out, for speed; this guards the spelling.
+assert {"clientkey", "appid", "apiversion"} == set(SECRET_NAMES_FOLDED)
 
 
 def may_name_secret(data: bytes) -> bool:
     """Whether a line may name a secret or configuration field anywhere: the names in any
-    case, or a backslash-u escape (which can spell them). Lines without either skip the deep checks.
-    (Lowering and three substring searches cost a fifth of a case-blind regex.)"""
-    if b"\\u" in data:
+    case, or a backslash-u escape (which can spell them). Lines without either skip the deep
+    checks. (A one-byte search for the backslash first: two-byte needles are slow; then
+    one lowering and three substring searches, a fifth of a case-blind regex.)"""
+    if b"\\" in data and b"\\u" in data:
         return True
     lowered = data.lower()
-    return any(name in lowered for name in _NAMES_FOLDED_BYTES)
+    return b"clientkey" in lowered or b"appid" in lowered or b"apiversion" in lowered
 
 
 def named_problem(name: str, path: str) -> tuple[str, str]:

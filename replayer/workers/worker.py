@@ -21,7 +21,7 @@ from replayer.output.layout import RUN
 from replayer.output.resume import read_resume
 from replayer.records import ExitCode
 from replayer.source.shard import Shard, parse_shard
-from replayer.workers.handoff import receive
+from replayer.workers.handoff import Handoff, receive
 
 # The parent's "stop at once" (after a first stop): a signal of its own, since two of the
 # same signal sent back to back can merge into one pending signal.
@@ -70,15 +70,16 @@ class StopSignals:
         control.request_stop(name)
 
 
-async def _work(fd: int, index: int, count: int, folder: Path, resume: bool,
+async def _work(handoff: Handoff, index: int, count: int, folder: Path, resume: bool,
                 paths: list[str], early_signals: list[int]) -> int:
     stops = StopSignals(RunControl())
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stops.on, signum)
+    # Blocked by main() while the loop was made; pending ones arrive now, at the handlers.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     for early in early_signals:
         stops.on(early)
-    handoff = receive(fd)
     settings = dataclasses.replace(handoff.settings, out_dir=folder)
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     record = handoff.record
@@ -101,5 +102,10 @@ def main(argv: list[str], *, early_signals: list[int]) -> int:
     """One worker: HANDOFF_FD INDEX COUNT FOLDER new|resume PATH...; returns its exit code."""
     fd, index, count, folder, mode, *paths = argv
     tune_gc()
-    return asyncio.run(_work(int(fd), int(index), int(count), Path(folder), mode == "resume",
-                             paths, early_signals))
+    handoff = receive(int(fd))
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until _work's handlers are set
+    # Python's own loop: with uvloop a worker's signals at start-up went astray (tests in
+    # tests/test_workers.py); the workers' share of the CPU is the records, not the loop.
+    with asyncio.Runner() as runner:
+        return runner.run(_work(handoff, int(index), int(count), Path(folder),
+                                mode == "resume", paths, early_signals))
