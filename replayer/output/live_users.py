@@ -22,7 +22,7 @@ from replayer.output.users import (
     write_aggregated,
 )
 
-MAX_LIVE_USERS = 131_072  # about 40 MB of tallies; more users: derived at the end
+MAX_LIVE_USERS = 32_768  # about 10 MB of tallies; more users: derived at the end
 
 
 class LiveUsers:
