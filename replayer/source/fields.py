@@ -155,13 +155,18 @@ def _json_object_text(value: Any) -> Any:
             return Problem("invalid_value", "object nested too deeply to encode")
     if type(value) is not str:
         return _wrong("a JSON object or a string holding one", value)
-    try:
-        decoded = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        decoded = None
-    if type(decoded) is not dict:
+    if _object_in_text(value) is None:
         return Problem("invalid_value", "string does not hold a JSON object")
     return value
+
+
+def _object_in_text(text: str) -> dict[str, Any] | None:
+    """The JSON object a string holds, or None when it holds anything else."""
+    try:
+        decoded = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded if type(decoded) is dict else None
 
 
 _NAME_TOO_LONG = f"must be 1 to {_MAX_ATTRIBUTE_NAME_CHARS} characters"
@@ -201,11 +206,8 @@ def _user_attributes(value: Any) -> Any:
     values are wrong the problem is an invalid_attribute_name that lists both.
     """
     if type(value) is str:
-        try:
-            attributes = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            attributes = None
-        if type(attributes) is not dict:
+        attributes = _object_in_text(value)
+        if attributes is None:
             return Problem("invalid_value", "string does not hold a JSON object")
     elif type(value) is dict:
         attributes = value
