@@ -78,6 +78,13 @@ def assert_every_line_once(data: Path, out: Path) -> None:
     assert sorted(r["line"] for r in rows) == [n for n, _ in input_records(data)]
 
 
+async def slow_setup(start_emulator: StartEmulator, tmp_path: Path) -> tuple[str, Path, Path]:
+    """An emulator slow enough to signal a run midway, an input, and the run's folder."""
+    emulator = await start_emulator(latency_ms=LatencyModel(5.0))
+    data = generated(tmp_path / "in.ndjson", records=RECORDS, users=150)
+    return emulator.url, data, tmp_path / "out"
+
+
 async def interrupted_run(data: Path, out: Path, url: str) -> None:
     """A first session stopped by SIGTERM once both workers wrote rows (exit 143)."""
     proc = await spawn(data, out, url)
@@ -98,16 +105,14 @@ async def resume_completes(data: Path, out: Path, url: str) -> None:
 async def test_the_key_is_in_no_worker_argv_or_environment(
     start_emulator: StartEmulator, tmp_path: Path, key_from: str
 ) -> None:
-    emulator = await start_emulator(latency_ms=LatencyModel(5.0))
-    data = generated(tmp_path / "in.ndjson", records=RECORDS, users=150)
-    out = tmp_path / "out"
+    url, data, out = await slow_setup(start_emulator, tmp_path)
     env, extra = dict(ENV), []
     if key_from == "file":
         del env["LEANPLUM_CLIENT_KEY"]
         (tmp_path / "key").write_text(TEST_KEY + "\n")
         (tmp_path / "key").chmod(0o600)
         extra = ["--client-key-file", str(tmp_path / "key")]
-    proc = await spawn(data, out, emulator.url, *extra, env=env)
+    proc = await spawn(data, out, url, *extra, env=env)
     await until(lambda: worker_rows(out, 0) and worker_rows(out, 1))
 
     workers = children(proc.pid)
@@ -125,13 +130,11 @@ async def test_the_key_is_in_no_worker_argv_or_environment(
 async def test_a_worker_killed_in_a_resumed_run_is_exit_5_then_resume_completes(
     start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(latency_ms=LatencyModel(5.0))
-    data = generated(tmp_path / "in.ndjson", records=RECORDS, users=150)
-    out = tmp_path / "out"
-    await interrupted_run(data, out, emulator.url)
+    url, data, out = await slow_setup(start_emulator, tmp_path)
+    await interrupted_run(data, out, url)
     before = worker_rows(out, 1)
 
-    proc = await spawn(data, out, emulator.url, "--resume")
+    proc = await spawn(data, out, url, "--resume")
     await until(lambda: worker_rows(out, 1) > before and len(children(proc.pid)) == 2)
     victim = next(pid for pid in children(proc.pid)
                   if f"{WORKERS_DIR}/1".encode() in Path(f"/proc/{pid}/cmdline").read_bytes())
@@ -141,22 +144,20 @@ async def test_a_worker_killed_in_a_resumed_run_is_exit_5_then_resume_completes(
     assert code == 5, err
     assert summary_of(out)["state"] == "aborted"
     assert "resume_with" in summary_of(out)
-    await resume_completes(data, out, emulator.url)
+    await resume_completes(data, out, url)
 
 
 @pytest.mark.parametrize("moment", ["mid-run", "at-worker-start"])
 async def test_two_sigterms_5_ms_apart_exit_143_resumable(
     start_emulator: StartEmulator, tmp_path: Path, moment: str
 ) -> None:
-    emulator = await start_emulator(latency_ms=LatencyModel(5.0))
-    data = generated(tmp_path / "in.ndjson", records=RECORDS, users=150)
-    out = tmp_path / "out"
+    url, data, out = await slow_setup(start_emulator, tmp_path)
     if moment == "mid-run":
-        proc = await spawn(data, out, emulator.url)
+        proc = await spawn(data, out, url)
         await until(lambda: worker_rows(out, 0) and worker_rows(out, 1))
     else:  # a resumed run (earlier summaries on disk), workers still starting up
-        await interrupted_run(data, out, emulator.url)
-        proc = await spawn(data, out, emulator.url, "--resume")
+        await interrupted_run(data, out, url)
+        proc = await spawn(data, out, url, "--resume")
         await until(lambda: len(children(proc.pid)) == 2)
 
     proc.send_signal(signal.SIGTERM)
@@ -169,16 +170,14 @@ async def test_two_sigterms_5_ms_apart_exit_143_resumable(
     assert summary["state"] == "interrupted"
     assert "--resume" in str(summary["resume_with"])
     assert "Traceback" not in err
-    await resume_completes(data, out, emulator.url)
+    await resume_completes(data, out, url)
 
 
 async def test_sighup_stops_gracefully_with_129_and_resumes(
     start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(latency_ms=LatencyModel(5.0))
-    data = generated(tmp_path / "in.ndjson", records=RECORDS, users=150)
-    out = tmp_path / "out"
-    proc = await spawn(data, out, emulator.url)
+    url, data, out = await slow_setup(start_emulator, tmp_path)
+    proc = await spawn(data, out, url)
     await until(lambda: worker_rows(out, 0) and worker_rows(out, 1))
 
     proc.send_signal(signal.SIGHUP)
@@ -188,7 +187,7 @@ async def test_sighup_stops_gracefully_with_129_and_resumes(
     summary = summary_of(out)
     assert summary["state"] == "interrupted"
     assert "--resume" in str(summary["resume_with"])
-    await resume_completes(data, out, emulator.url)
+    await resume_completes(data, out, url)
 
 
 def _foreign_summary(run_id: str) -> bytes:
@@ -202,13 +201,11 @@ def _foreign_summary(run_id: str) -> bytes:
 async def test_a_stale_summary_of_a_dead_worker_is_not_merged(
     start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(latency_ms=LatencyModel(5.0))
-    data = generated(tmp_path / "in.ndjson", records=RECORDS, users=150)
-    out = tmp_path / "out"
-    await interrupted_run(data, out, emulator.url)
+    url, data, out = await slow_setup(start_emulator, tmp_path)
+    await interrupted_run(data, out, url)
     (out / WORKERS_DIR / "1" / SUMMARY).write_bytes(_foreign_summary("an-earlier-session"))
 
-    proc = await spawn(data, out, emulator.url, "--resume")
+    proc = await spawn(data, out, url, "--resume")
     await until(lambda: len(children(proc.pid)) == 2)
     for pid in children(proc.pid):
         if f"{WORKERS_DIR}/1".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -217,7 +214,7 @@ async def test_a_stale_summary_of_a_dead_worker_is_not_merged(
 
     assert code == 5, err
     assert summary_of(out)["state"] == "aborted"
-    await resume_completes(data, out, emulator.url)
+    await resume_completes(data, out, url)
 
 
 @pytest.mark.parametrize(
@@ -241,15 +238,13 @@ def test_read_part_takes_only_this_invocations_summary(
 async def test_torn_and_garbage_metrics_lines_do_not_break_the_merge(
     start_emulator: StartEmulator, tmp_path: Path
 ) -> None:
-    emulator = await start_emulator(latency_ms=LatencyModel(5.0))
-    data = generated(tmp_path / "in.ndjson", records=RECORDS, users=150)
-    out = tmp_path / "out"
-    await interrupted_run(data, out, emulator.url)
+    url, data, out = await slow_setup(start_emulator, tmp_path)
+    await interrupted_run(data, out, url)
     path = out / WORKERS_DIR / "0" / METRICS
     # A line that is not JSON, one that is not a row, and a torn last one.
     path.write_bytes(path.read_bytes() + b"garbage, not a row\n" + b"[1, 2]\n" + b'{"t": 17000')
 
-    await resume_completes(data, out, emulator.url)
+    await resume_completes(data, out, url)
     merged = metrics(out / METRICS)
     readable = [row for i in (0, 1) for row in metrics(out / WORKERS_DIR / str(i) / METRICS).rows]
     assert merged.skipped == 0
