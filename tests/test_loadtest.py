@@ -3,6 +3,7 @@ thresholds, and latency that does not hide a stalled server."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,22 @@ async def test_schedule_pacer_sends_each_request_at_its_planned_time() -> None:
 async def test_constant_pacer_reports_planned_times_from_its_rate() -> None:
     clock = FakeClock(start_s=7.0)
     pacer = Pacer(100.0, clock=clock)
-    for _ in range(5):
-        pacer._tokens.put_nowait(None)  # the throttler's side is asyncio-throttle's own
+    for _ in range(5):  # the 100 ms window has room for 10: no wait for the pacer task
         assert await pacer.wait() == pytest.approx(7.0 + pacer._issued / 100 - 0.01)
+
+
+async def test_a_full_window_makes_senders_wait_for_the_pacer_task() -> None:
+    pacer = Pacer(100.0, clock=FakeClock())  # 10 requests per 100 ms window
+    for _ in range(10):
+        await asyncio.wait_for(pacer.wait(), 1.0)  # room in the window: at once
+    late = asyncio.ensure_future(pacer.wait())
+    await asyncio.sleep(0.02)
+    assert not late.done(), "the 11th request of a window waits"
+    runner = asyncio.ensure_future(pacer.run())
+    try:
+        await asyncio.wait_for(late, 1.0)  # the pacer task grants it once the window moves
+    finally:
+        runner.cancel()
 
 
 async def test_a_ramp_plans_then_ends_the_run_on_the_injected_clock(
