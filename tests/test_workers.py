@@ -35,6 +35,18 @@ async def spawn(data: Path, out: Path, url: str, *extra: str,
     )
 
 
+def worker_pid(parent: int, index: int) -> int | None:
+    """Worker `index` of a parent run once it runs the worker's code: a child just forked
+    still shows the parent's command line, so counting children is not enough."""
+    for pid in children(parent):
+        try:
+            if f"{WORKERS_DIR}/{index}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 async def until(predicate: object, *, timeout_s: float = 15.0) -> None:
     """Polls a condition on files and processes the child makes (our only window into it)."""
     assert callable(predicate)
@@ -135,9 +147,9 @@ async def test_a_worker_killed_in_a_resumed_run_is_exit_5_then_resume_completes(
     before = worker_rows(out, 1)
 
     proc = await spawn(data, out, url, "--resume")
-    await until(lambda: worker_rows(out, 1) > before and len(children(proc.pid)) == 2)
-    victim = next(pid for pid in children(proc.pid)
-                  if f"{WORKERS_DIR}/1".encode() in Path(f"/proc/{pid}/cmdline").read_bytes())
+    await until(lambda: worker_rows(out, 1) > before and worker_pid(proc.pid, 1))
+    victim = worker_pid(proc.pid, 1)
+    assert victim is not None
     os.kill(victim, signal.SIGKILL)
     code, err = await finish(proc)
 
@@ -206,10 +218,10 @@ async def test_a_stale_summary_of_a_dead_worker_is_not_merged(
     (out / WORKERS_DIR / "1" / SUMMARY).write_bytes(_foreign_summary("an-earlier-session"))
 
     proc = await spawn(data, out, url, "--resume")
-    await until(lambda: len(children(proc.pid)) == 2)
-    for pid in children(proc.pid):
-        if f"{WORKERS_DIR}/1".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGKILL)
+    await until(lambda: worker_pid(proc.pid, 1))
+    victim = worker_pid(proc.pid, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
     code, err = await finish(proc)
 
     assert code == 5, err
