@@ -53,15 +53,16 @@ async def test_constant_pacer_reports_planned_times_from_its_rate() -> None:
 
 
 async def test_a_full_window_makes_senders_wait_for_the_pacer_task() -> None:
-    pacer = Pacer(100.0, clock=FakeClock())  # 10 requests per 100 ms window
-    for _ in range(10):
-        await asyncio.wait_for(pacer.wait(), 1.0)  # room in the window: at once
+    # 2/s is one request per 0.5 s window: wide enough that a stalled machine cannot let
+    # the window move on before the second request asks.
+    pacer = Pacer(2.0, clock=FakeClock())
+    await asyncio.wait_for(pacer.wait(), 1.0)  # room in the window: at once
     late = asyncio.ensure_future(pacer.wait())
     await asyncio.sleep(0.02)
-    assert not late.done(), "the 11th request of a window waits"
+    assert not late.done(), "the second request of a window waits"
     runner = asyncio.ensure_future(pacer.run())
     try:
-        await asyncio.wait_for(late, 1.0)  # the pacer task grants it once the window moves
+        await asyncio.wait_for(late, 3.0)  # the pacer task grants it once the window moves
     finally:
         runner.cancel()
 
