@@ -22,7 +22,10 @@ from replayer.engine.dispatch import signal_of
 from replayer.engine.lanes import Work
 from replayer.engine.rate_control import (
     BETA,
+    HEADROOM,
     K_S,
+    SLOW_START_DOUBLING_S,
+    WINDOW_S,
     AutoRate,
     LimitCounts,
     RateController,
@@ -74,9 +77,9 @@ def controller(start: float = 20.0, ceiling: float = 10_000.0) -> RateController
 
 def test_it_climbs_fast_while_nothing_is_throttled() -> None:
     ctrl = controller()
-    seconds = drive(ctrl, until_s=3.0)
-    assert [rate for _, rate, _, _ in seconds][-1] > 20 * 2 ** 6
-    assert ctrl.state(3.0) is RateState.CLIMBING and ctrl.cuts == 0
+    drive(ctrl, until_s=1.5)
+    assert ctrl.rate_at(1.5) > 20 * 2 ** 7  # doubling every 0.2 s: 20 * 2 ** 7.5 by now
+    assert ctrl.state(1.5) is RateState.CLIMBING and ctrl.cuts == 0
 
 
 @pytest.mark.parametrize("limit", [50.0, 400.0, 2000.0], ids=["50", "400", "2000"])
@@ -150,8 +153,12 @@ def test_it_never_passes_the_ceiling() -> None:
 
 def test_it_does_not_grow_a_rate_the_client_does_not_use() -> None:
     ctrl = controller(start=20.0)
-    drive(ctrl, until_s=10.0, demand_per_s=30.0)
-    assert ctrl.rate_per_s <= 2 * 30.0 * 1.01
+    seconds = drive(ctrl, until_s=10.0, demand_per_s=30.0)
+    # Past the first window it grows no more: at most what slow start reached in that
+    # window, or HEADROOM times the rate used, whichever is higher.
+    assert len({rate for _, rate, _, _ in seconds}) == 1
+    warm = 20.0 * 2 ** (WINDOW_S / SLOW_START_DOUBLING_S)
+    assert ctrl.rate_per_s <= max(HEADROOM * 30.0, warm) * 1.01
 
 
 def test_it_goes_no_lower_than_one_a_second_when_everything_is_throttled() -> None:

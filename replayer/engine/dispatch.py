@@ -15,6 +15,8 @@ from replayer.engine.pacing import Clock, Pacer, Pacing, ScheduleEnded
 from replayer.engine.rate_control import LimitCounts, RateController, Signal
 from replayer.engine.settle import Settler
 
+UPDATE_S = 0.005  # --rate auto: how often, at most, answers move the pacer's rate
+
 
 @dataclass(frozen=True, slots=True)
 class Batching:
@@ -33,12 +35,17 @@ class AutoRateFeed:
         self.controller = controller
         self._pacer = pacer
         self._clock = clock
+        self._updated_s = clock.now()
 
     def answered(self, signal: Signal, *, sent_s: float) -> None:
-        """One request's answer (sent at `sent_s`)."""
+        """One request's answer (sent at `sent_s`). The pacer's rate follows a throttle at
+        once and otherwise at most every UPDATE_S: thousands of answers a second need not
+        each move the curve (its growth depends on time, not on how often it is read)."""
         now_s = self._clock.now()
         self.controller.answered(now_s, sent_s=sent_s, signal=signal)
-        self._pacer.set_rate(self.controller.rate_at(now_s))
+        if signal is Signal.THROTTLED or now_s - self._updated_s >= UPDATE_S:
+            self._updated_s = now_s
+            self._pacer.set_rate(self.controller.rate_at(now_s))
 
     def rate_now(self) -> float:
         """The controller's rate now (also applied to the pacer)."""

@@ -30,10 +30,10 @@ from replayer.config.settings import Settings
 BETA = 0.8  # a throttle cuts the rate to this share of what the server was answering
 K_S = 2.0  # seconds after a cut at which the cubic curve is back at w_max
 C = (1.0 - BETA) / K_S**3  # the cubic's scale (per s^3, relative to w_max)
-SLOW_START_DOUBLING_S = 0.4  # before the first throttle, the rate doubles this often
+SLOW_START_DOUBLING_S = 0.2  # before the first throttle, the rate doubles this often
 STALE_S = 2 * K_S  # this long after a cut without another, w_max is stale: slow start again
 WINDOW_S = 0.5  # answered and not-throttled rates are measured over this window
-HEADROOM = 2.0  # the rate does not grow beyond this many times the answered rate
+HEADROOM = 3.0  # the rate does not grow beyond this many times the answered rate
 MIN_RATE_PER_S = 1.0  # the floor: one request a second keeps probing the server
 BACKING_OFF_S = 1.0  # the state reads "backing off" this long after a cut
 NEAR = 0.1  # within this share of w_max the controller is "holding"
@@ -143,11 +143,11 @@ class RateController:
         """One answer to a request sent at `sent_s`; a throttle may cut the rate."""
         if signal is Signal.NEUTRAL:
             return
-        self.rate_at(now_s)
         self._answered.append(now_s)
-        if signal is Signal.OK:
+        if signal is Signal.OK:  # counted only: the curve moves when rate_at is next read
             self._ok.append(now_s)
             return
+        self.rate_at(now_s)
         if self._cut_s is not None and sent_s < self._cut_s:
             return  # sent at the rate before the last cut: already answered for
         self._cut(now_s)
