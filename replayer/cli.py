@@ -3,7 +3,7 @@
 Exit codes of `replayer run`: 0 every record delivered; 1 some records failed (see
 failures.ndjson); 2 usage or configuration error; 3 stopped: the API refused the access
 key (401, "Invalid access key", or 403 on a single call); 4 stopped: the input could not
-be read; 5 a worker process died; 6 a --fail-if threshold failed; 7 stopped: an output
+be read, or the endpoint could not be reached before the first record; 5 a worker process died; 6 a --fail-if threshold failed; 7 stopped: an output
 could not be written; 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM (resumable).
 """
 
@@ -39,7 +39,14 @@ from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir
 from replayer.output.lock import FolderLock
 from replayer.output.merge_command import merge
 from replayer.output.resume import ResumeState, check_workers, read_resume
-from replayer.output.runfile import ResumeError, RunRecord, check_resume, fingerprints, record_for
+from replayer.output.runfile import (
+    ResumeError,
+    RunRecord,
+    check_resume,
+    fingerprints,
+    folder_for,
+    record_for,
+)
 from replayer.output.sinks import OutputError
 from replayer.records import ExitCode
 from replayer.report.command import report
@@ -64,8 +71,10 @@ Exit codes:
   1    some records failed (each is a row of failures.ndjson)
   2    usage or configuration error
   3    stopped: the API refused the access key (401, "Invalid access key",
-       or 403 on a single call); nothing more was sent
-  4    stopped: an input file could not be read
+       or 403 on a single call), at the preflight call or later; nothing
+       more was sent
+  4    stopped: an input file could not be read, or the preflight call
+       found no Leanplum API at the endpoint (nothing was sent)
   5    a worker process died (its messages are above)
   6    a --fail-if threshold failed
   7    stopped: an output could not be written (disk full, folder
@@ -146,6 +155,9 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
               help="File holding the production client key (or set LEANPLUM_CLIENT_KEY).")
 @click.option("--allow-insecure-http", is_flag=True, default=None,
               help="Allow plain http:// to a host that is not loopback.")
+@click.option("--preflight/--no-preflight", default=None,
+              help="Check the endpoint and key with one call that creates nothing, before "
+                   "the first record (not for embedded or --dry-run).")
 @click.option("--concurrency", type=int, default=None, help="Requests in flight at most [64].")
 @click.option("--rate", "rate_per_s", default=None, metavar="RATE|SCHEDULE",
               help="Requests per second at most [unpaced], or a schedule: 100..1000/60s "
@@ -223,6 +235,7 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
     settings = prepared.settings
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     run_setup.confirm_real_run(settings, paths)
+    run_setup.announce(settings, paths, prepared.out_dir)
     resume_command = run_setup.resume_command(click.get_current_context(), paths,
                                               prepared.out_dir)
     prepared = dataclasses.replace(prepared, record=dataclasses.replace(
@@ -261,7 +274,7 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
     """Settings, the folder (locked for the rest of the command), and a checked resume."""
     try:
         settings = load_settings(flags=_load_flags(given), env=os.environ,
-                                 config_path=config_path)
+                                 config_path=config_path, sending=True)
         if settings.loop and not settings.duration_s:
             raise ConfigError("--loop replays until --duration ends: give a --duration")
         if settings.loop and settings.resume:
@@ -271,7 +284,8 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         out_dir = choose_out_dir(settings.out_dir, inputs=paths, resume=settings.resume,
-                                 now_s=time.time())
+                                 now_s=time.time(),
+                                 default=None if settings.out_dir else folder_for(paths, settings))
         # One run per folder: locked before anything in it is touched, released when this
         # command ends (after sys.exit below) or with the process; workers die with it.
         lock = click.get_current_context().with_resource(FolderLock(out_dir))
@@ -288,6 +302,8 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
         elif settings.resume:
             check_resume(out_dir, record)
             check_workers(out_dir, record)
+        # Last: every local check first, so that a refused folder costs no call at all.
+        run_setup.check_endpoint_answers(settings)
     except (ConfigError, OutDirError, ResumeError) as exc:
         raise SetupError(str(exc)) from None
     except OutputError as exc:

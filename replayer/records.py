@@ -16,7 +16,7 @@ import orjson
 
 JSONObject = dict[str, Any]
 
-# Parameters that belong to configuration, never to a record (CONTRACT.md: secrets
+# Parameters that belong to configuration, never to a record (docs/leanplum-api.md: secrets
 # and configuration). A record carrying one of them is rejected without echoing it.
 CONFIG_FIELDS = frozenset({"appId", "clientKey", "apiVersion"})
 SECRET_FIELDS = frozenset({"clientKey"})

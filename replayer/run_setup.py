@@ -4,6 +4,7 @@ that resumes the run (kept in run.json and printed when the run stops early).
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from replayer.config import Settings, is_remote
+from replayer.config import Settings, describe_target, is_remote
+from replayer.config.settings import EMBEDDED
+from replayer.engine.endpoint import Endpoint
+from replayer.engine.preflight import preflight
 from replayer.records import ExitCode
 from replayer.source.checkfile import check_files
 from replayer.source.read import is_stream
@@ -51,6 +55,41 @@ def confirm_real_run(settings: Settings, paths: tuple[str, ...]) -> None:
                          "to confirm, or add --yes (see --dry-run for the exact cost)")
     if not click.confirm("Go on?", err=True):
         raise SetupError("not confirmed; nothing was sent")
+
+
+class KeyRefused(click.ClickException):
+    """The endpoint refused the key at the preflight call: nothing was read, sent or written."""
+
+    exit_code = ExitCode.INVALID_KEY
+
+
+class EndpointUnreachable(click.ClickException):
+    """The preflight call found no Leanplum API at the endpoint: nothing was sent or written."""
+
+    exit_code = ExitCode.INPUT
+
+
+def check_endpoint_answers(settings: Settings) -> None:
+    """The preflight call, for a run that will send to an endpoint of its own (engine.preflight)."""
+    if not settings.preflight or settings.dry_run or settings.endpoint == EMBEDDED:
+        return
+    assert settings.app_id is not None and settings.client_key is not None
+    endpoint = Endpoint(settings.endpoint, settings.app_id, settings.client_key.reveal())
+    failure = asyncio.run(preflight(endpoint, timeout_s=settings.timeout_s))
+    if failure is not None and failure.code is ExitCode.INVALID_KEY:
+        raise KeyRefused(failure.message)
+    if failure is not None:
+        raise EndpointUnreachable(failure.message)
+
+
+def announce(settings: Settings, paths: tuple[str, ...], out_dir: Path) -> None:
+    """The start line: what is read, where it goes, where the outputs are (stderr)."""
+    if settings.quiet:
+        return
+    # A signed URL's query is a credential: the line names the object without it.
+    inputs = paths[0].split("?", 1)[0] if len(paths) == 1 else f"{len(paths)} inputs"
+    target = describe_target(settings.endpoint, dry_run=settings.dry_run)
+    click.echo(f"replaying {inputs} into {target}; outputs in {out_dir}/", err=True)
 
 
 def resume_command(ctx: click.Context, paths: tuple[str, ...], out_dir: Path) -> str:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from replayer.config import Secret, Settings
@@ -20,16 +25,7 @@ from replayer.source.generate import write_records
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _shared_leanplum() -> Path:
-    """Leanplum's published data, kept in shared/ beside the checkout (not copied into it)."""
-    for folder in REPO.parents:
-        candidate = folder / "shared" / "leanplum"
-        if candidate.is_dir():
-            return candidate
-    raise RuntimeError(f"no shared/leanplum beside {REPO}: the tests read Leanplum's data there")
-
-
-SHARED = _shared_leanplum()
+DATA = REPO / "tests" / "data"  # what the tests know of the API, written for them (tests/data/README.md)
 TEST_APP_ID = "test-app"
 TEST_KEY = "test-secret-key-7f3a9c"  # distinctive, so a leak is easy to grep for
 
@@ -124,3 +120,52 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now_s += seconds
         await asyncio.sleep(0)
+
+
+@contextmanager
+def emulator_thread(config: EmulatorConfig | None = None, *, port: int = 0) -> Iterator[str]:
+    """An emulator on its own loop in a thread, so the CLI can run its own asyncio.run().
+
+    Yields its /api URL; `config` defaults to the test credentials, `port` 0 to a free one.
+    """
+    config = config or EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    url: list[str] = []
+
+    async def serve() -> web.AppRunner:
+        runner = web.AppRunner(create_app(config))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        url.append(f"http://127.0.0.1:{runner.addresses[0][1]}/api")
+        return runner
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        runner = loop.run_until_complete(serve())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield url[0]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def emulator_state(url: str) -> dict[str, Any]:
+    """What an emulator has recorded (GET /_emulator/state), read without an event loop."""
+    with urllib.request.urlopen(url.rsplit("/api", 1)[0] + "/_emulator/state") as answer:
+        return orjson.loads(answer.read())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def threaded_emulator() -> Iterator[str]:
+    """The test emulator in a thread (emulator_thread); yields its /api URL."""
+    with emulator_thread() as url:
+        yield url

@@ -28,11 +28,11 @@ from replayer.engine.replay import replay
 from replayer.output.layout import FAILURES, RESULTS
 from replayer.records import ExitCode
 from replayer.source.read import CHUNK_LINES, iter_lines
-from tests.conftest import SHARED, StartEmulator, read_rows, settings_for
+from tests.conftest import DATA, StartEmulator, read_rows, settings_for
 
 T0 = 1_700_000_000
 RUN_TIMEOUT_S = 10.0  # a hung run fails the test instead of hanging the suite
-SUCCESS = orjson.loads((SHARED / "start-response.example.json").read_bytes())["response"][0]
+SUCCESS = orjson.loads((DATA / "start-response.json").read_bytes())["response"][0]
 
 
 # ---- inputs ----------------------------------------------------------------------------

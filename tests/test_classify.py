@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,9 +16,9 @@ from replayer.engine.classify import (
     limit_cause,
 )
 from replayer.records import Attempt
+from tests.conftest import DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "leanplum"
-REAL_BODY = (SHARED / "start-response.example.json").read_bytes()
+REAL_BODY = (DATA / "start-response.json").read_bytes()
 REAL_ELEMENT: dict[str, Any] = orjson.loads(REAL_BODY)["response"][0]
 
 OK = {"success": True}

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from click.testing import CliRunner
 
 from replayer.cli import main
-from replayer.emulator import EmulatorConfig, create_app
 from replayer.output.layout import FAILURES, RESULTS, SUMMARY
 from tests.conftest import REPO, TEST_APP_ID, TEST_KEY, generated, read_rows
 
@@ -32,37 +28,6 @@ def invoke(*args: str, env: dict[str, Any] | None = None, stdin: bytes | None = 
 
 def summary(out: Path) -> dict[str, Any]:
     return orjson.loads((out / SUMMARY).read_bytes())  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def threaded_emulator() -> Iterator[str]:
-    """An emulator on its own loop in a thread, so the CLI can run its own asyncio.run()."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    url: list[str] = []
-
-    async def serve() -> web.AppRunner:
-        runner = web.AppRunner(create_app(EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY)))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        url.append(f"http://127.0.0.1:{port}/api")
-        return runner
-
-    def target() -> None:
-        asyncio.set_event_loop(loop)
-        runner = loop.run_until_complete(serve())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield url[0]
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
 
 
 def test_demo_on_the_samples_accounts_for_every_line(tmp_path: Path) -> None:
@@ -103,7 +68,7 @@ def test_all_valid_exits_0_and_reads_stdin_and_gzip(tmp_path: Path) -> None:
         (["run", "no-such-file.ndjson"], "no such file"),
         (["run", "-", "-"], "once"),
         (["run", "IN", "--client-key", "x"], "No such option"),
-        (["run", "IN", "--resume"], "--resume needs --out"),
+        (["run", "-", "--resume"], "--resume needs --out"),
         (["run", "IN", "--concurrency", "0"], "concurrency"),
         (["run", "IN", "--endpoint", "http://api.example.com/api"], "http"),
         (["run", "IN", "--endpoint", "https://api.leanplum.com/api"], "app id"),
@@ -270,7 +235,8 @@ def test_a_resume_aimed_at_another_endpoint_is_refused(tmp_path: Path,
     env = {"LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY}
     invoke("run", str(data), "--out", str(out), "--endpoint", threaded_emulator, env=env)
 
-    result = invoke("run", str(data), "--out", str(out), "--resume", env=env)  # no --endpoint
+    result = invoke("run", str(data), "--out", str(out), "--resume", "--endpoint", "embedded",
+                    env=env)
 
     assert result.exit_code == 2
     assert f"was sending to {threaded_emulator}, not embedded" in result.output

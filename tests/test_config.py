@@ -81,6 +81,7 @@ def test_each_default_passes_its_own_check(spec: Any) -> None:
 LOADED_DEFAULTS: dict[str, object] = {
     "endpoint": "embedded",
     "allow_insecure_http": False,
+    "preflight": True,
     "app_id": EMBEDDED_APP_ID,
     "client_key": Secret(EMBEDDED_CLIENT_KEY),
     "client_key_file": None,
@@ -232,6 +233,7 @@ def test_a_flag_of_none_counts_as_not_given() -> None:
 ENV_CASES: list[tuple[str, str, str, object]] = [
     ("REPLAYER_ENDPOINT", "https://lp.example.com/api", "endpoint", "https://lp.example.com/api"),
     ("REPLAYER_ALLOW_INSECURE_HTTP", "TRUE", "allow_insecure_http", True),
+    ("REPLAYER_PREFLIGHT", "no", "preflight", False),
     ("LEANPLUM_APP_ID", "app-9", "app_id", "app-9"),
     ("REPLAYER_APP_ID", " app-8 ", "app_id", "app-8"),
     ("LEANPLUM_CLIENT_KEY", KEY, "client_key", Secret(KEY)),
@@ -747,7 +749,8 @@ def test_the_package_re_exports_what_its_importers_use() -> None:
 
     used = {  # grep -rn "from replayer.config import" replayer tests docs
         "CONFIG_ENV", "EMBEDDED_APP_ID", "EMBEDDED_CLIENT_KEY", "FIELDS", "SECTIONS", "SPECS",
-        "ConfigError", "FieldSpec", "Secret", "Settings", "is_remote", "key_file_warning",
+        "ConfigError", "FieldSpec", "Secret", "Settings", "describe_target", "is_remote",
+        "key_file_warning",
         "load_settings",
     }
     assert set(config.__all__) == used

@@ -28,8 +28,8 @@ from replayer.emulator import (
 from replayer.emulator import command as command_module
 from replayer.emulator.command import emulate
 from replayer.emulator.store import Invalid, StartAction, UserStore, Verdict, parse_start
+from tests.conftest import DATA
 
-LEANPLUM_DIR = Path(__file__).resolve().parents[2] / "shared" / "leanplum"
 T0 = 1_700_000_000
 CONCURRENT = "Request failed due to concurrent requests to the same profile ID"
 
@@ -290,7 +290,7 @@ async def test_api_version_is_required() -> None:
 
 
 async def test_start_success_has_leanplums_shape() -> None:
-    example = json.loads((LEANPLUM_DIR / "start-response.example.json").read_text())
+    example = json.loads((DATA / "start-response.json").read_text())
     async with serving() as api:
         status, answer = await api.call("start", start("alice"))
         _, again = await api.call("start", start("alice"))

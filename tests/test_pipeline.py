@@ -18,7 +18,7 @@ from replayer.engine.replay import replay
 from replayer.output.layout import FAILURES, RESULTS, SUMMARY
 from replayer.records import ExitCode
 from tests.conftest import (
-    SHARED,
+    DATA,
     TEST_KEY,
     StartEmulator,
     generated,
@@ -123,7 +123,7 @@ async def test_client_key_is_in_no_output_file(
 async def test_requests_match_the_published_schema(
     start_emulator: StartEmulator, tmp_path: Path, batch: bool
 ) -> None:
-    schema = orjson.loads((SHARED / "start-request.schema.json").read_bytes())
+    schema = orjson.loads((DATA / "start-request.schema.json").read_bytes())
     # The published schema requires userId, but the same docs accept deviceId alone.
     device_only = {**schema, "required": [r for r in schema["required"] if r != "userId"]}
     emulator = await start_emulator(record_requests=True)

@@ -20,7 +20,7 @@ from replayer.engine.retry import RetryPolicy
 from replayer.output.layout import FAILURES, RESULTS
 from replayer.records import ExitCode
 from tests.conftest import (
-    SHARED,
+    DATA,
     FakeClock,
     StartEmulator,
     generated,
@@ -82,7 +82,7 @@ async def test_backoff_follows_the_policy_on_the_injected_clock(
 async def test_outage_pauses_and_probes_instead_of_failing_records(tmp_path: Path) -> None:
     down_until = time.monotonic() + 1.5
     seen = {"down": 0, "up": 0}
-    answer = (SHARED / "start-response.example.json").read_bytes()
+    answer = (DATA / "start-response.json").read_bytes()
 
     async def api(request: web.Request) -> web.Response:
         await request.read()

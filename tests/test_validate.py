@@ -18,8 +18,8 @@ import pytest
 from replayer.records import CONFIG_FIELDS, RawLine, RecordFailure, Session
 from replayer.source.generate import write_records
 from replayer.source.validate import VALIDATION_KINDS, parse_line
+from tests.conftest import DATA
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "leanplum"
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sample-secret-do-not-echo"
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -746,7 +746,7 @@ SCHEMA_CASES = CONFORMANT + generated_records()
 
 @pytest.fixture(scope="module")
 def start_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = orjson.loads((SHARED / "start-request.schema.json").read_bytes())
+    schema: dict[str, Any] = orjson.loads((DATA / "start-request.schema.json").read_bytes())
     return schema
 
 
@@ -763,7 +763,7 @@ def test_session_body_matches_published_schema(
     body = {**result.params, "appId": "app_x", "clientKey": "prod_x", "apiVersion": "1.0.6"}
     schema = start_schema
     if result.user_id is None:
-        # The published schema requires userId, but the same docs (and CONTRACT.md) say a
+        # The published schema requires userId, but the same docs (and docs/leanplum-api.md) say a
         # request may carry a deviceId alone; a blank userId means "use the device ID".
         schema = copy.deepcopy(start_schema)
         schema["required"].remove("userId")

@@ -6,14 +6,19 @@ import asyncio
 import os
 import re
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Handler
 from prometheus_client.parser import text_string_to_metric_families
 
-from replayer.emulator import LatencyModel
+from replayer.emulator import EmulatorConfig, LatencyModel, create_app
 from replayer.output.layout import SUMMARY
 from tests.conftest import TEST_APP_ID, TEST_KEY, StartEmulator, generated
 
@@ -30,41 +35,72 @@ def values(text: str) -> dict[str, float]:
     return out
 
 
+HELD_AFTER = 200  # requests answered before the gate holds the rest
+
+
+@asynccontextmanager
+async def gated_emulator() -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """The emulator, holding every request after the first HELD_AFTER until the event is set:
+    the run is certainly going on while the test scrapes, whatever the machine's speed."""
+    release = asyncio.Event()
+    answered = 0
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal answered
+        if request.path == "/api":
+            answered += 1
+            if answered > HELD_AFTER:
+                await release.wait()
+        return await handler(request)
+
+    app = create_app(EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY,
+                                    latency_ms=LatencyModel(2.0)))
+    app.middlewares.append(gate)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/api")), release
+    finally:
+        release.set()
+        await server.close()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
-async def test_metrics_are_scraped_during_a_run(
-    start_emulator: StartEmulator, tmp_path: Path, workers: str
-) -> None:
-    emulator = await start_emulator(latency_ms=LatencyModel(15.0))
+async def test_metrics_are_scraped_during_a_run(tmp_path: Path, workers: str) -> None:
     data = generated(tmp_path / "in.ndjson", records=1500, users=300)
     out = tmp_path / "out"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "replayer", "run", str(data), "--out", str(out),
-        "--endpoint", emulator.url, "--no-batch", "--concurrency", "8", "--workers", workers,
-        "--metrics-port", "0", env=ENV,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    url = None
-    async with asyncio.timeout(30):
-        while url is None:
-            line = (await proc.stderr.readline()).decode()
-            assert line, "the run ended before saying where its metrics are"
-            found = re.search(r"metrics on (http://\S+/metrics)", line)
-            url = found.group(1) if found else None
+    async with gated_emulator() as (url_api, release):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "replayer", "run", str(data), "--out", str(out),
+            "--endpoint", url_api, "--no-batch", "--concurrency", "8", "--workers", workers,
+            "--metrics-port", "0", "--no-preflight", env=ENV,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        url = None
+        async with asyncio.timeout(30):
+            while url is None:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "the run ended before saying where its metrics are"
+                found = re.search(r"metrics on (http://\S+/metrics)", line)
+                url = found.group(1) if found else None
 
-    scrapes = []
-    async with aiohttp.ClientSession() as http:
-        while proc.returncode is None and len(scrapes) < 3:
-            async with http.get(url) as response:
-                assert response.status == 200
-                scrapes.append(values(await response.text()))
-            await asyncio.sleep(1.0)  # the rows behind the metrics come once a second
-    await asyncio.wait_for(proc.communicate(), 60)
+        scrapes = []
+        async with aiohttp.ClientSession() as http, asyncio.timeout(60):
+            # Held at HELD_AFTER requests, the run cannot end: scrape until its rows show.
+            while not scrapes or scrapes[-1]["replayer_records_total{outcome=delivered}"] == 0:
+                async with http.get(url) as response:
+                    assert response.status == 200
+                    scrapes.append(values(await response.text()))
+                await asyncio.sleep(0.2)
+        release.set()
+        await asyncio.wait_for(proc.communicate(), 60)
 
     assert proc.returncode == 0
     delivered = [s['replayer_records_total{outcome=delivered}'] for s in scrapes]
     assert delivered == sorted(delivered) and delivered[-1] > 0, "a counter that grows"
-    assert delivered[-1] < 1500, "scraped while the run was going on"
+    assert delivered[-1] <= HELD_AFTER, "scraped while the run was going on"
     last = scrapes[-1]
     assert last["replayer_requests_in_flight{}"] <= 8
     assert last["replayer_request_latency_seconds_count{}"] == delivered[-1]

@@ -6,7 +6,7 @@ settings (FIELDS), `load` the layers and `load_settings`, `checks` the whole-set
 
 from __future__ import annotations
 
-from replayer.config.checks import is_remote, key_file_warning
+from replayer.config.checks import describe_target, is_remote, key_file_warning
 from replayer.config.load import CONFIG_ENV, load_settings
 from replayer.config.settings import (
     EMBEDDED_APP_ID,
@@ -28,6 +28,7 @@ __all__ = [
     "FieldSpec",
     "Secret",
     "Settings",
+    "describe_target",
     "is_remote",
     "key_file_warning",
     "load_settings",

@@ -52,6 +52,8 @@ def check_endpoint(settings: Settings, source: str) -> None:
         problem = "it must not carry credentials (user:password@)"
     elif parts.query or parts.fragment:
         problem = "it must not carry a query or fragment (the action is added as ?action=...)"
+    elif parts.path.rstrip("/") != "/api":
+        problem = "its path must be /api, the API's only one"
     elif scheme == "http" and not settings.allow_insecure_http and not _is_loopback(
         parts.hostname
     ):
@@ -66,6 +68,40 @@ def check_endpoint(settings: Settings, source: str) -> None:
         f'{source}: expected "embedded" or an http(s) URL such as '
         f"https://api.leanplum.com/api, but {problem}"
     )
+
+
+def check_target_chosen(settings: Settings, *, credentials: list[str]) -> None:
+    """Refuse to pick the emulator by default when Leanplum credentials are configured.
+
+    Credentials say the user means a real app; sending its records to the built-in
+    emulator because --endpoint was forgotten would look like a finished migration.
+    A dry run sends nothing, so it needs no target.
+    """
+    if not credentials or settings.dry_run:
+        return
+    raise ConfigError(
+        f"{credentials[0]} is set but no endpoint is: pass --endpoint "
+        "https://api.leanplum.com/api to send to Leanplum, or --endpoint embedded to "
+        "replay into the built-in emulator (nothing then reaches Leanplum); "
+        "REPLAYER_ENDPOINT and [leanplum] endpoint work too"
+    )
+
+
+LEANPLUM_HOST = "api.leanplum.com"
+
+
+def describe_target(endpoint: str, *, dry_run: bool = False) -> str:
+    """Where a run's records go, in words for people (the start line, summaries, the report)."""
+    if dry_run:
+        return "nowhere (a dry run: nothing is sent)"
+    if endpoint == EMBEDDED:
+        return "the built-in emulator (nothing reaches Leanplum)"
+    host = (urlsplit(endpoint).hostname or "").rstrip(".").lower()
+    if host == LEANPLUM_HOST:
+        return f"Leanplum at {endpoint}"
+    if _is_loopback(host):
+        return f"{endpoint} (on this machine, not Leanplum)"
+    return endpoint
 
 
 def is_remote(endpoint: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from replayer.config.checks import (
     check_endpoint,
+    check_target_chosen,
     check_workers,
     key_file_warning,
     with_credentials,
@@ -33,9 +34,14 @@ _Layer = dict[str, tuple[Any, str]]
 
 
 def load_settings(
-    *, flags: Mapping[str, object], env: Mapping[str, str], config_path: Path | None
+    *, flags: Mapping[str, object], env: Mapping[str, str], config_path: Path | None,
+    sending: bool = False,
 ) -> Settings:
-    """Settings from flags > env > config file > defaults; ConfigError if any given value is bad."""
+    """Settings from flags > env > config file > defaults; ConfigError if any given value is bad.
+
+    `sending`: for a command that sends (run, spark), the endpoint must be given whenever
+    credentials are (checks.check_target_chosen).
+    """
     if config_path is None and env.get(CONFIG_ENV, "").strip():
         config_path = Path(env[CONFIG_ENV].strip())
     # Every source is checked in full, even where a higher one wins: a bad value is a
@@ -52,6 +58,8 @@ def load_settings(
                 break
     values["client_key"], values["client_key_file"] = _resolve_key(layers)
     settings = Settings(**values)
+    if sending and "endpoint" not in sources:
+        check_target_chosen(settings, credentials=_credential_sources(layers))
     check_endpoint(settings, sources.get("endpoint", "default endpoint"))
     check_workers(settings.workers, sources.get("workers", ""), os.cpu_count() or 1)
     return with_credentials(settings)
@@ -174,6 +182,12 @@ def _typed(kind: Kind, value: object) -> object:
 def _show(value: object) -> str:
     shown = repr(str(value) if isinstance(value, Path) else value)
     return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _credential_sources(layers: list[_Layer]) -> list[str]:
+    """Where the app id and the client key were given (names of sources, never values)."""
+    names = ("app_id", "client_key", "client_key_file")
+    return [layer[name][1] for layer in layers for name in names if name in layer]
 
 
 def _resolve_key(layers: list[_Layer]) -> tuple[Secret | None, Path | None]:

@@ -74,6 +74,7 @@ class Settings:
 
     endpoint: str = EMBEDDED
     allow_insecure_http: bool = False
+    preflight: bool = True  # one call that creates nothing before the first record
     app_id: str | None = None
     client_key: Secret | None = None
     client_key_file: Path | None = None  # the key file actually read, if the key came from one

@@ -101,6 +101,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "allow_insecure_http", "bool", "--allow-insecure-http", "leanplum",
         ("REPLAYER_ALLOW_INSECURE_HTTP",),
     ),
+    FieldSpec("preflight", "bool", "--preflight", "leanplum", ("REPLAYER_PREFLIGHT",)),
     FieldSpec("app_id", "str", "--app-id", "leanplum", ("LEANPLUM_APP_ID", "REPLAYER_APP_ID")),
     FieldSpec(
         "client_key", "secret", "", "leanplum", ("LEANPLUM_CLIENT_KEY", "REPLAYER_CLIENT_KEY")

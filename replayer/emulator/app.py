@@ -30,7 +30,7 @@ from replayer.emulator.store import (
     user_key_of,
 )
 
-# Exact texts that clients match on (CONTRACT.md): the first one ends a replay run.
+# Exact texts that clients match on (docs/leanplum-api.md): the first one ends a replay run.
 INVALID_ACCESS_KEY = "Invalid access key"
 CONCURRENT_PROFILE = "Request failed due to concurrent requests to the same profile ID"
 NOT_CREATED = "User does not exist and createDisposition is CreateNever; nothing was recorded"

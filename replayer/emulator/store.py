@@ -17,7 +17,7 @@ import orjson
 
 JSONObject = dict[str, Any]
 
-MAX_ID_CHARS = 400  # CONTRACT.md: userId and deviceId are at most 400 characters
+MAX_ID_CHARS = 400  # docs/leanplum-api.md: userId and deviceId are at most 400 characters
 _FLAG_WORDS = {"true": True, "1": True, "false": False, "0": False}
 
 

@@ -1,4 +1,4 @@
-"""HTTP status + response element -> one `Outcome` per action, per CONTRACT.md.
+"""HTTP status + response element -> one `Outcome` per action, per docs/leanplum-api.md.
 
 Pure. The verdict says what happens next (deliver, fail, retry, split, stop the run);
 the kind says why, and is what failures.ndjson and the summary count.
@@ -34,7 +34,7 @@ SEND_KINDS: tuple[FailureKind, ...] = tuple(map(FailureKind, (
 )))
 
 INVALID_KEY = "invalid access key"
-# A 429 about one user, not about the app (CONTRACT.md): matched in the message, folded.
+# A 429 about one user, not about the app (docs/leanplum-api.md): matched in the message, folded.
 PROFILE_LOCK = "concurrent requests to the same profile"
 DEV_MODE = ("development mode", "devmode", "dev mode")
 

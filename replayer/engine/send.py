@@ -33,6 +33,11 @@ def start_body(auth: bytes, work: Work) -> bytes:
     return _merge(auth, work.session.body)
 
 
+def start_body_of(auth: bytes, params: bytes) -> bytes:
+    """The JSON body of one `start` call carrying `params` (a JSON object's bytes)."""
+    return _merge(auth, params)
+
+
 def multi_body(auth: bytes, works: Sequence[Work], *, now_s: float) -> bytes:
     """The JSON body of one `multi` call: each action with its own time (the record's, or now)."""
     now = orjson.dumps(now_s)

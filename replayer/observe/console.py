@@ -16,6 +16,7 @@ def print_summary(s: RunSummary, out_dir: Path) -> None:
         f"{s.state}: {s.records} records from {s.lines_read} lines in "
         f"{s.elapsed_s:.2f} s ({s.records_per_s:.0f} records/s)"
     )
+    click.echo(f"  sent to {s.target}")
     done = "would send" if s.dry_run else "delivered"
     click.echo(f"  {done} {s.delivered}, failed {s.failed}"
                + (f", unfinished {s.unfinished}" if s.unfinished else ""))

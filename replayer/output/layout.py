@@ -77,14 +77,18 @@ def is_ours(relative: PurePath) -> bool:
 
 
 def choose_out_dir(
-    out_dir: Path | None, *, inputs: Sequence[str], resume: bool, now_s: float
+    out_dir: Path | None, *, inputs: Sequence[str], resume: bool, now_s: float,
+    default: Path | None = None,
 ) -> Path:
     """The folder this run writes to, created if needed; nothing in it is touched yet.
 
-    Default: a new timestamped folder under ./replay-out/. Refuses a resume without an
+    Without --out: `default` (named by the inputs, runfile.folder_for), or for stdin and
+    pipes a new timestamped folder under ./replay-out/. Refuses a resume without an
     existing folder, a path that is not a folder, and inputs that are replayer's files in it.
     """
-    if out_dir is None:
+    if out_dir is None and default is not None:
+        out_dir = default
+    elif out_dir is None:
         if resume:
             raise OutDirError("--resume needs --out: the folder of the run to continue")
         out_dir = _new_folder(now_s)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -300,6 +301,43 @@ def _object_print(url: str) -> InputPrint:
     except (objects.ObjectError, objects.ObjectsUnavailable) as exc:
         raise ResumeError(str(exc)) from None
     return InputPrint(url, size, digest, info.identity)
+
+
+DEFAULT_PARENT = Path("replay-out")
+_STEM_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_SUFFIXES = (".gz", ".ndjson", ".jsonl", ".json")
+
+
+def folder_for(paths: Sequence[str], settings: Settings) -> Path | None:
+    """The default --out of a run: named by what it reads and where it sends it, so the same
+    command twice meets its own folder, and different inputs get different ones.
+
+    Local files count by path, size and edge hash; objects by their URL without its query
+    (no request is made for it). None for stdin and pipes, whose content is new each time,
+    and for a path that cannot be read (the run itself then says why).
+    """
+    if not paths or any(is_stream(p) for p in paths):
+        return None
+    parts: list[Any] = []
+    try:
+        for path in paths:
+            if is_url(path):
+                parts.append(path.split("?", 1)[0])
+            else:
+                print_ = fingerprints([path])[0]
+                parts.append([os.path.abspath(path), print_.size, print_.sha256_edges])
+    except (ResumeError, OSError):
+        return None
+    parts += [settings.endpoint, settings.dry_run, settings.shard]
+    digest = hashlib.sha256(orjson.dumps(parts)).hexdigest()[:12]
+    return DEFAULT_PARENT / f"{_stem(paths[0])}-{digest}"
+
+
+def _stem(path: str) -> str:
+    name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    while name.lower().endswith(_SUFFIXES):
+        name = name[: name.rfind(".")]
+    return _STEM_CHARS.sub("_", name).strip("._")[:40] or "input"
 
 
 def fingerprints_or_none(paths: Sequence[str]) -> tuple[InputPrint, ...] | None:

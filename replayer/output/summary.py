@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from replayer.config.checks import describe_target
 from replayer.observe.stats import Histogram
 from replayer.records import ExitCode, worst
 
@@ -90,6 +91,11 @@ class RunSummary:
     def code(self) -> ExitCode:
         """The exit code as the enum."""
         return ExitCode.of_child(self.exit_code)
+
+    @property
+    def target(self) -> str:
+        """Where the run's records went, in words (the emulator says nothing reached Leanplum)."""
+        return describe_target(str(self.settings.get("endpoint", "")), dry_run=self.dry_run)
 
 
 # ---- building one process's summary --------------------------------------------------
@@ -250,6 +256,8 @@ def encode(summary: RunSummary) -> bytes:
             continue
         else:
             doc[f.name] = list(value) if isinstance(value, tuple) else value
+        if f.name == "exit_code":
+            doc["target"] = summary.target  # derived, for people reading the file: not decoded
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
 
 

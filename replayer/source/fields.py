@@ -1,4 +1,4 @@
-"""The checks of each `start` parameter a record may carry (CONTRACT.md): `CHECKS`.
+"""The checks of each `start` parameter a record may carry (docs/leanplum-api.md): `CHECKS`.
 
 Pure: imports neither asyncio nor aiohttp, opens no files, and never raises for any input.
 """
@@ -17,8 +17,8 @@ import orjson
 from replayer.records import redact_text
 
 SHOW_CHARS = 40  # how much of an offending value a message quotes
-_MAX_ID_CHARS = 400  # CONTRACT.md: user and device IDs
-_MAX_ATTRIBUTE_NAME_CHARS = 139  # CONTRACT.md: user attribute names
+_MAX_ID_CHARS = 400  # docs/leanplum-api.md: user and device IDs
+_MAX_ATTRIBUTE_NAME_CHARS = 139  # docs/leanplum-api.md: user attribute names
 _MAX_OFFSET_S = 14 * 3600  # the widest real UTC offsets are -12h and +14h
 _MAX_UNIX_S = 1e11  # year 5138: anything larger is a millisecond (or finer) timestamp
 _MAX_ISO_CHARS = 64  # no ISO-8601 timestamp is longer; spares parsing huge strings
@@ -172,7 +172,7 @@ def _object_in_text(text: str) -> dict[str, Any] | None:
 _NAME_TOO_LONG = f"must be 1 to {_MAX_ATTRIBUTE_NAME_CHARS} characters"
 
 
-# An app has at most 500 attribute names (CONTRACT.md), so the same few recur on millions
+# An app has at most 500 attribute names (docs/leanplum-api.md), so the same few recur on millions
 # of lines: the verdicts are remembered. Only names of legal length reach the cache, and
 # it is bounded, so hostile input can neither bloat nor grow it.
 @lru_cache(maxsize=4096)
@@ -269,7 +269,7 @@ def _time(value: Any) -> Any:
     return _unix_seconds(seconds, value)
 
 
-# Every `start` parameter a record may carry (CONTRACT.md), with its check.
+# Every `start` parameter a record may carry (docs/leanplum-api.md), with its check.
 CHECKS: dict[str, Check] = {
     "userId": _id,
     "deviceId": _id,

@@ -32,7 +32,8 @@ def replay(df: DataFrame, *, out: str | Path, settings: Settings | None = None,
     from replayer.spark.job import frame_source, run_job
 
     if settings is None:
-        settings = load_settings(flags=overrides, env=os.environ, config_path=None)
+        settings = load_settings(flags=overrides, env=os.environ, config_path=None,
+                                 sending=True)
     else:
         settings = dataclasses.replace(settings, **overrides)
     out_dir = Path(out)

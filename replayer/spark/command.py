@@ -82,7 +82,8 @@ def spark(paths: tuple[str, ...], out_dir: Path, master: str | None, partitions:
     check_paths(paths)
     flags = {k: v for k, v in given.items() if v is not None}
     try:
-        settings = load_settings(flags=flags, env=os.environ, config_path=config_path)
+        settings = load_settings(flags=flags, env=os.environ, config_path=config_path,
+                                 sending=True)
     except ConfigError as exc:
         _fail(str(exc), ExitCode.USAGE)
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)

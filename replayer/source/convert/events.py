@@ -23,7 +23,7 @@ from replayer.source.convert.normalise import (
 )
 from replayer.source.convert.sessions import Event, OpenSession
 
-_MAX_ID_CHARS = 400  # CONTRACT.md: user and device IDs
+_MAX_ID_CHARS = 400  # docs/leanplum-api.md: user and device IDs
 _MAX_FUTURE_S = 86400.0
 _EXAMPLES = 5  # distinct unmapped values kept per field, for the summary
 _KV_VALUES = ("string_value", "int_value", "float_value", "double_value")

@@ -23,7 +23,7 @@ Rule = Literal["gap", "key", "marker"]
 # Transforms a [start] entry may name, by the parameters they may feed.
 TRANSFORMS = ("text", "country", "locale", "iana", "offset")
 ATTRIBUTE_SHAPES = ("object", "key_value_list")
-# What [start] may map besides identity, location and userAttributes (CONTRACT.md order).
+# What [start] may map besides identity, location and userAttributes (docs/leanplum-api.md order).
 START_FIELDS = (
     "appVersion", "systemName", "systemVersion", "browserName", "browserVersion",
     "deviceName", "deviceModel", "locale", "country", "region", "city",

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pycountry
 
 TIME_UNITS = ("s", "ms", "us", "iso", "auto")
-_MAX_ATTRIBUTE_NAME_CHARS = 139  # CONTRACT.md "Naming limits"
+_MAX_ATTRIBUTE_NAME_CHARS = 139  # docs/leanplum-api.md "Limits on names"
 _MAX_OFFSET_S = 14 * 3600
 _MAX_ISO_CHARS = 64
 _LOCALE = re.compile(
