@@ -136,6 +136,8 @@ def _header(data: RunData) -> str:
     inputs = s.get("inputs")
     read = (f" · inputs: {', '.join(f'<code>{esc(p)}</code>' for p in inputs)}"
             if isinstance(inputs, list) and inputs else "")
+    target = (f'<p class="target">sent to {esc(s["target"])}</p>'
+              if isinstance(s.get("target"), str) else "")
     verdicts = thresholds(s)
     verdict = ("" if not verdicts else
                '<span class="state verdict-failed">thresholds failed</span> '
@@ -147,7 +149,7 @@ def _header(data: RunData) -> str:
         f"<p><span class=\"state state-{esc(state)}\">{esc(state)}</span> {verdict}"
         f"exit code {esc(display.number(s.get('exit_code')))}"
         f" · {esc(s.get('started_at', display.NONE))} → {esc(s.get('ended_at', display.NONE))}"
-        f"{read}</p></header>"
+        f"{read}</p>{target}</header>"
     )
 
 

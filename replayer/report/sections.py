@@ -14,6 +14,7 @@ from replayer.report.markup import esc, failed_thresholds, mapping, num, table, 
 # Rows of the summary table: key in summary.json, label, how to show it.
 _SUMMARY_ROWS = (
     ("state", "State", display.number),
+    ("target", "Sent to", display.number),
     ("exit_code", "Exit code", display.number),
     ("lines_read", "Lines read", display.number),
     ("blank_lines", "Blank lines", display.number),
