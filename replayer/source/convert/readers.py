@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import click
 
+from replayer.records import BOM
 from replayer.source import objects
 from replayer.source.objects import is_url
 from replayer.source.read import InputUnreadable, open_source
@@ -127,6 +128,7 @@ def _zip_lines(path: str) -> Iterator[ExportLine]:
 
 def _lines(name: str, stream: Iterable[bytes]) -> Iterator[ExportLine]:
     for line_no, line in enumerate(stream, start=1):
-        data = line.rstrip(b"\r\n")
+        # As `run` does: a BOM that starts a line is no data.
+        data = line.rstrip(b"\r\n").removeprefix(BOM)
         if data.strip():
             yield ExportLine(name, line_no, data)
