@@ -1,8 +1,18 @@
-"""`replayer convert` at the edges of its inputs: BOMs."""
+"""`replayer convert` at the edges of its inputs: BOMs, FIFOs, process substitution, and
+paths that are neither files nor folders."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -33,3 +43,70 @@ def test_a_bom_at_the_start_of_an_export_is_skipped_as_run_skips_it(name: str,
     assert code == 0, output
     assert out.read_bytes() == RECORDS
     assert Path(f"{out}.rejects.ndjson").read_bytes() == b""
+
+
+@contextlib.contextmanager
+def _fifo_fed(path: Path, data: bytes) -> Iterator[None]:
+    """A FIFO at `path` that a thread fills with `data` once a reader opens it."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(path, "wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        if writer.is_alive():  # nobody read it: open the read end so the writer ends
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            writer.join(timeout=10)
+            os.close(fd)
+
+
+def test_a_fifo_is_read_as_run_reads_one(tmp_path: Path) -> None:
+    fifo, out = tmp_path / "export.fifo", tmp_path / "o.ndjson"
+    with _fifo_fed(fifo, ROWS):
+        code, output = _convert(str(fifo), "-o", str(out))
+    assert code == 0, output
+    assert out.read_bytes() == RECORDS
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash for <(...)")
+def test_process_substitution_of_a_gzipped_export(tmp_path: Path) -> None:
+    export, out = tmp_path / "a.json.gz", tmp_path / "o.ndjson"
+    export.write_bytes(gzip.compress(ROWS))
+    script = '"$0" -m replayer convert --from mixpanel <(zcat "$1") -o "$2"'
+    done = subprocess.run(["bash", "-c", script, sys.executable, str(export), str(out)],
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == RECORDS
+
+
+@pytest.fixture
+def socket_path() -> Iterator[str]:
+    folder = tempfile.mkdtemp(prefix="rp-", dir="/tmp")  # a socket's path is short
+    path = os.path.join(folder, "s")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        yield path
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("socket", "is a socket"),
+    ("device", "/dev/null is a character device"),
+    ("missing", "no such file or directory"),
+])
+def test_a_path_that_is_no_file_says_what_it_is(kind: str, message: str, tmp_path: Path,
+                                                request: pytest.FixtureRequest) -> None:
+    path = {"socket": lambda: request.getfixturevalue("socket_path"),
+            "device": lambda: "/dev/null",
+            "missing": lambda: str(tmp_path / "nowhere.json")}[kind]()
+    out = tmp_path / "o.ndjson"
+    code, output = _convert(path, "-o", str(out))
+    assert code == 4
+    assert message in output
+    assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
+    assert not list(tmp_path.iterdir())
