@@ -110,3 +110,77 @@ def test_a_path_that_is_no_file_says_what_it_is(kind: str, message: str, tmp_pat
     assert message in output
     assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
     assert not list(tmp_path.iterdir())
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["-o", "{export}"], "-o {export} is the input {export}"),
+    (["-o", "./export.json"], "-o ./export.json is the input {export}"),
+    (["-o", "{link}"], "is the input {export}"),
+    (["-o", "{hard}"], "is the input {export}"),
+    (["-o", "{tmp}/export.json.part"], "is the input"),
+    (["-o", "{tmp}/export"], "(written as {tmp}/export.part) is the input {tmp}/export.part"),
+    (["-o", "{tmp}/o.ndjson", "--rejects", "{export}"], "the rejects file {export} is the input"),
+    (["-o", "{tmp}/o.ndjson", "--summary", "{link}"], "the summary file {link} is the input"),
+    (["-o", "{tmp}/o.ndjson", "--summary", "{tmp}/o.ndjson"],
+     "-o {tmp}/o.ndjson and the summary file {tmp}/o.ndjson are the same file"),
+    (["-o", "{tmp}/o.ndjson", "--rejects", "{tmp}/r", "--summary", "{tmp}/./r"],
+     "the rejects file {tmp}/r and the summary file {tmp}/./r are the same file"),
+    (["-o", "-", "--rejects", "{tmp}/r", "--summary", "{tmp}/r.part"], "are the same file"),
+    (["-o", "{tmp}/o.ndjson", "--rejects", "{tmp}/o.ndjson.summary.json"], "are the same file"),
+], ids=["same-path", "dot-slash", "symlink", "hard-link", "output-part-is-input",
+        "writes-through-input", "rejects", "summary-symlink", "summary-is-output",
+        "rejects-is-summary", "rejects-part-is-summary", "rejects-is-default-summary"])
+def test_an_output_that_is_an_input_or_another_output_exits_2_before_writing(
+        flags: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    export = tmp_path / "export.json"
+    export.write_bytes(ROWS)
+    (tmp_path / "export.part").write_bytes(ROWS)
+    (tmp_path / "export.json.part").symlink_to(export)
+    os.symlink(export, tmp_path / "link.json")
+    os.link(export, tmp_path / "hard.json")
+    values = {"export": str(export), "link": str(tmp_path / "link.json"),
+              "hard": str(tmp_path / "hard.json"), "tmp": str(tmp_path)}
+    inputs = ["{tmp}/export.part"] if "{tmp}/export" in flags else ["{export}"]
+    before = _listing(tmp_path)
+    code, output = _convert(*[a.format(**values) for a in [*inputs, *flags]])
+    assert code == 2, output
+    assert output.startswith("Error: ") and output.count("\n") == 1, output
+    assert message.format(**values) in output
+    assert _listing(tmp_path) == before
+
+
+def test_an_earlier_output_in_a_folder_of_exports_is_an_input(tmp_path: Path) -> None:
+    (tmp_path / "export.json").write_bytes(ROWS)
+    out = tmp_path / "out.ndjson"
+    assert _convert(str(tmp_path), "-o", str(out))[0] == 0
+    before = _listing(tmp_path)
+    code, output = _convert(str(tmp_path), "-o", str(out))
+    assert code == 2 and f"-o {out} is the input {out}" in output, output
+    assert _listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("via", ["stdout-appends-to-input", "stdin-is-output"])
+def test_stdin_and_stdout_that_are_an_input_or_output_file_are_refused(via: str,
+                                                                      tmp_path: Path) -> None:
+    export = tmp_path / "export.json"
+    export.write_bytes(ROWS)
+    args = [sys.executable, "-m", "replayer", "convert", "--from", "mixpanel"]
+    with open(export, "rb") as stdin, open(export, "ab") as stdout:
+        if via == "stdout-appends-to-input":
+            command = [*args, str(export), "-o", "-", "--rejects", str(tmp_path / "r"),
+                       "--summary", str(tmp_path / "s")]
+            done = subprocess.run(command, stdout=stdout, capture_output=False,
+                                  stderr=subprocess.PIPE, timeout=120, check=False)
+        else:
+            command = [*args, "-", "-o", str(export)]
+            done = subprocess.run(command, stdin=stdin, stderr=subprocess.PIPE,
+                                  timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert b"is the input" in done.stderr
+    assert export.read_bytes() == ROWS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json"]

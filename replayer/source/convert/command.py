@@ -20,13 +20,18 @@ import orjson
 from replayer.engine.schedule import parse_duration
 from replayer.records import ExitCode
 from replayer.source.convert.mapping import Mapping, MappingError, load_mapping
+from replayer.source.convert.outputs import (
+    PART_SUFFIX,
+    STDOUT,
+    Outputs,
+    harm,
+    stream_identity,
+)
 from replayer.source.convert.pipeline import DEFAULT_MAX_HELD, ConvertOptions
 from replayer.source.convert.pipeline import convert as run_conversion
 from replayer.source.convert.readers import InputError, expand_paths, iter_export_lines
 from replayer.source.convert.sources import SOURCE_TOML, builtin_mapping
 from replayer.source.convert.summary import ConvertSummary
-
-STDOUT = "-"
 
 _EPILOG = """\b
 Examples:
@@ -44,10 +49,17 @@ convert.summary.json unless --rejects/--summary say otherwise).
 Exit codes:
   0  every event is in a session
   1  some events were rejected (see the rejects file)
-  2  usage error, or a --map file that is not a valid mapping
+  2  usage error (such as an output that is an input or another
+     output: nothing is written), or a --map file that is not valid
   4  an input could not be read
   7  an output could not be written
 """
+
+
+class OutputClash(click.ClickException):
+    """An output that is an input or another output: exit code 2, before anything is written."""
+
+    exit_code = ExitCode.USAGE
 
 
 class InputFailure(click.ClickException):
@@ -100,15 +112,19 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
     mapping = _mapping(source, map_path)
     if not paths or output is None:
         raise click.UsageError("give PATH... and -o FILE")
+    outputs = Outputs.named(output, rejects=rejects_path, summary=summary_path)
     try:
-        lines = iter_export_lines(expand_paths(paths))
-        base = "convert" if output == STDOUT else output
+        files = expand_paths(paths)
+        why = harm(outputs, files, stdin=stream_identity(sys.stdin.buffer),
+                   stdout=stream_identity(sys.stdout.buffer))
+        if why is not None:
+            raise OutputClash(why)
+        lines = iter_export_lines(files)
         options = ConvertOptions(now_s=time.time(), gap_s=gap_s, max_held=max_held)
         started = time.perf_counter()
-        with _records_out(output) as out, _file_out(rejects_path or f"{base}.rejects.ndjson",
-                                                    gzipped=False) as rejects:
+        with _records_out(output) as out, _file_out(outputs.rejects, gzipped=False) as rejects:
             summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)
-        _write_summary(summary_path or f"{base}.summary.json", summary)
+        _write_summary(outputs.summary, summary)
     except InputError as exc:
         raise InputFailure(str(exc)) from exc
     except OSError as exc:
@@ -147,7 +163,7 @@ def _records_out(output: str) -> Iterator[BinaryIO]:
 @contextmanager
 def _file_out(path: str, *, gzipped: bool) -> Iterator[BinaryIO]:
     """Writes `path` through `path.part`, renamed into place only when complete."""
-    part = f"{path}.part"
+    part = path + PART_SUFFIX
     done = False
     try:
         with open(part, "wb") as raw:
