@@ -32,6 +32,7 @@ from replayer.source.convert.pipeline import convert as run_conversion
 from replayer.source.convert.readers import InputError, expand_paths, iter_export_lines
 from replayer.source.convert.sources import SOURCE_TOML, builtin_mapping
 from replayer.source.convert.summary import ConvertSummary
+from replayer.source.convert.verdict import DEFAULT_MAX_LINE_BYTES
 
 _EPILOG = """\b
 Examples:
@@ -48,7 +49,8 @@ convert.summary.json unless --rejects/--summary say otherwise).
 \b
 Exit codes:
   0  every event is in a session
-  1  some events were rejected (see the rejects file)
+  1  some events were rejected (see the rejects file), or user
+     attributes that name a secret were dropped (see the summary)
   2  usage error (such as an output that is an input or another
      output: nothing is written), or a --map file that is not valid
   4  an input could not be read
@@ -95,6 +97,9 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--max-held", type=click.IntRange(min=1), default=DEFAULT_MAX_HELD,
               show_default=True,
               help="Memory bound: events waiting for their place plus sessions not yet written.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_LINE_BYTES,
+              show_default=True,
+              help="run's line limit: a longer start record is rejected (line_too_long).")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
               help="Rejects file [FILE.rejects.ndjson].")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
@@ -102,8 +107,9 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--print-map", type=click.Choice(sorted(SOURCE_TOML)), default=None,
               help="Print a built-in source's mapping (a --map file to start from) and exit.")
 def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
-                    output: str | None, gap_s: float, max_held: int, rejects_path: str | None,
-                    summary_path: str | None, print_map: str | None) -> None:
+                    output: str | None, gap_s: float, max_held: int, max_line_bytes: int,
+                    rejects_path: str | None, summary_path: str | None,
+                    print_map: str | None) -> None:
     """Convert Amplitude, Mixpanel, Segment or GA4 exports (.json, .gz, .zip, folders,
     globs) into start records, one per session, that `replayer run` replays."""
     if print_map is not None:
@@ -120,7 +126,8 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         if why is not None:
             raise OutputClash(why)
         lines = iter_export_lines(files)
-        options = ConvertOptions(now_s=time.time(), gap_s=gap_s, max_held=max_held)
+        options = ConvertOptions(now_s=time.time(), gap_s=gap_s, max_held=max_held,
+                                 max_line_bytes=max_line_bytes)
         started = time.perf_counter()
         with _records_out(output) as out, _file_out(outputs.rejects, gzipped=False) as rejects:
             summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)
@@ -134,7 +141,7 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         click.echo(line, err=True)
     rate = summary.events_read / elapsed_s if elapsed_s > 0 else 0.0
     click.echo(f"  {elapsed_s:.1f} s, {rate:,.0f} events/s", err=True)
-    if summary.events_rejected:
+    if not summary.all_kept:
         sys.exit(ExitCode.FAILURES)
 
 
