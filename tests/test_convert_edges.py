@@ -164,23 +164,25 @@ def test_an_earlier_output_in_a_folder_of_exports_is_an_input(tmp_path: Path) ->
     assert _listing(tmp_path) == before
 
 
-@pytest.mark.parametrize("via", ["stdout-appends-to-input", "stdin-is-output"])
+@pytest.mark.parametrize("via", ["stdout-appends-to-input", "stdin-is-output",
+                                 "stdout-is-rejects"])
 def test_stdin_and_stdout_that_are_an_input_or_output_file_are_refused(via: str,
                                                                       tmp_path: Path) -> None:
-    export = tmp_path / "export.json"
+    export, rejects = tmp_path / "export.json", tmp_path / "r"
     export.write_bytes(ROWS)
+    rejects.write_bytes(b"")
     args = [sys.executable, "-m", "replayer", "convert", "--from", "mixpanel"]
-    with open(export, "rb") as stdin, open(export, "ab") as stdout:
-        if via == "stdout-appends-to-input":
-            command = [*args, str(export), "-o", "-", "--rejects", str(tmp_path / "r"),
-                       "--summary", str(tmp_path / "s")]
-            done = subprocess.run(command, stdout=stdout, capture_output=False,
+    to_stdout = ["-o", "-", "--rejects", str(rejects), "--summary", str(tmp_path / "s")]
+    stdout_file = rejects if via == "stdout-is-rejects" else export
+    with open(export, "rb") as stdin, open(stdout_file, "ab") as stdout:
+        if via == "stdin-is-output":
+            done = subprocess.run([*args, "-", "-o", str(export)], stdin=stdin,
                                   stderr=subprocess.PIPE, timeout=120, check=False)
         else:
-            command = [*args, "-", "-o", str(export)]
-            done = subprocess.run(command, stdin=stdin, stderr=subprocess.PIPE,
-                                  timeout=120, check=False)
+            done = subprocess.run([*args, str(export), *to_stdout], stdout=stdout,
+                                  stderr=subprocess.PIPE, timeout=120, check=False)
     assert done.returncode == 2, done.stderr
-    assert b"is the input" in done.stderr
-    assert export.read_bytes() == ROWS
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json"]
+    expected = b"are the same file" if via == "stdout-is-rejects" else b"is the input"
+    assert expected in done.stderr
+    assert export.read_bytes() == ROWS and rejects.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "r"]

@@ -29,7 +29,7 @@ from replayer.source.convert.outputs import (
 )
 from replayer.source.convert.pipeline import DEFAULT_MAX_HELD, ConvertOptions
 from replayer.source.convert.pipeline import convert as run_conversion
-from replayer.source.convert.readers import InputError, expand_paths, iter_export_lines
+from replayer.source.convert.readers import STDIN, InputError, expand_paths, iter_export_lines
 from replayer.source.convert.sources import SOURCE_TOML, builtin_mapping
 from replayer.source.convert.summary import ConvertSummary
 from replayer.source.convert.verdict import DEFAULT_MAX_LINE_BYTES
@@ -121,8 +121,9 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
     outputs = Outputs.named(output, rejects=rejects_path, summary=summary_path)
     try:
         files = expand_paths(paths)
-        why = harm(outputs, files, stdin=stream_identity(sys.stdin.buffer),
-                   stdout=stream_identity(sys.stdout.buffer))
+        why = harm(outputs, files,
+                   stdin=stream_identity(sys.stdin.buffer) if STDIN in files else None,
+                   stdout=stream_identity(sys.stdout.buffer) if output == STDOUT else None)
         if why is not None:
             raise OutputClash(why)
         lines = iter_export_lines(files)

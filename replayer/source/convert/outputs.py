@@ -39,10 +39,10 @@ class Outputs:
         return cls(output, rejects or f"{base}.rejects.ndjson",
                    summary or f"{base}.summary.json")
 
-    def labelled(self) -> Iterator[tuple[str, str]]:
-        """(how the message names it, path) of each output."""
-        yield f"-o {self.records}", self.records
-        yield f"the rejects file {self.rejects}", self.rejects
+    def labelled(self) -> Iterator[tuple[str, str | None]]:
+        """(how a message names it, its path or None for stdout) of each output."""
+        yield f"-o {self.records}", None if self.records == STDOUT else self.records
+        yield f"the rejects file {self.rejects}", self.rejects  # never stdout: a file "-"
         yield f"the summary file {self.summary}", self.summary
 
 
@@ -77,12 +77,12 @@ def harm(outputs: Outputs, inputs: Sequence[str], *, stdin: Identity | None,
         if identity is not None:
             read.setdefault(identity, "stdin" if path == STDIN else path)
     written: dict[Identity, str] = {}
-    for label, path in outputs.labelled():
-        if path == STDOUT:
+    for label, target in outputs.labelled():
+        if target is None:
             occupied = [(stdout, f"{label} (stdout)")] if stdout is not None else []
         else:
-            occupied = [(_identity(path), label),
-                        (_identity(path + PART_SUFFIX), f"{label} (written as {path}.part)")]
+            occupied = [(_identity(target), label),
+                        (_identity(target + PART_SUFFIX), f"{label} (written as {target}.part)")]
         for identity, what in occupied:
             if identity in read:
                 return f"{what} is the input {read[identity]}: convert never writes over an input"
