@@ -97,12 +97,14 @@ def socket_path() -> Iterator[str]:
 @pytest.mark.parametrize(("kind", "message"), [
     ("socket", "is a socket"),
     ("device", "/dev/null is a character device"),
+    ("folder", "is a folder with no export files"),
     ("missing", "no such file or directory"),
 ])
 def test_a_path_that_is_no_file_says_what_it_is(kind: str, message: str, tmp_path: Path,
                                                 request: pytest.FixtureRequest) -> None:
     path = {"socket": lambda: request.getfixturevalue("socket_path"),
             "device": lambda: "/dev/null",
+            "folder": lambda: str(tmp_path),
             "missing": lambda: str(tmp_path / "nowhere.json")}[kind]()
     out = tmp_path / "o.ndjson"
     code, output = _convert(path, "-o", str(out))

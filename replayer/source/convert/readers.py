@@ -66,7 +66,8 @@ def expand_paths(paths: tuple[str, ...] | list[str]) -> list[str]:
         elif os.path.isdir(path):
             found = sorted(_export_files(path))
             if not found:
-                raise InputError(f"{path}: no export files ({', '.join(EXPORT_SUFFIXES)})")
+                raise InputError(f"{path} is a folder with no export files "
+                                 f"({', '.join(EXPORT_SUFFIXES)})")
             files.extend(found)
         else:
             files.append(_local_file(path))
