@@ -21,7 +21,7 @@ JSONObject = dict[str, Any]
 CONFIG_FIELDS = frozenset({"appId", "clientKey", "apiVersion"})
 SECRET_FIELDS = frozenset({"clientKey"})
 API_VERSION = "1.0.6"
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: skipped where it starts a line
 
 
 class FailureKind(StrEnum):
@@ -171,7 +171,7 @@ class Session(NamedTuple):
     @property
     def record(self) -> JSONObject:
         """The object as read (a valid record holds no secret to redact)."""
-        data = self.source[3:] if self.source.startswith(_BOM) else self.source
+        data = self.source[3:] if self.source.startswith(BOM) else self.source
         return orjson.loads(data.removesuffix(b"\r"))  # type: ignore[no-any-return]
 
     @property

@@ -20,13 +20,19 @@ import orjson
 from replayer.engine.schedule import parse_duration
 from replayer.records import ExitCode
 from replayer.source.convert.mapping import Mapping, MappingError, load_mapping
+from replayer.source.convert.outputs import (
+    PART_SUFFIX,
+    STDOUT,
+    Outputs,
+    harm,
+    stream_identity,
+)
 from replayer.source.convert.pipeline import DEFAULT_MAX_HELD, ConvertOptions
 from replayer.source.convert.pipeline import convert as run_conversion
-from replayer.source.convert.readers import InputError, expand_paths, iter_export_lines
+from replayer.source.convert.readers import STDIN, InputError, expand_paths, iter_export_lines
 from replayer.source.convert.sources import SOURCE_TOML, builtin_mapping
 from replayer.source.convert.summary import ConvertSummary
-
-STDOUT = "-"
+from replayer.source.convert.verdict import DEFAULT_MAX_LINE_BYTES
 
 _EPILOG = """\b
 Examples:
@@ -43,11 +49,19 @@ convert.summary.json unless --rejects/--summary say otherwise).
 \b
 Exit codes:
   0  every event is in a session
-  1  some events were rejected (see the rejects file)
-  2  usage error, or a --map file that is not a valid mapping
+  1  some events were rejected (see the rejects file), or user
+     attributes that name a secret were dropped (see the summary)
+  2  usage error (such as an output that is an input or another
+     output: nothing is written), or a --map file that is not valid
   4  an input could not be read
   7  an output could not be written
 """
+
+
+class OutputClash(click.ClickException):
+    """An output that is an input or another output: exit code 2, before anything is written."""
+
+    exit_code = ExitCode.USAGE
 
 
 class InputFailure(click.ClickException):
@@ -83,6 +97,9 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--max-held", type=click.IntRange(min=1), default=DEFAULT_MAX_HELD,
               show_default=True,
               help="Memory bound: events waiting for their place plus sessions not yet written.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_LINE_BYTES,
+              show_default=True,
+              help="run's line limit: a longer start record is rejected (line_too_long).")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
               help="Rejects file [FILE.rejects.ndjson].")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
@@ -90,8 +107,9 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--print-map", type=click.Choice(sorted(SOURCE_TOML)), default=None,
               help="Print a built-in source's mapping (a --map file to start from) and exit.")
 def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
-                    output: str | None, gap_s: float, max_held: int, rejects_path: str | None,
-                    summary_path: str | None, print_map: str | None) -> None:
+                    output: str | None, gap_s: float, max_held: int, max_line_bytes: int,
+                    rejects_path: str | None, summary_path: str | None,
+                    print_map: str | None) -> None:
     """Convert Amplitude, Mixpanel, Segment or GA4 exports (.json, .gz, .zip, folders,
     globs) into start records, one per session, that `replayer run` replays."""
     if print_map is not None:
@@ -100,15 +118,21 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
     mapping = _mapping(source, map_path)
     if not paths or output is None:
         raise click.UsageError("give PATH... and -o FILE")
+    outputs = Outputs.named(output, rejects=rejects_path, summary=summary_path)
     try:
-        lines = iter_export_lines(expand_paths(paths))
-        base = "convert" if output == STDOUT else output
-        options = ConvertOptions(now_s=time.time(), gap_s=gap_s, max_held=max_held)
+        files = expand_paths(paths)
+        why = harm(outputs, files,
+                   stdin=stream_identity(sys.stdin.buffer) if STDIN in files else None,
+                   stdout=stream_identity(sys.stdout.buffer) if output == STDOUT else None)
+        if why is not None:
+            raise OutputClash(why)
+        lines = iter_export_lines(files)
+        options = ConvertOptions(now_s=time.time(), gap_s=gap_s, max_held=max_held,
+                                 max_line_bytes=max_line_bytes)
         started = time.perf_counter()
-        with _records_out(output) as out, _file_out(rejects_path or f"{base}.rejects.ndjson",
-                                                    gzipped=False) as rejects:
+        with _records_out(output) as out, _file_out(outputs.rejects, gzipped=False) as rejects:
             summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)
-        _write_summary(summary_path or f"{base}.summary.json", summary)
+        _write_summary(outputs.summary, summary)
     except InputError as exc:
         raise InputFailure(str(exc)) from exc
     except OSError as exc:
@@ -118,7 +142,7 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         click.echo(line, err=True)
     rate = summary.events_read / elapsed_s if elapsed_s > 0 else 0.0
     click.echo(f"  {elapsed_s:.1f} s, {rate:,.0f} events/s", err=True)
-    if summary.events_rejected:
+    if not summary.all_kept:
         sys.exit(ExitCode.FAILURES)
 
 
@@ -147,7 +171,7 @@ def _records_out(output: str) -> Iterator[BinaryIO]:
 @contextmanager
 def _file_out(path: str, *, gzipped: bool) -> Iterator[BinaryIO]:
     """Writes `path` through `path.part`, renamed into place only when complete."""
-    part = f"{path}.part"
+    part = path + PART_SUFFIX
     done = False
     try:
         with open(part, "wb") as raw:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from replayer.records import redact_text
 from replayer.source.convert.mapping import Field, Mapping, first_present
 from replayer.source.convert.normalise import (
     attribute_name,
@@ -22,6 +25,8 @@ from replayer.source.convert.normalise import (
     zone_at,
 )
 from replayer.source.convert.sessions import Event, OpenSession
+from replayer.source.fields import CHECKS, Problem
+from replayer.source.redact import may_name_secret, nested_secret_problems
 
 _MAX_ID_CHARS = 400  # docs/leanplum-api.md: user and device IDs
 _MAX_FUTURE_S = 86400.0
@@ -39,19 +44,26 @@ class Refusal:
 
 @dataclass(slots=True)
 class FieldTally:
-    """Fields present in a session's first event that could not be mapped, and renames."""
+    """Fields present in a session's first event that could not be mapped, renames, and
+    attributes dropped because they name a secret or configuration field."""
 
     unmapped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     renamed: dict[str, str] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)  # name (masked) -> sessions
 
     def miss(self, target: str, value: Any) -> None:
         """Counts a value of `target` that could not be normalised, keeping a few examples."""
         self.unmapped[target] = self.unmapped.get(target, 0) + 1
         shown = self.examples.setdefault(target, [])
-        text = str(value)[:60]
+        text = redact_text(str(value)[:60])
         if len(shown) < _EXAMPLES and text not in shown:
             shown.append(text)
+
+    def drop(self, name: str) -> None:
+        """Counts an attribute left out because validation would refuse its session."""
+        shown = redact_text(name[:60])
+        self.dropped[shown] = self.dropped.get(shown, 0) + 1
 
 
 def read_event(mapping: Mapping, obj: Any, *, file_no: int, line_no: int,
@@ -167,7 +179,9 @@ def _put(record: dict[str, Any], spec: Field, value: Any, time_s: float,
         out = locale_tag(text)
     else:
         out = text
-    if out is None:
+    if out is not None:  # the validator's own check: what it refuses is not mapped
+        out = CHECKS[spec.target](out)
+    if out is None or type(out) is Problem:
         tally.miss(spec.target, value)
     else:
         record[spec.target] = out
@@ -190,12 +204,26 @@ def _put_location(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any],
 
 def _valid_attributes(attributes: dict[str, Any], tally: FieldTally) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    renames: list[tuple[str, str]] = []
     for name, value in attributes.items():
         if not attribute_value(value):
             tally.miss("userAttributes", name)
             continue
         valid = attribute_name(name)
-        if valid != name and name not in tally.renamed:
-            tally.renamed[name] = valid
+        if valid != name:
+            renames.append((name, valid))
         out[valid] = value
+    if out and may_name_secret(orjson.dumps(out)):  # the validator's own prefilter
+        for valid in [n for n, value in out.items() if _names_secret(n, value)]:
+            del out[valid]
+            tally.drop(next((n for n, v in renames if v == valid), valid))  # as exported
+    for name, valid in renames:
+        if valid in out and name not in tally.renamed:
+            tally.renamed[name] = valid
     return out
+
+
+def _names_secret(name: str, value: Any) -> bool:
+    """Whether validation would refuse the attribute: its name is a secret or configuration
+    field (appId, clientKey, apiVersion, in any case), or it or its value spells one."""
+    return bool(nested_secret_problems({"userAttributes": {name: value}}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import gzip
 import os
+import stat
 import sys
 import zipfile
 import zlib
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import click
 
+from replayer.records import BOM
 from replayer.source import objects
 from replayer.source.objects import is_url
 from replayer.source.read import InputUnreadable, open_source
@@ -26,6 +28,11 @@ from replayer.source.read import InputUnreadable, open_source
 STDIN = "-"
 EXPORT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".zip")
 _GLOB_CHARS = frozenset("*?[")
+# What a path is when it is neither a folder, a regular file nor a FIFO (stat's S_IS*).
+_NOT_READABLE_KINDS = (
+    (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 class InputError(Exception):
@@ -59,13 +66,27 @@ def expand_paths(paths: tuple[str, ...] | list[str]) -> list[str]:
         elif os.path.isdir(path):
             found = sorted(_export_files(path))
             if not found:
-                raise InputError(f"{path}: no export files ({', '.join(EXPORT_SUFFIXES)})")
+                raise InputError(f"{path} is a folder with no export files "
+                                 f"({', '.join(EXPORT_SUFFIXES)})")
             files.extend(found)
-        elif os.path.isfile(path):
-            files.append(path)
         else:
-            raise InputError(f"{path}: no such file or directory")
+            files.append(_local_file(path))
     return files
+
+
+def _local_file(path: str) -> str:
+    """`path` when it is a regular file or a FIFO (`<(zcat a.gz)`, as `run` reads them);
+    else an InputError that says what it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {_why(exc)}") from None
+    if stat.S_ISREG(mode) or stat.S_ISFIFO(mode):
+        return path
+    kind = next((name for test, name in _NOT_READABLE_KINDS if test(mode)), "a special file")
+    raise InputError(f"{path} is {kind}: give files, FIFOs or folders of exports")
 
 
 def _objects(url: str) -> list[str]:
@@ -127,6 +148,7 @@ def _zip_lines(path: str) -> Iterator[ExportLine]:
 
 def _lines(name: str, stream: Iterable[bytes]) -> Iterator[ExportLine]:
     for line_no, line in enumerate(stream, start=1):
-        data = line.rstrip(b"\r\n")
+        # As `run` does: a BOM that starts a line is no data.
+        data = line.rstrip(b"\r\n").removeprefix(BOM)
         if data.strip():
             yield ExportLine(name, line_no, data)

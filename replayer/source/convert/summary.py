@@ -41,11 +41,16 @@ class ConvertSummary:
         """Events written to the rejects file."""
         return sum(self.rejects.values())
 
-    def reject(self, file_no: int, reason: str) -> None:
-        """Counts one rejected event of file `file_no`."""
-        self.rejects[reason] = self.rejects.get(reason, 0) + 1
+    @property
+    def all_kept(self) -> bool:
+        """Every event is in a session written, and no attribute was dropped (exit code 0)."""
+        return not self.rejects and not self.fields.dropped
+
+    def reject(self, file_no: int, reason: str, *, events: int = 1) -> None:
+        """Counts rejected events of file `file_no` (a refused session's, or one)."""
+        self.rejects[reason] = self.rejects.get(reason, 0) + events
         per_file = self.files[file_no].rejects
-        per_file[reason] = per_file.get(reason, 0) + 1
+        per_file[reason] = per_file.get(reason, 0) + events
 
     def encode(self) -> dict[str, Any]:
         """The summary as JSON-ready data, keys in a fixed order (same input, same bytes)."""
@@ -65,6 +70,7 @@ class ConvertSummary:
                 for name, count in sorted(tally.unmapped.items())
             },
             "renamed_attributes": dict(sorted(tally.renamed.items())),
+            "dropped_attributes": dict(sorted(tally.dropped.items())),
             "files": [
                 {"file": f.file, "events_read": f.events_read, "sessions": f.sessions,
                  "rejects": dict(sorted(f.rejects.items()))}
@@ -87,4 +93,7 @@ class ConvertSummary:
             out.append(f"  not mapped: {name} in {count} session(s), e.g. {examples}")
         for old, new in sorted(self.fields.renamed.items()):
             out.append(f"  renamed attribute {old!r} -> {new!r}")
+        for name, count in sorted(self.fields.dropped.items()):
+            out.append(f"  dropped attribute {name!r} in {count} session(s): it names a "
+                       "secret or configuration field")
         return out
