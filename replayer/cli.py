@@ -235,6 +235,8 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
     settings = prepared.settings
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     run_setup.confirm_real_run(settings, paths)
+    # After every local check and the user's yes, before anything is read or sent.
+    run_setup.check_endpoint_answers(settings)
     run_setup.announce(settings, paths, prepared.out_dir)
     resume_command = run_setup.resume_command(click.get_current_context(), paths,
                                               prepared.out_dir)
@@ -302,8 +304,6 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
         elif settings.resume:
             check_resume(out_dir, record)
             check_workers(out_dir, record)
-        # Last: every local check first, so that a refused folder costs no call at all.
-        run_setup.check_endpoint_answers(settings)
     except (ConfigError, OutDirError, ResumeError) as exc:
         raise SetupError(str(exc)) from None
     except OutputError as exc:

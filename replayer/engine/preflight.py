@@ -67,12 +67,14 @@ async def preflight(endpoint: Endpoint, *, timeout_s: float, tries: int = TRIES,
     body = preflight_body(auth, PREFLIGHT_USER_PREFIX + uuid.uuid4().hex)
     url = endpoint.url + "?action=start"
     verdict: PreflightFailure | None = None
-    async with aiohttp.ClientSession(timeout=send.client_timeout(min(timeout_s, 10.0))) as http:
+    async with aiohttp.ClientSession(timeout=send.client_timeout(timeout_s)) as http:
         for attempt_no in range(tries):
             if attempt_no:
                 await asyncio.sleep(pause_s)
             attempt = await send.post(http, url, body)
             verdict = judge(attempt, host)
-            if verdict is None or attempt.status is not None:
+            # Only a call that never left this machine is tried again: one that was sent
+            # and not answered within the run's own timeout says enough.
+            if verdict is None or attempt.sent:
                 return verdict
     return verdict
