@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -222,3 +223,19 @@ async def test_a_dataframe_of_start_records_replays_through_the_api(
     assert lines == list(range(1, 201))
     state = await emulator.state()
     assert sum(len(v) for v in state["users"].values()) == 200
+
+
+@needs_spark
+async def test_a_dry_run_masks_the_keys_text_in_every_file(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"".join(orjson.dumps({"userId": f"u{i}", "city": f"at {TEST_KEY}"})
+                             + b"\n" for i in range(20)))
+    settings = key_settings(tmp_path, "https://api.example.com/api", dry_run=True)
+    summary = await spark_job(spark, [data], settings, tmp_path / "out")
+    assert (summary.delivered, summary.exit_code) == (20, ExitCode.OK)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any(p.name == "requests.ndjson" for p in files)
+    for path in files:
+        assert TEST_KEY.encode() not in path.read_bytes(), f"{path} holds the key"

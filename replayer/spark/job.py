@@ -178,13 +178,14 @@ def _check_previous(out_dir: Path, record: RunRecord) -> None:
 
 
 def _key_from(sc: SparkContext, settings: Settings) -> str:
-    """Where executors find the key: never in the job's data, its argv or its log."""
-    if settings.dry_run or settings.endpoint == EMBEDDED:
+    """Where executors find the key: never in the job's data, its argv or its log. A dry
+    run sends nothing, but its tasks still mask the key's text in the rows they write."""
+    if settings.endpoint == EMBEDDED:
         return "none"
     if settings.client_key_file is not None:
         sc.addFile(str(settings.client_key_file.absolute()))
         return f"file:{settings.client_key_file.name}"
-    return "env"
+    return "env-if-set" if settings.dry_run else "env"
 
 
 def _replay(keyed: RDD[task.Keyed], count: int, job: task.PartJob) -> list[task.PartResult]:

@@ -99,8 +99,9 @@ def lines_of(rows: Iterable[Keyed], names: tuple[str, ...]) -> LineSource:
 class PartJob:
     """What each partition's task is given (pickled to executors): never the key itself.
 
-    `key_from` says where the executor finds the key: "none" (dry run, embedded), "env"
-    (LEANPLUM_CLIENT_KEY in its own environment) or "file:NAME" (a SparkFiles file).
+    `key_from` says where the executor finds the key: "none" (embedded), "env"
+    (LEANPLUM_CLIENT_KEY in its own environment), "env-if-set" (a dry run: the key only
+    masks its own text in the rows) or "file:NAME" (a SparkFiles file).
     """
 
     settings: bytes  # a Handoff of the settings without the key (workers.handoff)
@@ -134,6 +135,8 @@ def _key(key_from: str) -> str | None | PartResult:
     for name in KEY_ENV:
         if os.environ.get(name):
             return os.environ[name]
+    if key_from == "env-if-set":
+        return None
     return PartResult(-1, ExitCode.USAGE,
                       "no client key on the executor: set LEANPLUM_CLIENT_KEY in the executors' "
                       "environment, or give --client-key-file (sent with SparkFiles)")
