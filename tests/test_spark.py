@@ -11,9 +11,10 @@ import dataclasses
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,3 +240,30 @@ async def test_a_dry_run_masks_the_keys_text_in_every_file(
     assert any(p.name == "requests.ndjson" for p in files)
     for path in files:
         assert TEST_KEY.encode() not in path.read_bytes(), f"{path} holds the key"
+
+
+@needs_spark
+def test_spark_reads_an_s3_glob_as_run_does(tmp_path: Path) -> None:
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from tests.test_objects import child_env, records_gz, upload
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        upload(env, "sparkglob", {"in/a.ndjson.gz": records_gz(40, seed=1),
+                                  "in/b.ndjson.gz": records_gz(30, seed=2),
+                                  "other/c.ndjson.gz": records_gz(5, seed=3)})
+        out = tmp_path / "out"
+        proc = subprocess.run(
+            [sys.executable, "-m", "replayer", "spark", "s3://sparkglob/in/*.gz", "--out",
+             str(out), "--master", "local[2]", "--dry-run", "-q"],
+            env=child_env(env), capture_output=True, timeout=300, check=False)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    files = Counter(row["file"] for row in read_rows(out / RESULTS))
+    assert files == {"s3://sparkglob/in/a.ndjson.gz": 40, "s3://sparkglob/in/b.ndjson.gz": 30}

@@ -79,7 +79,7 @@ def spark(paths: tuple[str, ...], out_dir: Path, master: str | None, partitions:
               ExitCode.USAGE)
     if "-" in paths:
         _fail("replayer spark reads files, not stdin", ExitCode.USAGE)
-    check_paths(paths)
+    paths = check_paths(paths)  # URL globs expanded once, as `replayer run` does
     flags = {k: v for k, v in given.items() if v is not None}
     try:
         settings = load_settings(flags=flags, env=os.environ, config_path=config_path)

@@ -34,6 +34,7 @@ from replayer.output.runfile import (
 from replayer.output.summary import Layout as SummaryLayout
 from replayer.output.summary import RunSummary
 from replayer.records import ExitCode
+from replayer.source.objects import is_url
 from replayer.spark import task
 
 if TYPE_CHECKING:
@@ -65,9 +66,10 @@ class Source:
 
 
 def file_source(paths: Sequence[str]) -> Source:
-    """The input files: their names as given (as rows name them), read on the executors."""
+    """The input files or objects (URLs, globs already expanded): their names as given (as
+    rows name them), read on the executors."""
     names = tuple(paths)
-    absolute = [str(Path(p).absolute()) for p in paths]
+    absolute = [p if is_url(p) else str(Path(p).absolute()) for p in paths]
     try:
         prints = fingerprints(paths)
     except (OSError, ResumeError) as exc:

@@ -25,7 +25,8 @@ from replayer.output.layout import RUN, SUMMARY
 from replayer.output.resume import read_resume
 from replayer.output.runfile import ResumeError, RunRecord
 from replayer.records import ExitCode, RawLine
-from replayer.source.read import ReadCounts, iter_lines
+from replayer.source.objects import is_url
+from replayer.source.read import ReadCounts, iter_lines, open_source
 from replayer.source.shard import owner
 from replayer.workers.handoff import Handoff
 
@@ -55,10 +56,11 @@ def read_file(partitions: int, max_line_bytes: int) -> Callable[[tuple[int, str]
 
 
 def check_readable(item: tuple[int, str]) -> tuple[int, str | None]:
-    """On an executor: (index, None) when the file can be opened, else (index, the reason)."""
+    """On an executor: (index, None) when the file or object can be opened, else (index,
+    the reason)."""
     index, path = item
     try:
-        with open(path, "rb") as f:
+        with open_source(path) if is_url(path) else open(path, "rb") as f:
             f.read(1)
     except OSError as exc:
         return index, exc.strerror or str(exc)
