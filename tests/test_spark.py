@@ -28,7 +28,7 @@ from replayer.config import Settings
 from replayer.engine.control import RunControl
 from replayer.engine.replay import replay
 from replayer.output import summary as s
-from replayer.output.layout import FAILURES, RESULTS
+from replayer.output.layout import FAILURES, RESULTS, RUN
 from replayer.records import ExitCode
 from tests.conftest import (
     TEST_KEY,
@@ -267,3 +267,56 @@ def test_spark_reads_an_s3_glob_as_run_does(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     files = Counter(row["file"] for row in read_rows(out / RESULTS))
     assert files == {"s3://sparkglob/in/a.ndjson.gz": 40, "s3://sparkglob/in/b.ndjson.gz": 30}
+
+
+def spark_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`replayer spark` in a process of its own (its session must not stop the tests')."""
+    return subprocess.run([sys.executable, "-m", "replayer", "spark", *args, "--master",
+                           "local[2]", "--dry-run", "-q"],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@needs_spark
+def test_spark_refuses_a_folder_replayer_run_wrote_unless_overwrite(tmp_path: Path) -> None:
+    data = generated(tmp_path / "in.ndjson", records=60, users=10)
+    out = tmp_path / "out"
+    first = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run", "-q",
+                                      "--workers", "1"])
+    assert first.exit_code == 0, first.output
+    rows = (out / RESULTS).read_bytes()
+
+    refused = spark_cli(str(data), "--out", str(out))
+    assert refused.returncode == ExitCode.USAGE, refused.stderr[-2000:]
+    assert f"{out} holds the outputs of `replayer run`" in refused.stderr
+    assert "--overwrite to start over" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / RESULTS).read_bytes() == rows and not (out / "parts").exists()
+
+    overwritten = spark_cli(str(data), "--out", str(out), "--overwrite")
+    assert overwritten.returncode == 0, overwritten.stderr[-2000:]
+    assert orjson.loads((out / RUN).read_bytes())["writer"] == "spark"
+    assert len(read_rows(out / RESULTS)) == 60 and (out / "parts").is_dir()
+
+
+@needs_spark
+def test_replayer_run_refuses_a_spark_folder_unless_overwrite(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from replayer.spark.job import file_source, run_job
+
+    data = generated(tmp_path / "in.ndjson", records=60, users=10)
+    out = tmp_path / "out"
+    out.mkdir()
+    run_job(spark, file_source([str(data)]), settings_for("embedded", dry_run=True), out,
+            partitions=3, say=lambda _: None)
+    rows = (out / RESULTS).read_bytes()
+    for extra in (["--resume"], []):
+        result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run",
+                                           "-q", "--workers", "3", *extra])
+        assert result.exit_code == ExitCode.USAGE, result.output
+        assert f"{out} holds the outputs of `replayer spark`" in result.output
+        assert (out / RESULTS).read_bytes() == rows
+    result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run", "-q",
+                                       "--workers", "1", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not (out / "parts").exists() and len(read_rows(out / RESULTS)) == 60
+    assert orjson.loads((out / RUN).read_bytes())["writer"] == "run"

@@ -1,7 +1,8 @@
 """run.json: the one typed record of what a run was (`RunRecord`), its codec, and resume checks.
 
 Everything that changes what a row means is in it (real or dry run, loop, inputs, input
-format, worker layout); a resume that would change any of it is refused with a sentence.
+format, worker layout, the command that wrote the folder); a resume that would change any
+of it is refused with a sentence.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from replayer.source.read import display_name, is_stream
 
 VERSION = 2
 INPUT_FORMATS = ("ndjson",)
+# The command that wrote a folder (`replayer WRITER`); only that command may continue it.
+WRITERS = ("run", "spark", "merge")
 _EDGE = 1 << 20  # bytes hashed at each end of an input file
 # Deflate cannot expand more than ~1032:1, so a .gz of N bytes holds at most this many lines.
 _GZ_MAX_RATIO = 1032
@@ -90,6 +93,7 @@ class RunRecord:
     resume_with: str | None = None
     run_id: str = field(default_factory=new_run_id)
     input_format: str = "ndjson"
+    writer: str = "run"  # one of WRITERS
     version: int = VERSION
 
     def with_state(self, state: str) -> RunRecord:
@@ -110,7 +114,7 @@ class RunRecord:
             "inputs": None if self.inputs is None else [p.to_doc() for p in self.inputs],
             "layout": {"workers": self.layout.workers, "shard": self.layout.shard,
                        **({"run_shard": self.layout.run_shard} if self.layout.run_shard else {})},
-            "resume_with": self.resume_with,
+            "resume_with": self.resume_with, "writer": self.writer,
         }
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
 
@@ -122,6 +126,7 @@ class RunRecord:
 
 _FIELDS = {"version", "run_id", "state", "endpoint", "dry_run", "loop", "input_format",
            "inputs", "layout", "resume_with"}
+_OPTIONAL = {"writer"}  # absent in folders written before it was kept: "run"
 _HINT = "the folder cannot be resumed; start a new --out"
 
 
@@ -142,7 +147,7 @@ def _decode(data: bytes, path: str) -> RunRecord:
     missing = sorted(_FIELDS - doc.keys())
     if missing:
         raise bad(f"missing field(s) {', '.join(missing)}")
-    unknown = sorted(doc.keys() - _FIELDS)
+    unknown = sorted(doc.keys() - _FIELDS - _OPTIONAL)
     if unknown:
         raise bad(f"unknown field(s) {', '.join(unknown)}")
     for name in ("run_id", "state", "endpoint"):
@@ -153,10 +158,14 @@ def _decode(data: bytes, path: str) -> RunRecord:
         raise bad(f"input_format {doc['input_format']!r} is not one of {', '.join(INPUT_FORMATS)}")
     if doc["resume_with"] is not None:
         _expect(doc["resume_with"], str, "resume_with must be a string or null", bad)
+    writer = doc.get("writer", "run")
+    if writer not in WRITERS:
+        raise bad(f"writer {writer!r} is not one of {', '.join(WRITERS)}")
     return RunRecord(
         state=doc["state"], endpoint=doc["endpoint"], dry_run=doc["dry_run"], loop=doc["loop"],
         inputs=_decode_inputs(doc["inputs"], bad), layout=_decode_layout(doc["layout"], bad),
         resume_with=doc["resume_with"], run_id=doc["run_id"], input_format=doc["input_format"],
+        writer=writer,
     )
 
 
@@ -214,6 +223,9 @@ def _is_shard(text: str, workers: int) -> bool:
 def differences(previous: RunRecord, now: RunRecord) -> list[str]:
     """Why `now` cannot continue `previous`, one sentence per difference (empty: it can)."""
     found: list[str] = []
+    if previous.writer != now.writer:
+        found.append(f"the folder holds the outputs of `replayer {previous.writer}`, not of "
+                     f"`replayer {now.writer}`")
     if previous.dry_run != now.dry_run:
         found.append(
             "the earlier run was a --dry-run; this one is real: a dry run's rows say nothing "
@@ -329,6 +341,22 @@ def check_resume(out_dir: Path, now: RunRecord) -> RunRecord:
     if found:
         raise ResumeError(f"cannot resume the run in {out_dir}: " + "; ".join(found))
     return previous
+
+
+def check_writer(out_dir: Path, writer: str) -> None:
+    """Refuses (ResumeError) a folder whose run.json says another command wrote it: that
+    command's rows would be replaced and every record sent again, unmarked. A folder with
+    no readable run.json is left to the other checks."""
+    try:
+        previous = read_run(out_dir)
+    except ResumeError:
+        return
+    if previous.writer != writer:
+        raise ResumeError(
+            f"{out_dir} holds the outputs of `replayer {previous.writer}`; `replayer {writer}` "
+            "cannot continue them (it would send every record again, unmarked, and replace "
+            "their rows): use another --out, or --overwrite to start over (removes "
+            "replayer's files in it)")
 
 
 def write_run(out_dir: Path, record: RunRecord) -> None:

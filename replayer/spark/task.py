@@ -21,7 +21,7 @@ from replayer.config.settings import EMBEDDED
 from replayer.engine.control import RunControl
 from replayer.engine.intake import LineSource
 from replayer.engine.replay import Replay, replay
-from replayer.output.layout import RUN, SUMMARY
+from replayer.output.layout import PARTS_DIR, RUN, SUMMARY
 from replayer.output.resume import read_resume
 from replayer.output.runfile import ResumeError, RunRecord
 from replayer.records import ExitCode, RawLine
@@ -30,7 +30,6 @@ from replayer.source.read import ReadCounts, iter_lines, open_source
 from replayer.source.shard import owner
 from replayer.workers.handoff import Handoff
 
-PARTS_DIR = "parts"
 KEY_ENV = ("LEANPLUM_CLIENT_KEY", "REPLAYER_CLIENT_KEY")
 # A record between the stages: ((partition, file index, line no), (bytes, flag)). Line 0
 # of a file carries no record: its flag is the file's count of blank lines.
