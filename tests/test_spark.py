@@ -320,3 +320,25 @@ def test_replayer_run_refuses_a_spark_folder_unless_overwrite(
     assert result.exit_code == 0, result.output
     assert not (out / "parts").exists() and len(read_rows(out / RESULTS)) == 60
     assert orjson.loads((out / RUN).read_bytes())["writer"] == "run"
+
+
+@pytest.mark.parametrize("has_parts", [True, False], ids=["spark", "run"])
+def test_a_folder_from_before_run_json_named_its_writer(tmp_path: Path, has_parts: bool) -> None:
+    from replayer.output.runfile import RunRecord, check_writer, fingerprints, read_run
+
+    data = generated(tmp_path / "in.ndjson", records=5, users=2)
+    out = tmp_path / "out"
+    (out / "parts" if has_parts else out).mkdir(parents=True)
+    doc = orjson.loads(RunRecord(state="finished", endpoint="embedded", dry_run=True,
+                                 loop=False, inputs=fingerprints([str(data)])).encode())
+    del doc["writer"]
+    (out / RUN).write_bytes(orjson.dumps(doc))
+    assert read_run(out).writer is None
+    check_writer(out, "spark" if has_parts else "run")  # its own writer: it may go on
+    result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run", "-q",
+                                       "--workers", "1", "--resume"])
+    if has_parts:  # only `replayer spark` makes parts/: a Spark job's folder
+        assert result.exit_code == ExitCode.USAGE, result.output
+        assert "holds the outputs of `replayer spark`" in result.output
+    else:
+        assert result.exit_code == 0, result.output

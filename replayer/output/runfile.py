@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from replayer.config import Settings
-from replayer.output.layout import RUN
+from replayer.output.layout import PARTS_DIR, RUN
 from replayer.output.sinks import write_atomic
 from replayer.source import objects
 from replayer.source.objects import is_url
@@ -93,7 +93,7 @@ class RunRecord:
     resume_with: str | None = None
     run_id: str = field(default_factory=new_run_id)
     input_format: str = "ndjson"
-    writer: str = "run"  # one of WRITERS
+    writer: str | None = "run"  # one of WRITERS; None: written before run.json named it
     version: int = VERSION
 
     def with_state(self, state: str) -> RunRecord:
@@ -126,7 +126,7 @@ class RunRecord:
 
 _FIELDS = {"version", "run_id", "state", "endpoint", "dry_run", "loop", "input_format",
            "inputs", "layout", "resume_with"}
-_OPTIONAL = {"writer"}  # absent in folders written before it was kept: "run"
+_OPTIONAL = {"writer"}  # absent in folders written before it was kept
 _HINT = "the folder cannot be resumed; start a new --out"
 
 
@@ -158,8 +158,8 @@ def _decode(data: bytes, path: str) -> RunRecord:
         raise bad(f"input_format {doc['input_format']!r} is not one of {', '.join(INPUT_FORMATS)}")
     if doc["resume_with"] is not None:
         _expect(doc["resume_with"], str, "resume_with must be a string or null", bad)
-    writer = doc.get("writer", "run")
-    if writer not in WRITERS:
+    writer = doc.get("writer")
+    if writer is not None and writer not in WRITERS:
         raise bad(f"writer {writer!r} is not one of {', '.join(WRITERS)}")
     return RunRecord(
         state=doc["state"], endpoint=doc["endpoint"], dry_run=doc["dry_run"], loop=doc["loop"],
@@ -223,7 +223,7 @@ def _is_shard(text: str, workers: int) -> bool:
 def differences(previous: RunRecord, now: RunRecord) -> list[str]:
     """Why `now` cannot continue `previous`, one sentence per difference (empty: it can)."""
     found: list[str] = []
-    if previous.writer != now.writer:
+    if None not in (previous.writer, now.writer) and previous.writer != now.writer:
         found.append(f"the folder holds the outputs of `replayer {previous.writer}`, not of "
                      f"`replayer {now.writer}`")
     if previous.dry_run != now.dry_run:
@@ -348,12 +348,14 @@ def check_writer(out_dir: Path, writer: str) -> None:
     command's rows would be replaced and every record sent again, unmarked. A folder with
     no readable run.json is left to the other checks."""
     try:
-        previous = read_run(out_dir)
+        previous = read_run(out_dir).writer
     except ResumeError:
         return
-    if previous.writer != writer:
+    if previous is None and (out_dir / PARTS_DIR).is_dir():
+        previous = "spark"  # written before run.json named its writer: only spark makes parts/
+    if previous is not None and previous != writer:
         raise ResumeError(
-            f"{out_dir} holds the outputs of `replayer {previous.writer}`; `replayer {writer}` "
+            f"{out_dir} holds the outputs of `replayer {previous}`; `replayer {writer}` "
             "cannot continue them (it would send every record again, unmarked, and replace "
             "their rows): use another --out, or --overwrite to start over (removes "
             "replayer's files in it)")
