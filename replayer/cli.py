@@ -43,6 +43,7 @@ from replayer.output.runfile import (
     ResumeError,
     RunRecord,
     check_resume,
+    check_writer,
     fingerprints,
     folder_for,
     record_for,
@@ -291,6 +292,8 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
         # One run per folder: locked before anything in it is touched, released when this
         # command ends (after sys.exit below) or with the process; workers die with it.
         lock = click.get_current_context().with_resource(FolderLock(out_dir))
+        if not settings.overwrite:
+            check_writer(out_dir, "run")  # a `replayer spark` job's folder is not ours
         prepare_out_dir(lock, resume=settings.resume, overwrite=settings.overwrite)
         workers = worker_count(settings, paths)
         shard = _shard_of(settings)

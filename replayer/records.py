@@ -240,6 +240,31 @@ def redact_text(text: str) -> str:
     return _ESCAPED.sub(_mask_escaped, text) if "\\" in text else text
 
 
+@dataclass(frozen=True, slots=True)
+class KeyText:
+    """The client key's own text, masked wherever it stands in a row file or a user's ID.
+
+    Validation cannot know that a value is the key when no name says so (a user attribute
+    that holds it); the files written can. `KeyText(None)` masks nothing.
+    """
+
+    key: str | None
+
+    @property
+    def _in_json(self) -> bytes | None:
+        # The key as it stands inside a JSON string (orjson writes no other escapes).
+        return orjson.dumps(self.key)[1:-1] if self.key else None
+
+    def mask_json(self, data: bytes) -> bytes:
+        """`data` (JSON text written by orjson) with every copy of the key masked."""
+        needle = self._in_json
+        return data.replace(needle, REDACTED.encode()) if needle and needle in data else data
+
+    def mask(self, text: str) -> str:
+        """`text` with every copy of the key masked."""
+        return text.replace(self.key, REDACTED) if self.key and self.key in text else text
+
+
 def secret_named_in(text: str) -> str | None:
     """The first clientKey, appId or apiVersion name (folded) with a value after it, else None."""
     match = _NAMED.search(text)

@@ -399,3 +399,41 @@ async def test_the_key_as_a_plain_value_in_a_record_never_reaches_a_row(
     assert rows[0]["kind"] in ("blocked", "rejected")
     assert rows[0]["record"]["userAttributes"]["note"] == REDACTED
     assert TEST_KEY.encode() not in (out / FAILURES).read_bytes()
+
+
+# Issue 21: the key's text as a plain value (an ID, an attribute, part of a string) is in no
+# file that a run or a dry run writes, requests.ndjson and users.ndjson included.
+PLAIN_KEY_LINES: list[bytes] = [
+    line({"userId": "u1", "userAttributes": {"note": K}}),
+    line({"userId": K, "deviceId": f"{K}-device", "city": f"near {K}"}),
+    line({"deviceId": f"d-{K}", "userAttributes": {"tags": [K, "x"]}}),
+    line({"userId": "blocked", "appVersion": K}),
+]
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["sent", "dry-run"])
+async def test_the_keys_text_as_a_plain_value_is_in_no_file_a_run_writes(
+    start_emulator: StartEmulator, tmp_path: Path, dry_run: bool
+) -> None:
+    emulator = await start_emulator(blocked_users=frozenset({"blocked"}))
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"\n".join(PLAIN_KEY_LINES) + b"\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = settings_for(emulator.url, dry_run=dry_run, save_responses=True)
+    report = await replay(settings, [str(data)], out, control=RunControl())
+
+    assert report.exit_code == (ExitCode.OK if dry_run else ExitCode.FAILURES)
+    names = {p.name for p in out.iterdir()}
+    assert {"results.ndjson", "users.ndjson", "summary.json", "journal.log"} <= names
+    assert (REQUESTS in names) == dry_run
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert K.encode() not in path.read_bytes(), f"{path.name} holds the key"
+    users = read_rows(out / "users.ndjson")
+    assert [u["userId"] for u in users] == ["u1", REDACTED, None, "blocked"]
+    assert users[1]["deviceId"] == f"{REDACTED}-device"
+    assert users[2]["deviceId"] == f"d-{REDACTED}"
+    if dry_run:
+        bodies = read_rows(out / REQUESTS)
+        assert REDACTED in orjson.dumps(bodies).decode()

@@ -144,6 +144,27 @@ def test_shards_merge_into_the_single_run(tmp_path: Path, data: Path) -> None:
     assert read_rows(tmp_path / "m" / "requests.ndjson")  # (how many calls: the layout's)
 
 
+def test_a_merge_that_exits_6_keeps_each_shards_failed_thresholds(
+    tmp_path: Path, data: Path
+) -> None:
+    folders = []
+    for i in (1, 2):
+        out = tmp_path / f"s{i}"
+        result = run("run", str(data), "--shard", f"{i}/2", "--out", str(out), "--dry-run",
+                     "-q", "--fail-if", "error_rate>=0", "--fail-if", "failed>1000000")
+        assert result.exit_code == ExitCode.THRESHOLD, result.output
+        folders.append(out)
+    result = run("merge", *map(str, folders), "--out", str(tmp_path / "m"))
+    assert result.exit_code == ExitCode.THRESHOLD, result.output
+    merged = orjson.loads((tmp_path / "m" / SUMMARY).read_bytes())
+    verdicts = merged["thresholds"]
+    assert [(t["shard"], t["threshold"], t["failed"]) for t in verdicts] == [
+        ("1/2", "error_rate>=0", True), ("1/2", "failed>1000000", False),
+        ("2/2", "error_rate>=0", True), ("2/2", "failed>1000000", False)]
+    assert verdicts[0]["text"].startswith("shard 1/2: error_rate = ")
+    assert "threshold shard 2/2: error_rate" in result.output
+
+
 def test_a_shard_with_workers_replays_its_users_once(tmp_path: Path, data: Path) -> None:
     outs = []
     for i in (1, 2):

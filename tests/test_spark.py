@@ -11,13 +11,15 @@ import dataclasses
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -26,7 +28,7 @@ from replayer.config import Settings
 from replayer.engine.control import RunControl
 from replayer.engine.replay import replay
 from replayer.output import summary as s
-from replayer.output.layout import FAILURES, RESULTS
+from replayer.output.layout import FAILURES, RESULTS, RUN
 from replayer.records import ExitCode
 from tests.conftest import (
     TEST_KEY,
@@ -222,3 +224,121 @@ async def test_a_dataframe_of_start_records_replays_through_the_api(
     assert lines == list(range(1, 201))
     state = await emulator.state()
     assert sum(len(v) for v in state["users"].values()) == 200
+
+
+@needs_spark
+async def test_a_dry_run_masks_the_keys_text_in_every_file(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"".join(orjson.dumps({"userId": f"u{i}", "city": f"at {TEST_KEY}"})
+                             + b"\n" for i in range(20)))
+    settings = key_settings(tmp_path, "https://api.example.com/api", dry_run=True)
+    summary = await spark_job(spark, [data], settings, tmp_path / "out")
+    assert (summary.delivered, summary.exit_code) == (20, ExitCode.OK)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert any(p.name == "requests.ndjson" for p in files)
+    for path in files:
+        assert TEST_KEY.encode() not in path.read_bytes(), f"{path} holds the key"
+
+
+@needs_spark
+def test_spark_reads_an_s3_glob_as_run_does(tmp_path: Path) -> None:
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from tests.test_objects import child_env, records_gz, upload
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        upload(env, "sparkglob", {"in/a.ndjson.gz": records_gz(40, seed=1),
+                                  "in/b.ndjson.gz": records_gz(30, seed=2),
+                                  "other/c.ndjson.gz": records_gz(5, seed=3)})
+        out = tmp_path / "out"
+        proc = subprocess.run(
+            [sys.executable, "-m", "replayer", "spark", "s3://sparkglob/in/*.gz", "--out",
+             str(out), "--master", "local[2]", "--dry-run", "-q"],
+            env=child_env(env), capture_output=True, timeout=300, check=False)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    files = Counter(row["file"] for row in read_rows(out / RESULTS))
+    assert files == {"s3://sparkglob/in/a.ndjson.gz": 40, "s3://sparkglob/in/b.ndjson.gz": 30}
+
+
+def spark_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`replayer spark` in a process of its own (its session must not stop the tests')."""
+    return subprocess.run([sys.executable, "-m", "replayer", "spark", *args, "--master",
+                           "local[2]", "--dry-run", "-q"],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+@needs_spark
+def test_spark_refuses_a_folder_replayer_run_wrote_unless_overwrite(tmp_path: Path) -> None:
+    data = generated(tmp_path / "in.ndjson", records=60, users=10)
+    out = tmp_path / "out"
+    first = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run", "-q",
+                                      "--workers", "1"])
+    assert first.exit_code == 0, first.output
+    rows = (out / RESULTS).read_bytes()
+
+    refused = spark_cli(str(data), "--out", str(out))
+    assert refused.returncode == ExitCode.USAGE, refused.stderr[-2000:]
+    assert f"{out} holds the outputs of `replayer run`" in refused.stderr
+    assert "--overwrite to start over" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / RESULTS).read_bytes() == rows and not (out / "parts").exists()
+
+    overwritten = spark_cli(str(data), "--out", str(out), "--overwrite")
+    assert overwritten.returncode == 0, overwritten.stderr[-2000:]
+    assert orjson.loads((out / RUN).read_bytes())["writer"] == "spark"
+    assert len(read_rows(out / RESULTS)) == 60 and (out / "parts").is_dir()
+
+
+@needs_spark
+def test_replayer_run_refuses_a_spark_folder_unless_overwrite(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from replayer.spark.job import file_source, run_job
+
+    data = generated(tmp_path / "in.ndjson", records=60, users=10)
+    out = tmp_path / "out"
+    out.mkdir()
+    run_job(spark, file_source([str(data)]), settings_for("embedded", dry_run=True), out,
+            partitions=3, say=lambda _: None)
+    rows = (out / RESULTS).read_bytes()
+    for extra in (["--resume"], []):
+        result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run",
+                                           "-q", "--workers", "3", *extra])
+        assert result.exit_code == ExitCode.USAGE, result.output
+        assert f"{out} holds the outputs of `replayer spark`" in result.output
+        assert (out / RESULTS).read_bytes() == rows
+    result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run", "-q",
+                                       "--workers", "1", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not (out / "parts").exists() and len(read_rows(out / RESULTS)) == 60
+    assert orjson.loads((out / RUN).read_bytes())["writer"] == "run"
+
+
+@pytest.mark.parametrize("has_parts", [True, False], ids=["spark", "run"])
+def test_a_folder_from_before_run_json_named_its_writer(tmp_path: Path, has_parts: bool) -> None:
+    from replayer.output.runfile import RunRecord, check_writer, fingerprints, read_run
+
+    data = generated(tmp_path / "in.ndjson", records=5, users=2)
+    out = tmp_path / "out"
+    (out / "parts" if has_parts else out).mkdir(parents=True)
+    doc = orjson.loads(RunRecord(state="finished", endpoint="embedded", dry_run=True,
+                                 loop=False, inputs=fingerprints([str(data)])).encode())
+    del doc["writer"]
+    (out / RUN).write_bytes(orjson.dumps(doc))
+    assert read_run(out).writer is None
+    check_writer(out, "spark" if has_parts else "run")  # its own writer: it may go on
+    result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run", "-q",
+                                       "--workers", "1", "--resume"])
+    if has_parts:  # only `replayer spark` makes parts/: a Spark job's folder
+        assert result.exit_code == ExitCode.USAGE, result.output
+        assert "holds the outputs of `replayer spark`" in result.output
+    else:
+        assert result.exit_code == 0, result.output

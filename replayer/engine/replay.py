@@ -46,7 +46,7 @@ from replayer.output.live_users import LiveUsers
 from replayer.output.runfile import RunRecord, record_for
 from replayer.output.sinks import NdjsonSink, OutputError
 from replayer.output.summary import Counts, RunSummary
-from replayer.records import ExitCode
+from replayer.records import ExitCode, KeyText
 from replayer.source.read import ChunkReader, ReadCounts, total_size
 from replayer.source.shard import Shard
 
@@ -102,8 +102,8 @@ class Replay:
         self.outage = Outage(window_s=settings.outage_window_s,
                              probe_max_s=settings.outage_probe_max_s, clock=clock, flow=flow)
         # A fresh run keeps users.ndjson as it goes; a resume derives it from all the rows.
-        self.users = (LiveUsers(reading.paths) if keep_users and reading.resume is None
-                      else None)
+        self.users = (LiveUsers(reading.paths, key=KeyText(secret))
+                      if keep_users and reading.resume is None else None)
         finisher = Finisher(results=self.results, failures=self.failures, stats=self.stats,
                             save_responses=settings.save_responses, dry_run=settings.dry_run,
                             users=self.users)
@@ -272,12 +272,12 @@ async def replay(
         record = record_for(settings, paths, resume_with=resume_command)
     async with AsyncExitStack() as stack:
         if settings.dry_run:
-            dry = send.DryPoster(out_dir / REQUESTS)
+            secret = settings.client_key.reveal() if settings.client_key is not None else None
+            dry = send.DryPoster(out_dir / REQUESTS, key=KeyText(secret))
             stack.callback(dry.close)
             poster: send.Poster = dry
             # The bodies are built with the key redacted: it is never in them to leak.
             url, auth = settings.endpoint, send.auth_prefix(settings.app_id or "", "[redacted]")
-            secret = settings.client_key.reveal() if settings.client_key is not None else None
         else:
             endpoint = await open_endpoint(settings, stack)
             poster = await open_poster(settings, stack)

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from replayer.engine.lanes import Work
-from replayer.records import API_VERSION, Attempt
+from replayer.records import API_VERSION, Attempt, KeyText
 
 
 def auth_prefix(app_id: str, client_key: str) -> bytes:
@@ -145,15 +145,18 @@ class HttpPoster:
 
 
 class DryPoster:
-    """--dry-run: writes each body (already built with the key redacted) and answers success."""
+    """--dry-run: writes each body (built with the key redacted, and the key's text masked
+    wherever a record holds it) and answers success."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, key: KeyText | None = None) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._key = key or KeyText(None)
 
     async def __call__(self, url: str, body: bytes, *, actions: int) -> Attempt:
         """Appends `{"url":…,"body":…}` and answers one success element per action."""
         action = url.rsplit("action=", 1)[-1]
-        os.write(self._fd, b'{"action":"' + action.encode() + b'","body":' + body + b"}\n")
+        row = b'{"action":"' + action.encode() + b'","body":' + body + b"}\n"
+        os.write(self._fd, self._key.mask_json(row))
         answer = b'{"response":[' + b",".join([_DRY_ELEMENT] * actions) + b"]}"
         return Attempt(200, answer)
 

@@ -30,6 +30,7 @@ RUN = "run.json"
 USERS = "users.ndjson"  # one row per user, derived from the rows at the end (output.users)
 OUR_FILES = (RESULTS, FAILURES, SUMMARY, METRICS, REQUESTS, USERS, JOURNAL, RUN)
 WORKERS_DIR = "workers"  # one folder per worker process, merged into the files above
+PARTS_DIR = "parts"  # `replayer spark`: one folder per partition, merged likewise
 LOCK = ".replayer.lock"  # held by the run in the folder; never removed (see output.lock)
 TMP_SUFFIX = ".tmp"  # an atomic replace writes NAME.tmp first
 REPORT_FILES = ("report.html", "report-*.png")  # `replayer report`'s, removed by --overwrite
@@ -65,7 +66,7 @@ def is_ours(relative: PurePath) -> bool:
     parts = relative.parts
     if not parts:
         return False
-    if parts[0] == WORKERS_DIR:
+    if parts[0] in (WORKERS_DIR, PARTS_DIR):
         return True
     if len(parts) > 1:
         return False
@@ -167,13 +168,14 @@ def prepare_out_dir(lock: FolderLock, *, resume: bool, overwrite: bool) -> Path:
                 "--overwrite to start over, or another --out"
             )
         _remove_ours(out_dir)
-        workers = out_dir / WORKERS_DIR
-        if workers.is_dir() and not workers.is_symlink():
-            for folder in workers.iterdir():
-                if folder.is_dir() and not folder.is_symlink():
-                    _remove_ours(folder)
-                    _rmdir_if_empty(folder)
-            _rmdir_if_empty(workers)
+        for name in (WORKERS_DIR, PARTS_DIR):
+            folders = out_dir / name
+            if folders.is_dir() and not folders.is_symlink():
+                for folder in folders.iterdir():
+                    if folder.is_dir() and not folder.is_symlink():
+                        _remove_ours(folder)
+                        _rmdir_if_empty(folder)
+                _rmdir_if_empty(folders)
     return out_dir
 
 
@@ -181,7 +183,7 @@ def _remove_ours(folder: Path) -> None:
     """Removes replayer's files in `folder` (files and symlinks only; a symlink's target stays)."""
     for entry in folder.iterdir():
         name = entry.name
-        if name == LOCK or name == WORKERS_DIR or not is_ours(PurePath(name)):
+        if name in (LOCK, WORKERS_DIR, PARTS_DIR) or not is_ours(PurePath(name)):
             continue
         if entry.is_symlink() or entry.is_file():
             entry.unlink()

@@ -21,6 +21,7 @@ from replayer.output.users import (
     input_order,
     write_aggregated,
 )
+from replayer.records import KeyText
 
 MAX_LIVE_USERS = 32_768  # about 10 MB of tallies; more users: derived at the end
 
@@ -28,8 +29,10 @@ MAX_LIVE_USERS = 32_768  # about 10 MB of tallies; more users: derived at the en
 class LiveUsers:
     """Per-user tallies of this session's rows; `write` makes users.ndjson from them."""
 
-    def __init__(self, inputs: Sequence[str], *, max_users: int = MAX_LIVE_USERS) -> None:
+    def __init__(self, inputs: Sequence[str], *, max_users: int = MAX_LIVE_USERS,
+                 key: KeyText | None = None) -> None:
         self._order = input_order(inputs)
+        self._key = key or KeyText(None)  # IDs as the rows show them: the key's text masked
         self._max_users = max_users
         self._users: dict[str, UserSoFar] = {}
         self._files: dict[str, str] = {}
@@ -40,8 +43,8 @@ class LiveUsers:
             result: bool, what: str, vars: int = 0, variants: list[Any] | None = None) -> None:
         """One row written: a result (`what` its status) or a failure (`what` its kind)."""
         self._counts.rows += 1
-        user_id = user_id if isinstance(user_id, str) and user_id else None
-        device_id = device_id if isinstance(device_id, str) and device_id else None
+        user_id = self._key.mask(user_id) if isinstance(user_id, str) and user_id else None
+        device_id = self._key.mask(device_id) if isinstance(device_id, str) and device_id else None
         key = user_id or device_id
         if key is None:
             self._counts.without_user += 1

@@ -152,7 +152,7 @@ def merge_shards(merge: MergePlan, out_dir: Path) -> RunSummary:
                       per_worker=tuple(_per_shard(s) for s in merge.shards)))
     record = RunRecord(state=summary.state, endpoint=first.record.endpoint,
                        dry_run=first.record.dry_run, loop=first.record.loop,
-                       inputs=first.record.inputs, layout=RunLayout(workers=1))
+                       inputs=first.record.inputs, layout=RunLayout(workers=1), writer="merge")
     names = [p.file for p in first.record.inputs or ()]
     return close_folder(out_dir, summary, record, inputs=names)
 

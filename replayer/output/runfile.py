@@ -1,7 +1,8 @@
 """run.json: the one typed record of what a run was (`RunRecord`), its codec, and resume checks.
 
 Everything that changes what a row means is in it (real or dry run, loop, inputs, input
-format, worker layout); a resume that would change any of it is refused with a sentence.
+format, worker layout, the command that wrote the folder); a resume that would change any
+of it is refused with a sentence.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 
 from replayer.config import Settings
-from replayer.output.layout import RUN
+from replayer.output.layout import PARTS_DIR, RUN
 from replayer.output.sinks import write_atomic
 from replayer.source import objects
 from replayer.source.objects import is_url
@@ -26,6 +27,8 @@ from replayer.source.read import display_name, is_stream
 
 VERSION = 2
 INPUT_FORMATS = ("ndjson",)
+# The command that wrote a folder (`replayer WRITER`); only that command may continue it.
+WRITERS = ("run", "spark", "merge")
 _EDGE = 1 << 20  # bytes hashed at each end of an input file
 # Deflate cannot expand more than ~1032:1, so a .gz of N bytes holds at most this many lines.
 _GZ_MAX_RATIO = 1032
@@ -91,6 +94,7 @@ class RunRecord:
     resume_with: str | None = None
     run_id: str = field(default_factory=new_run_id)
     input_format: str = "ndjson"
+    writer: str | None = "run"  # one of WRITERS; None: written before run.json named it
     version: int = VERSION
 
     def with_state(self, state: str) -> RunRecord:
@@ -111,7 +115,7 @@ class RunRecord:
             "inputs": None if self.inputs is None else [p.to_doc() for p in self.inputs],
             "layout": {"workers": self.layout.workers, "shard": self.layout.shard,
                        **({"run_shard": self.layout.run_shard} if self.layout.run_shard else {})},
-            "resume_with": self.resume_with,
+            "resume_with": self.resume_with, "writer": self.writer,
         }
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
 
@@ -123,6 +127,7 @@ class RunRecord:
 
 _FIELDS = {"version", "run_id", "state", "endpoint", "dry_run", "loop", "input_format",
            "inputs", "layout", "resume_with"}
+_OPTIONAL = {"writer"}  # absent in folders written before it was kept
 _HINT = "the folder cannot be resumed; start a new --out"
 
 
@@ -143,7 +148,7 @@ def _decode(data: bytes, path: str) -> RunRecord:
     missing = sorted(_FIELDS - doc.keys())
     if missing:
         raise bad(f"missing field(s) {', '.join(missing)}")
-    unknown = sorted(doc.keys() - _FIELDS)
+    unknown = sorted(doc.keys() - _FIELDS - _OPTIONAL)
     if unknown:
         raise bad(f"unknown field(s) {', '.join(unknown)}")
     for name in ("run_id", "state", "endpoint"):
@@ -154,10 +159,14 @@ def _decode(data: bytes, path: str) -> RunRecord:
         raise bad(f"input_format {doc['input_format']!r} is not one of {', '.join(INPUT_FORMATS)}")
     if doc["resume_with"] is not None:
         _expect(doc["resume_with"], str, "resume_with must be a string or null", bad)
+    writer = doc.get("writer")
+    if writer is not None and writer not in WRITERS:
+        raise bad(f"writer {writer!r} is not one of {', '.join(WRITERS)}")
     return RunRecord(
         state=doc["state"], endpoint=doc["endpoint"], dry_run=doc["dry_run"], loop=doc["loop"],
         inputs=_decode_inputs(doc["inputs"], bad), layout=_decode_layout(doc["layout"], bad),
         resume_with=doc["resume_with"], run_id=doc["run_id"], input_format=doc["input_format"],
+        writer=writer,
     )
 
 
@@ -215,6 +224,9 @@ def _is_shard(text: str, workers: int) -> bool:
 def differences(previous: RunRecord, now: RunRecord) -> list[str]:
     """Why `now` cannot continue `previous`, one sentence per difference (empty: it can)."""
     found: list[str] = []
+    if None not in (previous.writer, now.writer) and previous.writer != now.writer:
+        found.append(f"the folder holds the outputs of `replayer {previous.writer}`, not of "
+                     f"`replayer {now.writer}`")
     if previous.dry_run != now.dry_run:
         found.append(
             "the earlier run was a --dry-run; this one is real: a dry run's rows say nothing "
@@ -367,6 +379,24 @@ def check_resume(out_dir: Path, now: RunRecord) -> RunRecord:
     if found:
         raise ResumeError(f"cannot resume the run in {out_dir}: " + "; ".join(found))
     return previous
+
+
+def check_writer(out_dir: Path, writer: str) -> None:
+    """Refuses (ResumeError) a folder whose run.json says another command wrote it: that
+    command's rows would be replaced and every record sent again, unmarked. A folder with
+    no readable run.json is left to the other checks."""
+    try:
+        previous = read_run(out_dir).writer
+    except ResumeError:
+        return
+    if previous is None and (out_dir / PARTS_DIR).is_dir():
+        previous = "spark"  # written before run.json named its writer: only spark makes parts/
+    if previous is not None and previous != writer:
+        raise ResumeError(
+            f"{out_dir} holds the outputs of `replayer {previous}`; `replayer {writer}` "
+            "cannot continue them (it would send every record again, unmarked, and replace "
+            "their rows): use another --out, or --overwrite to start over (removes "
+            "replayer's files in it)")
 
 
 def write_run(out_dir: Path, record: RunRecord) -> None:

@@ -15,9 +15,8 @@ import orjson
 
 from replayer.engine.classify import Outcome
 from replayer.engine.lanes import Work
-from replayer.records import REDACTED, RecordFailure
+from replayer.records import KeyText, RecordFailure
 
-REDACTED_BYTES = REDACTED.encode()
 # orjson's output holds ~8 KB of allocation per row until joined: keep few queued.
 MAX_BUFFERED_ROWS = 512
 
@@ -56,10 +55,9 @@ class NdjsonSink:
         self._fd = open_append(path)
         self._buffer: list[bytes] = []
         self.rows = 0
-        # The key itself, as it would stand inside a JSON string: whatever a record carried
-        # (a value under any name), the key's text never reaches the file. One search per
-        # flush, not per row.
-        self._secret = orjson.dumps(secret)[1:-1] if secret else None
+        # Whatever a record carried (a value under any name), the key's text never reaches
+        # the file. One search per flush, not per row.
+        self._key = KeyText(secret)
 
     def write(self, row: dict[str, Any]) -> None:
         """Queues one row (written at the next flush, or now if many are queued)."""
@@ -78,10 +76,8 @@ class NdjsonSink:
     def flush(self) -> None:
         """Writes every queued row to the file."""
         if self._buffer:
-            data = b"\n".join(self._buffer) + b"\n"
+            data = self._key.mask_json(b"\n".join(self._buffer) + b"\n")
             self._buffer.clear()
-            if self._secret is not None and self._secret in data:
-                data = data.replace(self._secret, REDACTED_BYTES)
             write_all(self._fd, data, self.path)
 
     def close(self) -> None:

@@ -209,7 +209,6 @@ def merge(
         stopped_because = stopped_because or "a worker process died before writing its summary"
     reasons = [p.stopped_because for p in parts if p.stopped_because]
     resumed = [p.resumed for p in parts if p.resumed]
-    first = parts[0] if parts else None
     counts = Counts(
         delivered=totals["delivered"], failed_by_kind=kinds, unfinished=totals["unfinished"],
         requests=totals["requests"], user_lookups=totals["user_lookups"],
@@ -227,11 +226,22 @@ def merge(
         settings=settings, inputs=inputs, run_id=run_id,
         dry_run=any(p.dry_run for p in parts), stopped_by=stopped_by,
         stopped_because=stopped_because or (reasons[0] if reasons else None),
-        thresholds=first.thresholds if first is not None and len(parts) == 1 else (),
+        thresholds=_thresholds(parts),
         resumed={k: sum(r.get(k, 0) for r in resumed) for k in resumed[0]} if resumed else None,
         resume_with=resume_with, layout=layout,
         steady_rate_per_s=sum(steady) if steady else None,
     )
+
+
+def _thresholds(parts: Sequence[RunSummary]) -> tuple[dict[str, Any], ...]:
+    """Every part's threshold verdicts. Each shard judged its own share (a verdict of its
+    made the merged exit code), so several parts' verdicts are kept, each naming its shard."""
+    if len(parts) == 1:
+        return parts[0].thresholds
+    return tuple({**verdict, "shard": p.layout.shard,
+                  "text": f"shard {p.layout.shard}: {verdict.get('text', '')}"}
+                 if p.layout.shard else verdict
+                 for p in parts for verdict in p.thresholds)
 
 
 # ---- the codec -----------------------------------------------------------------------

@@ -17,8 +17,9 @@ import click
 from replayer.config import ConfigError, load_settings
 from replayer.observe.console import print_summary
 from replayer.observe.logs import setup_logging
-from replayer.output.layout import OutDirError
+from replayer.output.layout import OutDirError, check_inputs, prepare_out_dir
 from replayer.output.lock import FolderLock
+from replayer.output.runfile import ResumeError, check_writer
 from replayer.output.sinks import OutputError
 from replayer.records import ExitCode
 from replayer.source.commands import check_paths
@@ -37,6 +38,9 @@ def _fail(message: str, code: ExitCode) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               required=True, help="Output folder on storage every executor can reach; the "
                                   "same command again resumes the job in it.")
+@click.option("--overwrite", is_flag=True,
+              help="Start over in a non-empty --out (removes replayer's files in it), even "
+                   "one that `replayer run` wrote.")
 @click.option("--master", default=None,
               help="Spark master URL (local[2], spark://..., yarn); spark-submit's if omitted.")
 @click.option("--partitions", type=int, default=None,
@@ -67,8 +71,8 @@ def _fail(message: str, code: ExitCode) -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default=None, help="Log level of the driver and the tasks [info].")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
-def spark(paths: tuple[str, ...], out_dir: Path, master: str | None, partitions: int | None,
-          config_path: Path | None, **given: Any) -> None:
+def spark(paths: tuple[str, ...], out_dir: Path, overwrite: bool, master: str | None,
+          partitions: int | None, config_path: Path | None, **given: Any) -> None:
     """Replay PATH... with Spark: shuffle by user, replay each partition, merge into --out."""
     try:
         import pyspark  # noqa: F401
@@ -79,7 +83,7 @@ def spark(paths: tuple[str, ...], out_dir: Path, master: str | None, partitions:
               ExitCode.USAGE)
     if "-" in paths:
         _fail("replayer spark reads files, not stdin", ExitCode.USAGE)
-    check_paths(paths)
+    paths = check_paths(paths)  # URL globs expanded once, as `replayer run` does
     flags = {k: v for k, v in given.items() if v is not None}
     try:
         settings = load_settings(flags=flags, env=os.environ, config_path=config_path,
@@ -87,18 +91,23 @@ def spark(paths: tuple[str, ...], out_dir: Path, master: str | None, partitions:
     except ConfigError as exc:
         _fail(str(exc), ExitCode.USAGE)
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
-    code = _run(paths, out_dir, master, partitions, settings)
+    code = _run(paths, out_dir, master, partitions, settings, overwrite=overwrite)
     sys.exit(code)
 
 
 def _run(paths: tuple[str, ...], out_dir: Path, master: str | None, partitions: int | None,
-         settings: Any) -> int:
+         settings: Any, *, overwrite: bool) -> int:
     from replayer.spark.job import SparkJobError, file_source, run_job, start_session
 
     say = (lambda text: None) if settings.quiet else (lambda text: click.echo(text, err=True))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with FolderLock(out_dir):
+        check_inputs(out_dir, paths)  # an input among the files it writes or removes
+        with FolderLock(out_dir) as lock:
+            if overwrite:
+                prepare_out_dir(lock, resume=False, overwrite=True)
+            else:
+                check_writer(out_dir, "spark")  # before Spark starts: refused at once
             source = file_source(paths)
             session = start_session(master)
             try:
@@ -110,7 +119,10 @@ def _run(paths: tuple[str, ...], out_dir: Path, master: str | None, partitions: 
     except SparkJobError as exc:
         click.echo(f"Error: {exc}", err=True)
         return exc.code
-    except (OutDirError, OutputError) as exc:
+    except (OutDirError, ResumeError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return ExitCode.USAGE
+    except OutputError as exc:
         click.echo(f"Error: {exc}", err=True)
         return ExitCode.OUTPUT
     if not settings.quiet:

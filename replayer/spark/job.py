@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from replayer.config import Settings
 from replayer.config.settings import EMBEDDED
 from replayer.output.closing import close_folder
+from replayer.output.layout import PARTS_DIR
 from replayer.output.merge import merge_folders, read_part
 from replayer.output.runfile import (
     InputPrint,
@@ -27,6 +28,7 @@ from replayer.output.runfile import (
     ResumeError,
     RunRecord,
     check_resume,
+    check_writer,
     fingerprints,
     read_run,
     write_run,
@@ -34,6 +36,7 @@ from replayer.output.runfile import (
 from replayer.output.summary import Layout as SummaryLayout
 from replayer.output.summary import RunSummary
 from replayer.records import ExitCode
+from replayer.source.objects import is_url
 from replayer.spark import task
 
 if TYPE_CHECKING:
@@ -65,9 +68,10 @@ class Source:
 
 
 def file_source(paths: Sequence[str]) -> Source:
-    """The input files: their names as given (as rows name them), read on the executors."""
+    """The input files or objects (URLs, globs already expanded): their names as given (as
+    rows name them), read on the executors."""
     names = tuple(paths)
-    absolute = [str(Path(p).absolute()) for p in paths]
+    absolute = [p if is_url(p) else str(Path(p).absolute()) for p in paths]
     try:
         prints = fingerprints(paths)
     except (OSError, ResumeError) as exc:
@@ -132,9 +136,14 @@ def run_job(spark: SparkSession, source: Source, settings: Settings, out_dir: Pa
                             ExitCode.USAGE)
     say(SPECULATION_NOTE)
     started_wall, started = time.time(), time.monotonic()
+    try:
+        check_writer(out_dir, "spark")  # a `replayer run` folder is not a job to resume
+    except ResumeError as exc:
+        raise SparkJobError(str(exc), ExitCode.USAGE) from None
     count = _partitions(out_dir, partitions, sc.defaultParallelism)
     record = RunRecord(state="running", endpoint=settings.endpoint, dry_run=settings.dry_run,
-                       loop=False, inputs=source.prints, layout=Layout(workers=count))
+                       loop=False, inputs=source.prints, layout=Layout(workers=count),
+                       writer="spark")
     _check_previous(out_dir, record)
     problems = _on_spark(lambda: source.check(sc))
     if problems:
@@ -150,7 +159,7 @@ def run_job(spark: SparkSession, source: Source, settings: Settings, out_dir: Pa
                        exit_attempts)
     write_run(out_dir, record)
     results = _replay(source.keyed(sc, count, settings.max_line_bytes), count, job)
-    folders = [out_dir / task.PARTS_DIR / str(i) for i in range(count)]
+    folders = [out_dir / PARTS_DIR / str(i) for i in range(count)]
     return _merge(out_dir, folders, results, record, settings, source,
                   started_wall=started_wall, elapsed_s=time.monotonic() - started)
 
@@ -178,13 +187,14 @@ def _check_previous(out_dir: Path, record: RunRecord) -> None:
 
 
 def _key_from(sc: SparkContext, settings: Settings) -> str:
-    """Where executors find the key: never in the job's data, its argv or its log."""
-    if settings.dry_run or settings.endpoint == EMBEDDED:
+    """Where executors find the key: never in the job's data, its argv or its log. A dry
+    run sends nothing, but its tasks still mask the key's text in the rows they write."""
+    if settings.endpoint == EMBEDDED:
         return "none"
     if settings.client_key_file is not None:
         sc.addFile(str(settings.client_key_file.absolute()))
         return f"file:{settings.client_key_file.name}"
-    return "env"
+    return "env-if-set" if settings.dry_run else "env"
 
 
 def _replay(keyed: RDD[task.Keyed], count: int, job: task.PartJob) -> list[task.PartResult]:

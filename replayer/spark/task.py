@@ -21,15 +21,15 @@ from replayer.config.settings import EMBEDDED
 from replayer.engine.control import RunControl
 from replayer.engine.intake import LineSource
 from replayer.engine.replay import Replay, replay
-from replayer.output.layout import RUN, SUMMARY
+from replayer.output.layout import PARTS_DIR, RUN, SUMMARY
 from replayer.output.resume import read_resume
 from replayer.output.runfile import ResumeError, RunRecord
 from replayer.records import ExitCode, RawLine
-from replayer.source.read import ReadCounts, iter_lines
+from replayer.source.objects import is_url
+from replayer.source.read import ReadCounts, iter_lines, open_source
 from replayer.source.shard import owner
 from replayer.workers.handoff import Handoff
 
-PARTS_DIR = "parts"
 KEY_ENV = ("LEANPLUM_CLIENT_KEY", "REPLAYER_CLIENT_KEY")
 # A record between the stages: ((partition, file index, line no), (bytes, flag)). Line 0
 # of a file carries no record: its flag is the file's count of blank lines.
@@ -55,10 +55,11 @@ def read_file(partitions: int, max_line_bytes: int) -> Callable[[tuple[int, str]
 
 
 def check_readable(item: tuple[int, str]) -> tuple[int, str | None]:
-    """On an executor: (index, None) when the file can be opened, else (index, the reason)."""
+    """On an executor: (index, None) when the file or object can be opened, else (index,
+    the reason)."""
     index, path = item
     try:
-        with open(path, "rb") as f:
+        with open_source(path) if is_url(path) else open(path, "rb") as f:
             f.read(1)
     except OSError as exc:
         return index, exc.strerror or str(exc)
@@ -99,8 +100,9 @@ def lines_of(rows: Iterable[Keyed], names: tuple[str, ...]) -> LineSource:
 class PartJob:
     """What each partition's task is given (pickled to executors): never the key itself.
 
-    `key_from` says where the executor finds the key: "none" (dry run, embedded), "env"
-    (LEANPLUM_CLIENT_KEY in its own environment) or "file:NAME" (a SparkFiles file).
+    `key_from` says where the executor finds the key: "none" (embedded), "env"
+    (LEANPLUM_CLIENT_KEY in its own environment), "env-if-set" (a dry run: the key only
+    masks its own text in the rows) or "file:NAME" (a SparkFiles file).
     """
 
     settings: bytes  # a Handoff of the settings without the key (workers.handoff)
@@ -134,6 +136,8 @@ def _key(key_from: str) -> str | None | PartResult:
     for name in KEY_ENV:
         if os.environ.get(name):
             return os.environ[name]
+    if key_from == "env-if-set":
+        return None
     return PartResult(-1, ExitCode.USAGE,
                       "no client key on the executor: set LEANPLUM_CLIENT_KEY in the executors' "
                       "environment, or give --client-key-file (sent with SparkFiles)")
