@@ -5,7 +5,8 @@ and size) for run.json, and opens an object as a stream that counts the bytes it
 and refuses to end early. fsspec and the store's package are imported only when a URL is
 used, so the base install reads local files without them. Credentials come from each
 store's own standard chain (for S3: the AWS environment variables, AWS_ENDPOINT_URL
-included, profiles, instance roles); never from flags or the URL.
+included, profiles, instance roles); never from flags or the URL's user part. A signed
+https URL's query is used to read and nowhere else: messages show the URL without it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
+
+from replayer.source.redact import redact_urls, shown_url
 
 # URL scheme -> (fsspec protocol, the extra that installs it).
 SCHEMES: dict[str, tuple[str, str]] = {
@@ -73,21 +76,26 @@ def _filesystem(url: str) -> Any:
 def _refuse_credentials(url: str) -> None:
     netloc = url.partition("://")[2].partition("/")[0]
     if "@" in netloc:
-        raise ObjectError(f"{url.split('@')[-1]}: credentials in a URL are refused (they would "
-                          "show in rows and process lists); use the store's own credential chain")
+        raise ObjectError(f"{shown_url(url.split('@')[-1])}: credentials in a URL are refused "
+                          "(they would show in rows and process lists); use the store's own "
+                          "credential chain or a signed URL")
 
 
 def _failure(url: str, exc: BaseException) -> ObjectError:
-    """One clear sentence for what the store said about `url`."""
+    """One clear sentence for what the store said about `url` (its query cut off)."""
+    url = shown_url(url)
     if isinstance(exc, FileNotFoundError):
         what = str(exc.args[-1] if exc.args else "")
         for where in ("bucket", "container"):
             if where in what.lower():
                 return ObjectError(f"{url}: no such {where} (or no access to it)")
+        if url.partition("://")[0].lower() in ("http", "https"):  # fsspec says 404 for a 403
+            return ObjectError(f"{url}: no such object, or access denied (a signed URL may "
+                               "have expired: sign it afresh)")
         return ObjectError(f"{url}: no such object")
     if isinstance(exc, PermissionError):
         return ObjectError(f"{url}: access denied (check the store's credentials and policy)")
-    return ObjectError(f"{url}: cannot be read: {exc or type(exc).__name__}")
+    return ObjectError(f"{url}: cannot be read: {redact_urls(str(exc)) or type(exc).__name__}")
 
 
 def _call(url: str, what: Callable[[], Any]) -> Any:
@@ -113,13 +121,18 @@ def info_of(url: str, details: dict[str, Any]) -> ObjectInfo:
 
 def stat(url: str) -> ObjectInfo:
     """The object at `url` (ObjectError if it is missing, unreadable or a folder)."""
+    return info_of(url, _details(url))
+
+
+def _details(url: str) -> dict[str, Any]:
     _refuse_credentials(url)
     fs = _filesystem(url)
-    details = _call(url, lambda: fs.info(url))
+    details: dict[str, Any] = _call(url, lambda: fs.info(url))
     if details.get("type") == "directory":
-        raise ObjectError(f"{url}: a folder (prefix), not an object; give a glob such as "
-                          f"{url.rstrip('/')}/*.gz")
-    return info_of(url, details)
+        shown = shown_url(url)
+        raise ObjectError(f"{shown}: a folder (prefix), not an object; give a glob such as "
+                          f"{shown.rstrip('/')}/*.gz")
+    return details
 
 
 def expand(url: str, *, suffixes: Sequence[str] = ()) -> list[ObjectInfo]:
@@ -128,13 +141,13 @@ def expand(url: str, *, suffixes: Sequence[str] = ()) -> list[ObjectInfo]:
     _refuse_credentials(url)
     fs = _filesystem(url)
     scheme = url.partition("://")[0]
-    if GLOB_CHARS & set(url.partition("://")[2]):
+    if GLOB_CHARS & set(shown_url(url).partition("://")[2]):  # an https query is no glob
         found: dict[str, Any] = _call(url, lambda: fs.glob(url, detail=True))
         objects = [info_of(_full_url(scheme, p), d) for p, d in found.items()
                    if d.get("type") != "directory"]
         if not objects:
             _check_root(fs, url)
-            raise ObjectError(f"{url}: no object matches")
+            raise ObjectError(f"{shown_url(url)}: no object matches")
         return sorted(objects, key=lambda o: o.url)
     details = _call(url, lambda: fs.info(url))
     if details.get("type") != "directory":
@@ -145,7 +158,7 @@ def expand(url: str, *, suffixes: Sequence[str] = ()) -> list[ObjectInfo]:
     objects = [info_of(_full_url(scheme, p), d) for p, d in under.items()
                if p.endswith(tuple(suffixes))]
     if not objects:
-        raise ObjectError(f"{url}: no export objects ({', '.join(suffixes)})")
+        raise ObjectError(f"{shown_url(url)}: no export objects ({', '.join(suffixes)})")
     return sorted(objects, key=lambda o: o.url)
 
 
@@ -182,18 +195,16 @@ class ObjectStream(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         try:
             data = self._raw.read(len(view))
-        except OSError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a third-party boundary, as in _call
-            raise OSError(f"{self._info.url}: reading failed after "
-                          f"{self.bytes_read} bytes: {exc or type(exc).__name__}") from None
+            raise OSError(f"{shown_url(self._info.url)}: reading failed after {self.bytes_read} "
+                          f"bytes: {redact_urls(str(exc)) or type(exc).__name__}") from None
         n = len(data)
         view[:n] = data
         self.bytes_read += n
         self._on_bytes(n)
         size = self._info.size
         if n == 0 and len(view) and size is not None and self.bytes_read < size:
-            raise ShortRead(f"{self._info.url}: the store ended the object after "
+            raise ShortRead(f"{shown_url(self._info.url)}: the store ended the object after "
                             f"{self.bytes_read} of its {size} bytes")
         return n
 
