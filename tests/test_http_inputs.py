@@ -42,7 +42,8 @@ def records(count: int, *, seed: int, invalid: int = 0) -> bytes:
 
 async def spawn(*args: str, block_bytes: int | None = None) -> asyncio.subprocess.Process:
     # Reads in small blocks when asked, so that a small object takes many ranged reads.
-    patch = f"objects.BLOCK_BYTES = {block_bytes}; " if block_bytes else ""
+    patch = (f"objects.BLOCK_BYTES = objects.BUFFER_BYTES = {block_bytes}; " if block_bytes
+             else "")
     code = ("import sys; from replayer.source import objects; " + patch +
             "from replayer.cli import main; sys.argv[0] = 'replayer'; main()")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEANPLUM")}
@@ -173,3 +174,44 @@ def test_redact_urls_cuts_the_query_of_every_url_in_a_message() -> None:
             "see http://h/y?token=t; retried")
     assert redact_urls(text) == ("412, message='Precondition Failed', url='https://h:1/x.ndjson' "
                                  "see http://h/y retried")
+
+
+async def test_an_object_replaced_while_it_is_read_stops_the_run_and_its_resume_is_refused(
+    tmp_path: Path,
+) -> None:
+    first, second = records(300, seed=1), records(300, seed=2)
+    async with http_store({"in/part.ndjson": first}) as store:
+        stored = store.objects["in/part.ndjson"]
+        stored.swap_to, stored.swap_after = second, 2  # replaced after its second block
+        out = tmp_path / "out"
+        run = ("run", store.url("in/part.ndjson"), "--out", str(out), "--workers", "1")
+
+        code, stdout, stderr = await replayer(*run, block_bytes=4096)
+
+        assert code == 4, stderr
+        assert f"{store.url('in/part.ndjson')}: the object changed while it was read" in stderr
+        assert "Traceback" not in stderr + stdout
+        assert stored.ranged_reads == 2, "nothing was read from the new version"
+        rows = read_rows(out / RESULTS) + read_rows(out / FAILURES)
+        assert len(rows) < 300 and not read_rows(out / FAILURES)
+
+        code, stdout, stderr = await replayer(*run, "--resume", block_bytes=4096)
+
+        assert code == 2, stderr
+        assert f"{store.url('in/part.ndjson')} changed since" in stderr
+        assert "Traceback" not in stderr + stdout
+
+
+@pytest.mark.parametrize(("details", "pin"), [
+    ({"ETag": '"e1"', "Last-Modified": "Mon, 07 Dec 2026 03:00:00 GMT"}, {"If-Match": '"e1"'}),
+    ({"ETag": 'W/"e1"', "Last-Modified": "Mon, 07 Dec 2026 03:00:00 GMT"},
+     {"If-Unmodified-Since": "Mon, 07 Dec 2026 03:00:00 GMT"}),
+    ({"size": 3}, {}),
+], ids=["strong-etag", "weak-etag", "neither"])
+def test_an_https_object_is_pinned_by_its_strong_etag_else_its_date(
+    details: dict[str, object], pin: dict[str, str]
+) -> None:
+    from replayer.source.objects import pin_headers
+
+    assert pin_headers("https://h/x", details) == pin
+    assert pin_headers("s3://b/x", details) == {}  # s3fs pins S3 reads itself

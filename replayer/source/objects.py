@@ -26,6 +26,7 @@ SCHEMES: dict[str, tuple[str, str]] = {
 }
 GLOB_CHARS = frozenset("*?[")
 BLOCK_BYTES = 8 << 20  # one ranged GET per block: memory per open object, not per file size
+BUFFER_BYTES = 1 << 20  # what the line reader asks the object's stream for at a time
 # Keys of fsspec's info() that identify one version of an object, most specific first.
 _IDENTITY_KEYS = ("VersionId", "version_id", "generation", "ETag", "etag", "Last-Modified",
                   "last_modified", "LastModified")
@@ -41,6 +42,10 @@ class ObjectsUnavailable(Exception):
 
 class ShortRead(OSError):
     """An object whose stream ended before its size: never taken as the end of the file."""
+
+
+class ObjectChanged(OSError):
+    """An object replaced while it was read: its bytes so far and the rest are two versions."""
 
 
 def is_url(path: str) -> bool:
@@ -135,6 +140,19 @@ def _details(url: str) -> dict[str, Any]:
     return details
 
 
+def pin_headers(url: str, details: dict[str, Any]) -> dict[str, str]:
+    """For an http(s) object, the conditions that make every ranged read of it fail (412)
+    once it is no longer the version `details` describe: its strong ETag, else its
+    Last-Modified. (s3fs pins an S3 object by its ETag itself.)"""
+    if url.partition("://")[0].lower() not in ("http", "https"):
+        return {}
+    etag = details.get("ETag") or details.get("etag")
+    if isinstance(etag, str) and etag.startswith('"'):  # a weak W/"..." never matches If-Match
+        return {"If-Match": etag}
+    modified = details.get("Last-Modified")
+    return {"If-Unmodified-Since": modified} if isinstance(modified, str) else {}
+
+
 def expand(url: str, *, suffixes: Sequence[str] = ()) -> list[ObjectInfo]:
     """The objects `url` names, in name order: a glob's matches, the object itself, or (with
     `suffixes`, for convert) the objects under a folder whose names end so."""
@@ -196,6 +214,11 @@ class ObjectStream(io.RawIOBase):
         try:
             data = self._raw.read(len(view))
         except Exception as exc:  # noqa: BLE001 - a third-party boundary, as in _call
+            if getattr(exc, "status", None) == 412:  # a pin of pin_headers no longer holds
+                raise ObjectChanged(
+                    f"{shown_url(self._info.url)}: the object changed while it was read "
+                    f"(after {self.bytes_read} bytes): the run stops, and a resume would mix "
+                    "two versions, so it is refused; start a new --out") from None
             raise OSError(f"{shown_url(self._info.url)}: reading failed after {self.bytes_read} "
                           f"bytes: {redact_urls(str(exc)) or type(exc).__name__}") from None
         n = len(data)
@@ -220,10 +243,13 @@ def open_object(url: str, *, on_bytes: Callable[[int], None] = lambda _n: None) 
 
     `on_bytes(n)` is told each block of stored bytes as it arrives (for progress).
     """
-    info = stat(url)
+    details = _details(url)
+    info = info_of(url, details)
     fs = _filesystem(url)
-    raw = _call(url, lambda: fs.open(url, "rb", block_size=BLOCK_BYTES))
-    return io.BufferedReader(ObjectStream(info, raw, on_bytes), 1 << 20)
+    pin = pin_headers(url, details)
+    options: dict[str, Any] = {"headers": pin, "size": info.size} if pin else {}
+    raw = _call(url, lambda: fs.open(url, "rb", block_size=BLOCK_BYTES, **options))
+    return io.BufferedReader(ObjectStream(info, raw, on_bytes), BUFFER_BYTES)
 
 
 def seekable_object(url: str) -> BinaryIO:
