@@ -313,3 +313,24 @@ def test_reading_an_object_that_ends_early_raises_for_the_run_to_stop_with_exit_
         list(lines)  # the engine's intake turns an OSError into exit 4 (resumable)
     assert counts.bytes_read == 32
     assert total_size(["s3://b/k.ndjson", "s3://b/k2.ndjson"]) == 200
+
+
+async def test_a_key_with_glob_characters_that_exists_is_that_object_not_a_glob(
+    s3: dict[str, str], tmp_path: Path
+) -> None:
+    bodies = {"lit/a[1].ndjson.gz": records_gz(5, seed=1), "lit/a1.ndjson.gz": records_gz(7, seed=2),
+              "lit/what?.ndjson.gz": records_gz(3, seed=3), "lit/star*.ndjson.gz":
+              records_gz(4, seed=4), "lit/starX.ndjson.gz": records_gz(6, seed=5)}
+    upload(s3, "literal", bodies)
+    for key in ("lit/a[1].ndjson.gz", "lit/what?.ndjson.gz", "lit/star*.ndjson.gz"):
+        code, stdout, stderr = await replayer(s3, "validate", f"s3://literal/{key}")
+        assert code == 0, stderr
+        assert stdout.startswith(f"{lines_of(bodies[key])} lines (0 blank)"), (key, stdout)
+    code, stdout, stderr = await replayer(s3, "validate", "s3://literal/lit/a[0-9].ndjson.gz")
+    assert (code, stdout.split(" lines")[0]) == (0, "7"), stderr  # no such key: a glob
+
+    out = tmp_path / "out"
+    code, _stdout, stderr = await replayer(s3, "run", "s3://literal/lit/a[1].ndjson.gz",
+                                           "--out", str(out), "--workers", "1")
+    assert code == 0, stderr
+    assert set(row_keys(out)) == {("s3://literal/lit/a[1].ndjson.gz", n) for n in range(1, 6)}

@@ -155,11 +155,17 @@ def pin_headers(url: str, details: dict[str, Any]) -> dict[str, str]:
 
 def expand(url: str, *, suffixes: Sequence[str] = ()) -> list[ObjectInfo]:
     """The objects `url` names, in name order: a glob's matches, the object itself, or (with
-    `suffixes`, for convert) the objects under a folder whose names end so."""
+    `suffixes`, for convert) the objects under a folder whose names end so.
+
+    A key may hold `*`, `?`, `[` or `]`: an object whose name is exactly `url` is that
+    object, never a glob (which might match others, or not even itself)."""
     _refuse_credentials(url)
     fs = _filesystem(url)
     scheme = url.partition("://")[0]
     if GLOB_CHARS & set(shown_url(url).partition("://")[2]):  # an https query is no glob
+        exact = _exact(fs, url)
+        if exact is not None:
+            return [exact]
         found: dict[str, Any] = _call(url, lambda: fs.glob(url, detail=True))
         objects = [info_of(_full_url(scheme, p), d) for p, d in found.items()
                    if d.get("type") != "directory"]
@@ -178,6 +184,15 @@ def expand(url: str, *, suffixes: Sequence[str] = ()) -> list[ObjectInfo]:
     if not objects:
         raise ObjectError(f"{shown_url(url)}: no export objects ({', '.join(suffixes)})")
     return sorted(objects, key=lambda o: o.url)
+
+
+def _exact(fs: Any, url: str) -> ObjectInfo | None:
+    """The object named exactly `url`, or None (no such object: `url` is a glob then)."""
+    try:
+        details = fs.info(url)
+    except Exception:  # noqa: BLE001 - any answer but an object's: the glob says what is wrong
+        return None
+    return None if details.get("type") == "directory" else info_of(url, details)
 
 
 def _check_root(fs: Any, url: str) -> None:
