@@ -215,3 +215,17 @@ def test_an_https_object_is_pinned_by_its_strong_etag_else_its_date(
 
     assert pin_headers("https://h/x", details) == pin
     assert pin_headers("s3://b/x", details) == {}  # s3fs pins S3 reads itself
+
+
+async def test_convert_reads_a_signed_url_and_names_it_without_its_query(tmp_path: Path) -> None:
+    sample = min((Path(__file__).parent.parent / "samples" / "exports" / "segment").rglob("*.gz"))
+    async with http_store({"seg/part.json.gz": sample.read_bytes()}, signature="one") as store:
+        output = tmp_path / "converted.ndjson"
+        code, stdout, stderr = await replayer(
+            "convert", "--from", "segment", signed(store.url("seg/part.json.gz"), "one"),
+            "-o", str(output))
+        assert code in (0, 1), stderr  # 1: the samples hold events that must be rejected
+        assert output.stat().st_size > 0
+        assert store.url("seg/part.json.gz") in (stdout + stderr + "".join(
+            p.read_text() for p in tmp_path.iterdir()))
+        assert_no_secret(stdout, stderr, folder=tmp_path)
