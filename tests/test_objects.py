@@ -218,6 +218,22 @@ async def test_validate_and_convert_read_s3_urls(s3: dict[str, str], tmp_path: P
 # ---- without a server ---------------------------------------------------------------------
 
 
+def test_an_s3_object_replaced_while_it_is_read_is_refused_not_mixed(
+    s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = gzip.decompress(records_gz(400, seed=1))
+    upload(s3, "swap", {"k.ndjson": first})
+    for name, value in child_env(s3).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(objects, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(objects, "BUFFER_BYTES", 4096)
+    stream = objects.open_object("s3://swap/k.ndjson")
+    assert stream.readline() == first.splitlines(keepends=True)[0]
+    upload(s3, "swap", {"k.ndjson": gzip.decompress(records_gz(400, seed=2))})
+    with pytest.raises(objects.ObjectChanged, match="s3://swap/k.ndjson: the object changed"):
+        stream.read()
+
+
 @pytest.mark.parametrize(("path", "url"), [
     ("s3://b/k.gz", True), ("gs://b/k", True), ("az://c/k", True), ("https://h/x.ndjson", True),
     ("S3://b/k", True), ("sessions.ndjson", False), ("-", False), ("ftp://h/x", False),
@@ -272,6 +288,19 @@ def test_a_whole_object_ends_and_a_failed_read_is_an_os_error() -> None:
                                              lambda _n: None))
     with pytest.raises(OSError, match="s3://b/k: reading failed after 2 bytes: payload"):
         failing.read()
+
+
+@pytest.mark.parametrize("error", [
+    pytest.param(lambda: __import__("s3fs.utils").utils.FileExpired("b/k", '"e"'), id="s3"),
+    pytest.param(lambda: type("ClientResponseError", (Exception,), {"status": 412})(), id="412"),
+])
+def test_an_object_that_changed_while_read_is_said_so(error: Any) -> None:
+    changed = io.BufferedReader(ObjectStream(ObjectInfo("s3://b/k", 9, "e"),
+                                             Raw(b"ab\n", then=error()), lambda _n: None))
+    assert changed.readline() == b"ab\n"
+    with pytest.raises(objects.ObjectChanged, match="s3://b/k: the object changed while it "
+                       "was read \\(after 3 bytes\\)"):
+        changed.read()
 
 
 def test_a_missing_extra_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:

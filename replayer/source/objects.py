@@ -205,6 +205,12 @@ def _check_root(fs: Any, url: str) -> None:
         raise ObjectError(f"{root}: no such bucket (or no access to it)")
 
 
+def _changed(exc: BaseException) -> bool:
+    """Whether a read failed because the object is no longer the version it started as:
+    a 412 to the conditions of pin_headers (https), or s3fs's FileExpired (its IfMatch)."""
+    return getattr(exc, "status", None) == 412 or type(exc).__name__ == "FileExpired"
+
+
 class ObjectStream(io.RawIOBase):
     """An object's bytes, counted as they arrive; ends only when all `size` bytes came.
 
@@ -229,11 +235,11 @@ class ObjectStream(io.RawIOBase):
         try:
             data = self._raw.read(len(view))
         except Exception as exc:  # noqa: BLE001 - a third-party boundary, as in _call
-            if getattr(exc, "status", None) == 412:  # a pin of pin_headers no longer holds
+            if _changed(exc):
                 raise ObjectChanged(
                     f"{shown_url(self._info.url)}: the object changed while it was read "
-                    f"(after {self.bytes_read} bytes): the run stops, and a resume would mix "
-                    "two versions, so it is refused; start a new --out") from None
+                    f"(after {self.bytes_read} bytes); its rows so far are of the earlier "
+                    "version, and a resume is refused: start a new --out") from None
             raise OSError(f"{shown_url(self._info.url)}: reading failed after {self.bytes_read} "
                           f"bytes: {redact_urls(str(exc)) or type(exc).__name__}") from None
         n = len(data)
