@@ -27,6 +27,7 @@ class Stored:
     swap_to: bytes | None = None
     swap_after: int = 0
     ranged_reads: int = 0
+    pinnable: bool = True  # False: If-Match and If-Unmodified-Since are ignored, as some do
 
     @property
     def etag(self) -> str:
@@ -59,10 +60,10 @@ class HttpStore:
         headers = {"ETag": stored.etag, "Last-Modified": stored.last_modified,
                    "Accept-Ranges": "bytes"}
         if_match = request.headers.get("If-Match")
-        if if_match is not None and if_match not in ("*", stored.etag):
+        if stored.pinnable and if_match is not None and if_match not in ("*", stored.etag):
             return web.Response(status=412, headers=headers)
         since = request.headers.get("If-Unmodified-Since")
-        if since is not None and since != stored.last_modified:
+        if stored.pinnable and since is not None and since != stored.last_modified:
             return web.Response(status=412, headers=headers)
         ranged = request.headers.get("Range")
         if_range = request.headers.get("If-Range")

@@ -202,6 +202,22 @@ async def test_an_object_replaced_while_it_is_read_stops_the_run_and_its_resume_
         assert "Traceback" not in stderr + stdout
 
 
+async def test_a_server_that_ignores_the_pin_still_cannot_end_a_mixed_read_with_success(
+    tmp_path: Path,
+) -> None:
+    async with http_store({"in/part.ndjson": records(300, seed=1)}) as store:
+        stored = store.objects["in/part.ndjson"]
+        stored.swap_to, stored.swap_after, stored.pinnable = records(300, seed=2), 2, False
+        out = tmp_path / "out"
+
+        code, stdout, stderr = await replayer("run", store.url("in/part.ndjson"), "--out",
+                                              str(out), "--workers", "1", block_bytes=4096)
+
+        assert code == 4, stderr
+        assert "the object changed while it was read (the server ignored" in stderr
+        assert "Traceback" not in stderr + stdout
+
+
 @pytest.mark.parametrize(("details", "pin"), [
     ({"ETag": '"e1"', "Last-Modified": "Mon, 07 Dec 2026 03:00:00 GMT"}, {"If-Match": '"e1"'}),
     ({"ETag": 'W/"e1"', "Last-Modified": "Mon, 07 Dec 2026 03:00:00 GMT"},

@@ -215,14 +215,18 @@ class ObjectStream(io.RawIOBase):
     """An object's bytes, counted as they arrive; ends only when all `size` bytes came.
 
     A read the store's client could not complete after its own retries is an OSError
-    (the run stops with exit 4 and can resume); so is a stream that ends short.
+    (the run stops with exit 4 and can resume); so is a stream that ends short. At the end,
+    `identity()` (if given) must still be the object's: a server that ignores the pin of
+    pin_headers may have served two versions (ObjectChanged).
     """
 
-    def __init__(self, info: ObjectInfo, raw: Any, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, info: ObjectInfo, raw: Any, on_bytes: Callable[[int], None], *,
+                 identity: Callable[[], str | None] | None = None) -> None:
         super().__init__()
         self._info = info
         self._raw = raw
         self._on_bytes = on_bytes
+        self._identity = identity
         self.bytes_read = 0
 
     def readable(self) -> bool:
@@ -250,7 +254,21 @@ class ObjectStream(io.RawIOBase):
         if n == 0 and len(view) and size is not None and self.bytes_read < size:
             raise ShortRead(f"{shown_url(self._info.url)}: the store ended the object after "
                             f"{self.bytes_read} of its {size} bytes")
+        if n == 0 and len(view) and self._identity is not None:
+            self._check_identity(self._identity)
         return n
+
+    def _check_identity(self, identity: Callable[[], str | None]) -> None:
+        self._identity = None  # once, at the first end
+        try:
+            now = identity()
+        except (ObjectError, ObjectsUnavailable) as exc:
+            raise OSError(str(exc)) from None
+        if now != self._info.identity:
+            raise ObjectChanged(f"{shown_url(self._info.url)}: the object changed while it "
+                                "was read (the server ignored the conditions that pin it); "
+                                "its rows are of two versions, and a resume is refused: "
+                                "start a new --out")
 
     def close(self) -> None:
         """Closes the object's stream."""
@@ -270,7 +288,10 @@ def open_object(url: str, *, on_bytes: Callable[[int], None] = lambda _n: None) 
     pin = pin_headers(url, details)
     options: dict[str, Any] = {"headers": pin, "size": info.size} if pin else {}
     raw = _call(url, lambda: fs.open(url, "rb", block_size=BLOCK_BYTES, **options))
-    return io.BufferedReader(ObjectStream(info, raw, on_bytes), BUFFER_BYTES)
+    # A web server may ignore If-Match: one more HEAD at the end tells what it served.
+    identity = (lambda: stat(url).identity) if pin else None
+    return io.BufferedReader(ObjectStream(info, raw, on_bytes, identity=identity),
+                             BUFFER_BYTES)
 
 
 def seekable_object(url: str) -> BinaryIO:
