@@ -19,6 +19,7 @@ from replayer.engine.preflight import preflight
 from replayer.records import ExitCode
 from replayer.source.checkfile import check_files
 from replayer.source.read import is_stream
+from replayer.source.redact import has_query, shown_url
 
 
 class SetupError(click.ClickException):
@@ -97,8 +98,11 @@ def resume_command(ctx: click.Context, paths: tuple[str, ...], out_dir: Path) ->
 
     Leaving a flag out would change the run on resume (--endpoint above all: a resume
     without it would go to the built-in emulator). Environment variables stay as they are.
+    A signed https input is shown without its query (its signature), and a comment asks
+    for a freshly signed URL of the same object instead.
     """
-    words = ["replayer", "run", *paths, "--out", str(out_dir), "--resume"]
+    words = ["replayer", "run", *(shown_url(p) for p in paths), "--out", str(out_dir),
+             "--resume"]
     for param in ctx.command.params:
         if (param.name in ("paths", "out_dir", "resume", "overwrite") or param.name is None
                 or ctx.get_parameter_source(param.name) is not ParameterSource.COMMANDLINE):
@@ -114,4 +118,6 @@ def resume_command(ctx: click.Context, paths: tuple[str, ...], out_dir: Path) ->
                 words += [param.opts[0], str(item)]
         else:
             words += [param.opts[0], str(value)]
-    return shlex.join(words)
+    signed = any(has_query(p) for p in paths)
+    return shlex.join(words) + ("  # give each https input as a freshly signed URL of the "
+                                "same object" if signed else "")

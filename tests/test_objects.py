@@ -218,6 +218,22 @@ async def test_validate_and_convert_read_s3_urls(s3: dict[str, str], tmp_path: P
 # ---- without a server ---------------------------------------------------------------------
 
 
+def test_an_s3_object_replaced_while_it_is_read_is_refused_not_mixed(
+    s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = gzip.decompress(records_gz(400, seed=1))
+    upload(s3, "swap", {"k.ndjson": first})
+    for name, value in child_env(s3).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(objects, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(objects, "BUFFER_BYTES", 4096)
+    stream = objects.open_object("s3://swap/k.ndjson")
+    assert stream.readline() == first.splitlines(keepends=True)[0]
+    upload(s3, "swap", {"k.ndjson": gzip.decompress(records_gz(400, seed=2))})
+    with pytest.raises(objects.ObjectChanged, match="s3://swap/k.ndjson: the object changed"):
+        stream.read()
+
+
 @pytest.mark.parametrize(("path", "url"), [
     ("s3://b/k.gz", True), ("gs://b/k", True), ("az://c/k", True), ("https://h/x.ndjson", True),
     ("S3://b/k", True), ("sessions.ndjson", False), ("-", False), ("ftp://h/x", False),
@@ -274,6 +290,19 @@ def test_a_whole_object_ends_and_a_failed_read_is_an_os_error() -> None:
         failing.read()
 
 
+@pytest.mark.parametrize("error", [
+    pytest.param(lambda: __import__("s3fs.utils").utils.FileExpired("b/k", '"e"'), id="s3"),
+    pytest.param(lambda: type("ClientResponseError", (Exception,), {"status": 412})(), id="412"),
+])
+def test_an_object_that_changed_while_read_is_said_so(error: Any) -> None:
+    changed = io.BufferedReader(ObjectStream(ObjectInfo("s3://b/k", 9, "e"),
+                                             Raw(b"ab\n", then=error()), lambda _n: None))
+    assert changed.readline() == b"ab\n"
+    with pytest.raises(objects.ObjectChanged, match="s3://b/k: the object changed while it "
+                       "was read \\(after 3 bytes\\)"):
+        changed.read()
+
+
 def test_a_missing_extra_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "fsspec", None)  # as if the extra were not installed
     with pytest.raises(objects.ObjectsUnavailable, match=r"pip install 'replayer\[s3\]'"):
@@ -313,3 +342,24 @@ def test_reading_an_object_that_ends_early_raises_for_the_run_to_stop_with_exit_
         list(lines)  # the engine's intake turns an OSError into exit 4 (resumable)
     assert counts.bytes_read == 32
     assert total_size(["s3://b/k.ndjson", "s3://b/k2.ndjson"]) == 200
+
+
+async def test_a_key_with_glob_characters_that_exists_is_that_object_not_a_glob(
+    s3: dict[str, str], tmp_path: Path
+) -> None:
+    bodies = {"lit/a[1].ndjson.gz": records_gz(5, seed=1), "lit/a1.ndjson.gz": records_gz(7, seed=2),
+              "lit/what?.ndjson.gz": records_gz(3, seed=3), "lit/star*.ndjson.gz":
+              records_gz(4, seed=4), "lit/starX.ndjson.gz": records_gz(6, seed=5)}
+    upload(s3, "literal", bodies)
+    for key in ("lit/a[1].ndjson.gz", "lit/what?.ndjson.gz", "lit/star*.ndjson.gz"):
+        code, stdout, stderr = await replayer(s3, "validate", f"s3://literal/{key}")
+        assert code == 0, stderr
+        assert stdout.startswith(f"{lines_of(bodies[key])} lines (0 blank)"), (key, stdout)
+    code, stdout, stderr = await replayer(s3, "validate", "s3://literal/lit/a[0-9].ndjson.gz")
+    assert (code, stdout.split(" lines")[0]) == (0, "7"), stderr  # no such key: a glob
+
+    out = tmp_path / "out"
+    code, _stdout, stderr = await replayer(s3, "run", "s3://literal/lit/a[1].ndjson.gz",
+                                           "--out", str(out), "--workers", "1")
+    assert code == 0, stderr
+    assert set(row_keys(out)) == {("s3://literal/lit/a[1].ndjson.gz", n) for n in range(1, 6)}

@@ -304,15 +304,19 @@ def fingerprints(paths: Sequence[str]) -> tuple[InputPrint, ...]:
 
 
 def _object_print(url: str) -> InputPrint:
-    """An object's print: its identity when the store gives one, else a hash of its edges."""
+    """An object's print: its identity when the store gives one, else a hash of its edges.
+
+    Named as rows name it (an https URL without its query), so that the same object
+    signed afresh resumes the run its first signature started."""
+    name = display_name(url)
     try:
         info = objects.stat(url)
         if info.identity is not None and info.size is not None:
-            return InputPrint(url, info.size, "", info.identity)
+            return InputPrint(name, info.size, "", info.identity)
         size, digest = objects.edges_digest(url, edge_bytes=_EDGE)
     except (objects.ObjectError, objects.ObjectsUnavailable) as exc:
         raise ResumeError(str(exc)) from None
-    return InputPrint(url, size, digest, info.identity)
+    return InputPrint(name, size, digest, info.identity)
 
 
 DEFAULT_PARENT = Path("replay-out")

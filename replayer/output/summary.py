@@ -19,6 +19,7 @@ import orjson
 from replayer.config.checks import describe_target
 from replayer.observe.stats import Histogram
 from replayer.records import ExitCode, worst
+from replayer.source.redact import shown_url
 
 VERSION = 2
 LOAD_PERCENTILES = (50, 90, 99, 99.9, 99.99)
@@ -153,7 +154,8 @@ def build(
                             for view in ("service", "scheduled")},
         behind_schedule_ms=hists["behind"].summary(LOAD_PERCENTILES),
         started_at=_iso(started_wall), ended_at=_iso(started_wall + elapsed_s),
-        elapsed_s=round(elapsed_s, 3), settings=settings, inputs=list(inputs), run_id=run_id,
+        elapsed_s=round(elapsed_s, 3), settings=settings,
+        inputs=[shown_url(p) for p in inputs], run_id=run_id,
         dry_run=dry_run, stopped_by=stopped_by, stopped_because=stopped_because,
         thresholds=tuple(thresholds), resumed=resumed,
         resume_with=resume_with if code.resumable else None,

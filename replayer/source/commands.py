@@ -16,7 +16,7 @@ from replayer.source import objects
 from replayer.source.checkfile import check_files, kind_table
 from replayer.source.generate import write_records
 from replayer.source.objects import is_url
-from replayer.source.read import STDIN
+from replayer.source.read import STDIN, display_name
 
 
 class InputUnavailable(click.ClickException):
@@ -60,9 +60,11 @@ def _expand_urls(paths: tuple[str, ...]) -> tuple[str, ...]:
             raise InputUnavailable(str(exc)) from None
     seen: set[str] = set()
     for url in expanded:
-        if is_url(url) and url in seen:
-            raise click.UsageError(f"{url} is given twice (a glob may match it); give it once")
-        seen.add(url)
+        name = display_name(url)  # rows name an input so: two inputs may not share a name
+        if is_url(url) and name in seen:
+            raise click.UsageError(f"{name} is given twice (a glob may match it, or two URLs "
+                                   "differ only in their query); give it once")
+        seen.add(name)
     return tuple(expanded)
 
 

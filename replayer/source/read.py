@@ -21,14 +21,16 @@ from typing import BinaryIO
 from replayer.records import RawLine
 from replayer.source import objects
 from replayer.source.objects import is_url
+from replayer.source.redact import shown_url
 
 STDIN = "-"
 CHUNK_LINES = 2000
 
 
 def display_name(path: str) -> str:
-    """The name a path is reported under in every output row."""
-    return "<stdin>" if path == STDIN else path
+    """The name a path is reported under in every output row, file and message (an https
+    URL without its query: see shown_url)."""
+    return "<stdin>" if path == STDIN else shown_url(path)
 
 
 @dataclass(slots=True)
@@ -105,7 +107,7 @@ def _open_url(url: str, on_bytes: Callable[[int], None] | None) -> BinaryIO:
         stream = objects.open_object(url, on_bytes=on_bytes or (lambda _n: None))
     except (objects.ObjectError, objects.ObjectsUnavailable) as exc:
         raise InputUnreadable(str(exc)) from None
-    if url.endswith(".gz"):
+    if shown_url(url).endswith(".gz"):
         return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
     return stream
 

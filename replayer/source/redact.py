@@ -1,10 +1,12 @@
-"""Finds clientKey, appId and apiVersion in records and masks them in records and raw text.
+"""Finds clientKey, appId and apiVersion in records and masks them in records and raw text;
+cuts the query (a signed URL's credentials) off every http(s) URL shown or stored.
 
 Pure: imports neither asyncio nor aiohttp, opens no files, and never raises for any input.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from replayer.records import (
@@ -20,6 +22,9 @@ from replayer.source.fields import SHOW_CHARS
 _MAX_RAW_CHARS = 4096
 _RAW_BYTES = 4 * _MAX_RAW_CHARS  # enough bytes for 4096 characters of UTF-8
 _SECRET_FOLDED = frozenset(key.lower() for key in SECRET_FIELDS)
+# An http(s) URL in free text (a store client's error) up to its query or fragment, then the
+# query or fragment: up to whitespace, a quote or a bracket that would end the URL there.
+_URL_QUERY = re.compile(r"(?i)\b(https?://[^\s?#'\"<>]*)[?#][^\s'\"<>]*")
 # may_name_secret spells these out, for speed; this guards the spelling.
 assert {"clientkey", "appid", "apiversion"} == set(SECRET_NAMES_FOLDED)
 
@@ -109,3 +114,24 @@ def raw_text(data: bytes | memoryview, *, cut: bool) -> str:
     cut = cut or len(data) > _RAW_BYTES or len(text) > _MAX_RAW_CHARS
     text = redact_text(text[:_MAX_RAW_CHARS])
     return text + "…[truncated]" if cut else text
+
+
+def shown_url(path: str) -> str:
+    """An input as every row, file, message and command shows it: an http(s) URL without
+    its query and fragment (where a signed URL carries its signature, credential or SAS
+    token: the same object signed afresh shows the same); any other path as it is."""
+    scheme, sep, _ = path.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        return path.partition("#")[0].partition("?")[0]
+    return path
+
+
+def has_query(path: str) -> bool:
+    """Whether `path` is an http(s) URL that shown_url cuts (a query or fragment)."""
+    return shown_url(path) != path
+
+
+def redact_urls(text: str) -> str:
+    """`text` (an error a store's client raised, say) with the query and fragment of every
+    http(s) URL in it cut, as shown_url cuts them."""
+    return _URL_QUERY.sub(r"\1", text)

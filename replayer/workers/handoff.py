@@ -1,6 +1,7 @@
-"""Handing a worker its settings, run id and client key over an inherited pipe.
+"""Handing a worker its settings, run id, inputs and client key over an inherited pipe.
 
-Nothing secret goes into a worker's argv or environment (both readable in /proc): the
+Nothing secret (the key, a signed input URL) goes into a worker's argv or environment
+(both readable in /proc): the
 parent writes one JSON document into a pipe before the spawn, the worker inherits the
 read end (its number is on argv), reads it to the end once and closes it.
 """
@@ -33,7 +34,8 @@ class HandoffError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Handoff:
-    """What a worker is given: its settings (the client key among them) and its run.json.
+    """What a worker is given: its settings (the client key among them), its run.json and
+    the inputs to read (URLs whole: a signed one's query is a credential).
 
     The record comes from the parent: it names the endpoint as the user gave it (the
     embedded emulator's URL changes every session) and the run id all workers share.
@@ -41,6 +43,7 @@ class Handoff:
 
     settings: Settings
     record: RunRecord
+    paths: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         """The document written into the pipe (holds the key: never log it)."""
@@ -50,6 +53,7 @@ class Handoff:
             doc[name] = str(doc[name]) if doc[name] is not None else None
         key = self.settings.client_key
         return orjson.dumps({"settings": doc, "record": orjson.loads(self.record.encode()),
+                             "paths": list(self.paths),
                              "client_key": key.reveal() if key is not None else None})
 
     @staticmethod
@@ -60,12 +64,14 @@ class Handoff:
             settings: dict[str, Any] = dict(doc["settings"])
             record = RunRecord.decode(orjson.dumps(doc["record"]), path="<hand-off>")
             key = doc["client_key"]
+            paths = tuple(str(p) for p in doc["paths"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, ResumeError):
             raise HandoffError("the hand-off from the parent is not one (cut short?)") from None
         for name in _PATH_FIELDS:
             settings[name] = Path(settings[name]) if settings[name] is not None else None
         settings["fail_if"] = tuple(settings.get("fail_if", ()))
-        return Handoff(Settings(**settings, client_key=Secret(key) if key else None), record)
+        return Handoff(Settings(**settings, client_key=Secret(key) if key else None), record,
+                       paths)
 
 
 class HandoffPipe:

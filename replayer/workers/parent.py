@@ -78,7 +78,8 @@ async def run_workers(
         )
         write_run(out_dir, record.with_state("running"))
         env = worker_env(os.environ)
-        procs = [await _spawn(i, count, folders[i], paths, env, Handoff(share, record.for_worker(i)),
+        procs = [await _spawn(i, count, folders[i], env,
+                              Handoff(share, record.for_worker(i), tuple(paths)),
                               resume=settings.resume) for i in range(count)]
         forward = asyncio.create_task(_forward_signals(control, procs))
         codes = [await proc.wait() for proc in procs]
@@ -100,17 +101,17 @@ def clear_stale(folders: Sequence[Path]) -> None:
             (folder / name).unlink(missing_ok=True)
 
 
-async def _spawn(index: int, count: int, folder: Path, paths: Sequence[str],
-                 env: dict[str, str], handoff: Handoff, *,
+async def _spawn(index: int, count: int, folder: Path, env: dict[str, str],
+                 handoff: Handoff, *,
                  resume: bool) -> asyncio.subprocess.Process:
     """Starts worker `index` with its stop signals blocked (it unblocks them once it can
-    handle them) and its hand-off on an inherited pipe."""
+    handle them) and its hand-off (settings, key, inputs) on an inherited pipe."""
     pipe = HandoffPipe(handoff)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "replayer.workers.main", str(pipe.fd), str(index), str(count),
-            str(folder), "resume" if resume else "new", *paths,
+            str(folder), "resume" if resume else "new",
             env=env, start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
             pass_fds=(pipe.fd,),
         )

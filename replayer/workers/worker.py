@@ -1,7 +1,8 @@
 """One worker process of `--workers N`: its signals, its hand-off, its share of the replay.
 
-argv (from the parent, see parent.py): HANDOFF_FD INDEX COUNT FOLDER new|resume PATH...
-The settings, the client key and the run id come over the inherited pipe HANDOFF_FD.
+argv (from the parent, see parent.py): HANDOFF_FD INDEX COUNT FOLDER new|resume
+The settings, the client key, the run id and the inputs come over the inherited pipe
+HANDOFF_FD (an input may be a signed URL: argv is readable by anyone).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class StopSignals:
 
 
 async def _work(handoff: Handoff, index: int, count: int, folder: Path, resume: bool,
-                paths: list[str], early_signals: list[int]) -> int:
+                early_signals: list[int]) -> int:
     stops = StopSignals(RunControl())
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
@@ -84,7 +85,7 @@ async def _work(handoff: Handoff, index: int, count: int, folder: Path, resume: 
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     record = handoff.record
     state = read_resume(folder, record) if resume and (folder / RUN).exists() else None
-    report = await replay(settings, paths, folder, control=stops.control, resume=state,
+    report = await replay(settings, handoff.paths, folder, control=stops.control, resume=state,
                           shard=_share(settings.shard, index, count), record=record)
     # From here to exit a signal would only kill a worker that has done its work (the
     # loop's teardown puts the default actions back): keep them pending until exit.
@@ -99,8 +100,8 @@ def _share(run_shard: str | None, index: int, count: int) -> Shard:
 
 
 def main(argv: list[str], *, early_signals: list[int]) -> int:
-    """One worker: HANDOFF_FD INDEX COUNT FOLDER new|resume PATH...; returns its exit code."""
-    fd, index, count, folder, mode, *paths = argv
+    """One worker: HANDOFF_FD INDEX COUNT FOLDER new|resume; returns its exit code."""
+    fd, index, count, folder, mode = argv
     tune_gc()
     handoff = receive(int(fd))
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # until _work's handlers are set
@@ -108,4 +109,4 @@ def main(argv: list[str], *, early_signals: list[int]) -> int:
     # tests/test_workers.py); the workers' share of the CPU is the records, not the loop.
     with asyncio.Runner() as runner:
         return runner.run(_work(handoff, int(index), int(count), Path(folder),
-                                mode == "resume", paths, early_signals))
+                                mode == "resume", early_signals))

@@ -23,7 +23,8 @@ import click
 from replayer.records import BOM
 from replayer.source import objects
 from replayer.source.objects import is_url
-from replayer.source.read import InputUnreadable, open_source
+from replayer.source.read import InputUnreadable, display_name, open_source
+from replayer.source.redact import redact_urls
 
 STDIN = "-"
 EXPORT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".zip")
@@ -107,26 +108,27 @@ def _export_files(root: str) -> Iterator[str]:
 
 
 def iter_export_lines(files: list[str]) -> Iterator[ExportLine]:
-    """Every non-blank line of every file in order (numbered from 1 per file or member)."""
+    """Every non-blank line of every file in order (numbered from 1 per file or member),
+    named as display_name names it (an https URL without its query)."""
     for path in files:
         try:
-            if path.endswith(".zip"):
+            if display_name(path).endswith(".zip"):
                 yield from _zip_lines(path)
             elif path == STDIN:
                 yield from _lines("<stdin>", sys.stdin.buffer)
             else:
                 with open_source(path) as stream:
-                    yield from _lines(path, stream)
+                    yield from _lines(display_name(path), stream)
         except InputUnreadable as exc:
             raise InputError(str(exc)) from None
         except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
-            raise InputError(f"{path}: cannot read: {_why(exc)}") from exc
+            raise InputError(f"{display_name(path)}: cannot read: {_why(exc)}") from exc
 
 
 def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return str(exc) or type(exc).__name__
+    return redact_urls(str(exc)) or type(exc).__name__
 
 
 def _zip_lines(path: str) -> Iterator[ExportLine]:
@@ -138,7 +140,7 @@ def _zip_lines(path: str) -> Iterator[ExportLine]:
         members = sorted(info.filename for info in archive.infolist() if not info.is_dir())
         for member in members:
             with archive.open(member) as raw:
-                name = f"{path}:{member}"
+                name = f"{display_name(path)}:{member}"
                 if member.endswith(".gz"):
                     with gzip.open(raw, "rb") as stream:
                         yield from _lines(name, stream)
