@@ -88,7 +88,7 @@ def announce(settings: Settings, paths: tuple[str, ...], out_dir: Path) -> None:
     if settings.quiet:
         return
     # A signed URL's query is a credential: the line names the object without it.
-    inputs = paths[0].split("?", 1)[0] if len(paths) == 1 else f"{len(paths)} inputs"
+    inputs = shown_url(paths[0]) if len(paths) == 1 else f"{len(paths)} inputs"
     target = describe_target(settings.endpoint, dry_run=settings.dry_run)
     click.echo(f"replaying {inputs} into {target}; outputs in {out_dir}/", err=True)
 

@@ -24,6 +24,7 @@ from replayer.output.sinks import write_atomic
 from replayer.source import objects
 from replayer.source.objects import is_url
 from replayer.source.read import display_name, is_stream
+from replayer.source.redact import shown_url
 
 VERSION = 2
 INPUT_FORMATS = ("ndjson",)
@@ -338,7 +339,7 @@ def folder_for(paths: Sequence[str], settings: Settings) -> Path | None:
     try:
         for path in paths:
             if is_url(path):
-                parts.append(path.split("?", 1)[0])
+                parts.append(shown_url(path))
             else:
                 print_ = fingerprints([path])[0]
                 parts.append([os.path.abspath(path), print_.size, print_.sha256_edges])
@@ -350,7 +351,7 @@ def folder_for(paths: Sequence[str], settings: Settings) -> Path | None:
 
 
 def _stem(path: str) -> str:
-    name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    name = shown_url(path).rstrip("/").rsplit("/", 1)[-1]
     while name.lower().endswith(_SUFFIXES):
         name = name[: name.rfind(".")]
     return _STEM_CHARS.sub("_", name).strip("._")[:40] or "input"
