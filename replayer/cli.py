@@ -4,7 +4,8 @@ Exit codes of `replayer run`: 0 every record delivered; 1 some records failed (s
 failures.ndjson); 2 usage or configuration error; 3 stopped: the API refused the access
 key (401, "Invalid access key", or 403 on a single call); 4 stopped: the input could not
 be read; 5 a worker process died; 6 a --fail-if threshold failed; 7 stopped: an output
-could not be written; 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM (resumable).
+could not be written; 8 stopped: the server stayed down for --outage-limit (resumable);
+129/130/143 stopped by SIGHUP/SIGINT/SIGTERM (resumable).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ Exit codes:
   6    a --fail-if threshold failed
   7    stopped: an output could not be written (disk full, folder
        not writable, --metrics-port in use)
+  8    stopped: the server was unreachable or down for --outage-limit
+       (resume with --resume)
   129  stopped by SIGHUP (resume with --resume)
   130  stopped by SIGINT (resume with --resume)
   143  stopped by SIGTERM (resume with --resume)
@@ -166,6 +169,9 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
 @click.option("--outage-window", "outage_window_s", type=float, default=None,
               help="Seconds of nothing but failures after which the server counts as down: "
                    "intake pauses and one probe at a time checks for recovery [60].")
+@click.option("--outage-limit", "outage_limit_s", type=float, default=None,
+              help="Seconds an outage may last (an unreachable endpoint is one at once) "
+                   "before the run stops with exit 8; --resume goes on [900].")
 @click.option("--drain-timeout", "drain_timeout_s", type=float, default=None,
               help="On SIGINT/SIGTERM, seconds to let in-flight requests finish [30].")
 @click.option("--allow-unknown-fields", is_flag=True, default=None,

@@ -57,9 +57,10 @@ async def start_emulator() -> AsyncIterator[StartEmulator]:
     servers: list[TestServer] = []
     http = aiohttp.ClientSession()
 
-    async def start(**overrides: Any) -> Emulator:
+    async def start(*, port: int | None = None, **overrides: Any) -> Emulator:
+        """`port`: bind that one (a test's closed port coming back), else a free one."""
         config = EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY, **overrides)
-        server = TestServer(create_app(config), host="127.0.0.1")
+        server = TestServer(create_app(config), host="127.0.0.1", port=port)
         await server.start_server()
         servers.append(server)
         return Emulator(str(server.make_url("/api")), config, http)

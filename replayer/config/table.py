@@ -149,6 +149,10 @@ FIELDS: tuple[FieldSpec, ...] = (
         "outage_probe_max_s", "float", "", "retry", ("REPLAYER_OUTAGE_PROBE_MAX_S",), _above(0)
     ),
     FieldSpec(
+        "outage_limit_s", "float", "--outage-limit", "retry",
+        ("REPLAYER_OUTAGE_LIMIT_S",), _above(0),
+    ),
+    FieldSpec(
         "throttle_wait_max_s", "float", "", "retry", ("REPLAYER_THROTTLE_WAIT_MAX_S",),
         _at_least(0),
     ),

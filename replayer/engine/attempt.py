@@ -84,7 +84,7 @@ class Attempter:
                              scheduled_ms=(self._clock.now() - planned_s) * 1000.0,
                              behind_ms=max(0.0, sent_s - planned_s) * 1000.0)
         outcomes = classify(attempt, len(works))
-        self._outage.note(attempt.status)
+        self._outage.note(attempt)
         verdict = outcomes[0].verdict
         if verdict is Verdict.FATAL:
             answers.fatal = outcomes[0]

@@ -100,7 +100,8 @@ class Replay:
         self.auto = (AutoRateFeed(RateController(auto, now_s=clock.now()), self.pacer, clock)
                      if auto is not None and isinstance(self.pacer, Pacer) else None)
         self.outage = Outage(window_s=settings.outage_window_s,
-                             probe_max_s=settings.outage_probe_max_s, clock=clock, flow=flow)
+                             probe_max_s=settings.outage_probe_max_s,
+                             limit_s=settings.outage_limit_s, clock=clock, flow=flow)
         # A fresh run keeps users.ndjson as it goes; a resume derives it from all the rows.
         self.users = (LiveUsers(reading.paths) if keep_users and reading.resume is None
                       else None)
