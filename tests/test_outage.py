@@ -147,3 +147,4 @@ async def test_an_unreachable_endpoint_fails_no_record_and_the_resume_sends_them
     assert sorted(r["line"] for r in rows) == [n for n, _ in input_records(data)]
     assert read_rows(out / FAILURES) == []
     assert_delivered_once(await emulator.state(), data)
+    assert summary_of(out)["possible_duplicates"] == 0, "nothing had reached a server"

@@ -70,7 +70,7 @@ class Outage:
         left_s = self.since_s + self._limit_s - self._clock.now()
         if left_s <= 0:
             self._flow.stop(Abort(ExitCode.OUTAGE, (
-                f"the server was unavailable for {self._clock.now() - self.since_s:.0f} s "
+                f"the server was unavailable for {self._clock.now() - self.since_s:.1f} s "
                 f"(--outage-limit {self._limit_s:g} s); resume once it is back")))
             return
         delay_s = min(self._health.probe_delay_s(), left_s)

@@ -113,7 +113,8 @@ class Replay:
                              paced=self.pacer is not None and self.auto is None)
         attempter = Attempter(poster=poster, url=url, auth=auth, batch=settings.batch,
                               clock=clock, stats=self.stats, outage=self.outage,
-                              before_send=self.journal.sending)
+                              before_send=self.journal.sending,
+                              never_left=self.journal.never_left)
         policy = RetryPolicy(max_attempts=settings.max_attempts, base_s=settings.backoff_base_s,
                              max_s=settings.backoff_max_s, jitter=settings.backoff_jitter)
         self.settler = Settler(flow=flow, finisher=finisher, rules=Rules(

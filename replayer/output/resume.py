@@ -22,6 +22,7 @@ from replayer.records import FailureKind
 _BLOCK_LINES = 1 << 13  # lines per LineSet block (1 KiB of bits)
 _KINDS = frozenset(k.value for k in FailureKind)
 _HINT = "the folder cannot be resumed; start a new --out"
+UNSENT = "unsent"  # a journal entry's mark: that request never reached the server
 
 
 @dataclass(slots=True)
@@ -45,6 +46,15 @@ class LineSet:
         if not block[index] & (1 << bit):
             block[index] |= 1 << bit
             self.size += 1
+
+    def discard(self, file: str, line_no: int) -> None:
+        """Removes a line, if it is there."""
+        block_no, offset = divmod(line_no, _BLOCK_LINES)
+        block = self.blocks.get(file, {}).get(block_no)
+        index, bit = divmod(offset, 8)
+        if block is not None and block[index] & (1 << bit):
+            block[index] &= ~(1 << bit) & 0xFF
+            self.size -= 1
 
     def __contains__(self, key: tuple[str, int]) -> bool:
         file, line_no = key
@@ -151,9 +161,11 @@ def read_folder(folder: Path, limits: Mapping[str, int], *,
     repair_torn_tail(journal)  # else the next entry would be glued to the torn one
     if journal.exists():
         for n, entry in _lines(journal):
-            file, line_nos = _journal_entry(entry, journal, n, limits)
+            file, line_nos, sent = _journal_entry(entry, journal, n, limits)
             for line_no in line_nos:
-                if not state.is_done(file, line_no):
+                if not sent:
+                    state.sent.discard(file, line_no)
+                elif not state.is_done(file, line_no):
                     state.sent.add(file, line_no)
     return state
 
@@ -219,11 +231,14 @@ def _count_row(key: tuple[str, int], row: dict[str, Any], name: str, state: Resu
 
 
 def _journal_entry(entry: Any, path: Path, n: int,
-                   limits: Mapping[str, int]) -> tuple[str, list[int]]:
-    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
+                   limits: Mapping[str, int]) -> tuple[str, list[int], bool]:
+    """(file, lines, sent): `[file, [line, ...]]` before a request, with a last "unsent"
+    when that request never reached the server."""
+    if not (isinstance(entry, list) and len(entry) in (2, 3) and isinstance(entry[1], list)
+            and entry[2:] in ([], [UNSENT])):
         raise _bad(path, n, "not a journal entry replayer wrote ([file, [line, ...]])")
-    file, line_nos = entry
+    file, line_nos = entry[0], entry[1]
     _check_file(file, path, n, limits)
     for line_no in line_nos:
         _check_line(file, line_no, path, n, limits)
-    return file, line_nos
+    return file, line_nos, len(entry) == 2
