@@ -39,7 +39,7 @@ from replayer.observe.watch import watching
 from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir
 from replayer.output.lock import FolderLock
 from replayer.output.merge_command import merge
-from replayer.output.resume import ResumeState, check_workers, read_resume
+from replayer.output.resume import ResumeState, check_workers, read_resume, retry_kinds
 from replayer.output.runfile import ResumeError, RunRecord, check_resume, fingerprints, record_for
 from replayer.output.sinks import OutputError
 from replayer.records import ExitCode
@@ -130,6 +130,10 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
               help="Output folder (default: a new folder under ./replay-out/).")
 @click.option("--resume", is_flag=True, default=None,
               help="Continue the run in --out: skip lines already done.")
+@click.option("--retry-failed", is_flag=True, default=None,
+              help="With --resume: send again the lines that failed for passing reasons "
+                   "(connection, timeout, server_error, rate_limited); their new rows "
+                   "replace the failure rows.")
 @click.option("--dry-run", is_flag=True, default=None,
               help="Send nothing: write the request bodies to requests.ndjson (key redacted) "
                    "and print what the run would cost.")
@@ -272,6 +276,9 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
             raise ConfigError("--loop replays until --duration ends: give a --duration")
         if settings.loop and settings.resume:
             raise ConfigError("a --loop run cannot resume: its passes have no fixed end")
+        if settings.retry_failed and not settings.resume:
+            raise ConfigError("--retry-failed sends again what a run in --out failed: "
+                              "give --resume too")
         try:
             auto_rate_of(settings)
         except ValueError as exc:
@@ -290,7 +297,7 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
             fingerprints(paths)  # refuses stdin and pipes: they cannot be read again
         resume = None
         if settings.resume and workers == 1:
-            resume = read_resume(out_dir, record)
+            resume = read_resume(out_dir, record, retry=retry_kinds(settings))
         elif settings.resume:
             check_resume(out_dir, record)
             check_workers(out_dir, record)

@@ -65,6 +65,12 @@ class FailureKind(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+# Kinds of failures for passing reasons (the server, the network, its limits), not the
+# record's: `replayer run --resume --retry-failed` sends those records again.
+TRANSIENT_KINDS = frozenset({FailureKind.CONNECTION, FailureKind.TIMEOUT,
+                             FailureKind.SERVER_ERROR, FailureKind.RATE_LIMITED})
+
+
 class ExitCode(IntEnum):
     """The exit codes of `replayer run`, one meaning each (the CLI's --help lists them)."""
 

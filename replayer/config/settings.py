@@ -101,6 +101,7 @@ class Settings:
     event_loop: EventLoop = "auto"  # auto: uvloop where it is installed (engine.loop)
     shard: str | None = None  # "I/N": replay only shard I of N of the users (source.shard)
     resume: bool = False
+    retry_failed: bool = False  # with resume: send again what failed for passing reasons
     dry_run: bool = False
     yes: bool = False
     confirm_over: int = 10_000

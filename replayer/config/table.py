@@ -165,6 +165,7 @@ FIELDS: tuple[FieldSpec, ...] = (
               choices=get_args(EventLoop)),
     FieldSpec("shard", "str", "--shard", "run", ("REPLAYER_SHARD",)),
     FieldSpec("resume", "bool", "--resume", "run", ("REPLAYER_RESUME",)),
+    FieldSpec("retry_failed", "bool", "--retry-failed", "run", ("REPLAYER_RETRY_FAILED",)),
     FieldSpec("dry_run", "bool", "--dry-run", "run", ("REPLAYER_DRY_RUN",)),
     FieldSpec("yes", "bool", "--yes", "run", ("REPLAYER_YES",)),
     FieldSpec("confirm_over", "int", "--confirm-over", "run", ("REPLAYER_CONFIRM_OVER",),
