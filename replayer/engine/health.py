@@ -32,8 +32,7 @@ class Health:
         self.last_ok_s = now_s
         self.failures = 0
         self.probes_failed = 0
-        self.reached = True
-        self.unreachable = False
+        self.reachable()
 
     def failed(self, *, now_s: float) -> None:
         """A request failed in a way that says the server may be down."""
