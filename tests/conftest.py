@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
+import os
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from replayer.config import Secret, Settings
 from replayer.emulator import EmulatorConfig, create_app
+from replayer.output.layout import SUMMARY
 from replayer.source.generate import write_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,3 +130,36 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now_s += seconds
         await asyncio.sleep(0)
+
+
+# ---- the CLI in a process of its own ----------------------------------------------------
+
+CLI_ENV = {**os.environ, "LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY,
+           "REPLAYER_OUTAGE_PROBE_MAX_S": "0.05", "REPLAYER_BACKOFF_BASE_S": "0.01",
+           "REPLAYER_BACKOFF_MAX_S": "0.05"}
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago: bound, then closed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_cli(data: Path, out: Path, port: int, *extra: str) -> tuple[int, str]:
+    """`replayer run` in a process of its own against 127.0.0.1:`port`, with fast retries and
+    a 0.5 s outage limit: its exit code and what it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "replayer", "run", str(data), "--out", str(out),
+        "--endpoint", f"http://127.0.0.1:{port}/api", "--outage-limit", "0.5", *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=CLI_ENV)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, (stdout + stderr).decode()
+
+
+def summary_of(out: Path) -> dict[str, Any]:
+    """summary.json of the run in `out`."""
+    doc = orjson.loads((out / SUMMARY).read_bytes())
+    assert isinstance(doc, dict)
+    return doc

@@ -3,31 +3,27 @@ waits, stops resumable at the outage limit, and its resume delivers every line o
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from replayer.engine.flow import Flow
 from replayer.engine.health import Health
 from replayer.engine.lanes import Lanes
 from replayer.engine.outage import Outage
-from replayer.output.layout import FAILURES, RESULTS, SUMMARY
+from replayer.output.layout import FAILURES, RESULTS
 from replayer.records import Attempt, ExitCode
 from tests.conftest import (
-    TEST_APP_ID,
-    TEST_KEY,
     FakeClock,
     StartEmulator,
+    closed_port,
     generated,
     input_records,
     read_rows,
+    run_cli,
+    summary_of,
 )
 
 REFUSED = Attempt(None, None, "connect", "Connection refused", sent=False)
@@ -85,34 +81,6 @@ async def test_the_outage_limit_stops_the_run_with_a_resumable_code() -> None:
 
 
 # ---- end to end: a port nobody listens on, then the emulator on it ---------------------
-
-ENV = {**os.environ, "LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY,
-       "REPLAYER_OUTAGE_PROBE_MAX_S": "0.05", "REPLAYER_BACKOFF_BASE_S": "0.01",
-       "REPLAYER_BACKOFF_MAX_S": "0.05"}
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago: bound, then closed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def run_cli(data: Path, out: Path, port: int, *extra: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "replayer", "run", str(data), "--out", str(out),
-        "--endpoint", f"http://127.0.0.1:{port}/api", "--outage-limit", "0.5", *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV)
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, (stdout + stderr).decode()
-
-
-def summary_of(out: Path) -> dict[str, Any]:
-    doc = orjson.loads((out / SUMMARY).read_bytes())
-    assert isinstance(doc, dict)
-    return doc
-
 
 def assert_delivered_once(state: dict[str, Any], data: Path) -> None:
     """The emulator took each input record once: as many actions per user as it has lines."""

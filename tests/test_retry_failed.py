@@ -19,8 +19,16 @@ from replayer.emulator.app import EMULATOR
 from replayer.output.layout import FAILURES, RESULTS, USERS
 from replayer.output.resume import read_folder
 from replayer.records import TRANSIENT_KINDS, ExitCode
-from tests.conftest import TEST_APP_ID, TEST_KEY, generated, input_records, read_rows
-from tests.test_outage import closed_port, run_cli, summary_of
+from tests.conftest import (
+    TEST_APP_ID,
+    TEST_KEY,
+    closed_port,
+    generated,
+    input_records,
+    read_rows,
+    run_cli,
+    summary_of,
+)
 
 RECORDS = 2000
 
