@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 
+from replayer.engine.attempt import Attempter
 from replayer.engine.flow import Flow
 from replayer.engine.health import Health
-from replayer.engine.lanes import Lanes
+from replayer.engine.lanes import Lane, Lanes, Work
 from replayer.engine.outage import Outage
+from replayer.observe.stats import RunStats
 from replayer.output.layout import FAILURES, RESULTS
-from replayer.records import Attempt, ExitCode
+from replayer.records import Attempt, ExitCode, Session
 from tests.conftest import (
     FakeClock,
     StartEmulator,
@@ -116,3 +118,27 @@ async def test_an_unreachable_endpoint_fails_no_record_and_the_resume_sends_them
     assert read_rows(out / FAILURES) == []
     assert_delivered_once(await emulator.state(), data)
     assert summary_of(out)["possible_duplicates"] == 0, "nothing had reached a server"
+
+
+# ---- what the journal hears of a request that never left -------------------------------
+
+
+async def test_a_request_that_never_left_is_journaled_unless_an_earlier_try_may_have_landed(
+) -> None:
+    clock, noted = FakeClock(), []
+
+    async def refused(url: str, body: bytes, *, actions: int) -> Attempt:
+        return REFUSED
+
+    def work(line_no: int, **state: Any) -> Work:
+        return Work(Session("f", line_no, f"u{line_no}", None, b"{}", b"{}"), **state)
+
+    works = (work(1), work(2, ambiguous=1), work(3, resent=True))
+    attempter = Attempter(poster=refused, url="http://127.0.0.1:9/api", auth=b"{", batch=True,
+                          clock=clock, stats=RunStats(), outage=outage(clock),
+                          before_send=lambda lines: None, never_left=noted.append)
+
+    await attempter.attempt(tuple((Lane(w.session.lane), (w,)) for w in works),
+                            planned_s=clock.now())
+
+    assert noted == [[("f", 1)]], "2 may have landed before, 3 may have in an earlier run"
