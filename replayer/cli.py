@@ -3,8 +3,10 @@
 Exit codes of `replayer run`: 0 every record delivered; 1 some records failed (see
 failures.ndjson); 2 usage or configuration error; 3 stopped: the API refused the access
 key (401, "Invalid access key", or 403 on a single call); 4 stopped: the input could not
-be read, or the endpoint could not be reached before the first record; 5 a worker process died; 6 a --fail-if threshold failed; 7 stopped: an output
-could not be written; 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM (resumable).
+be read, or the endpoint could not be reached before the first record; 5 a worker process
+died; 6 a --fail-if threshold failed; 7 stopped: an output could not be written; 8 stopped:
+the server stayed down for --outage-limit (resumable); 129/130/143 stopped by
+SIGHUP/SIGINT/SIGTERM (resumable).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from replayer.observe.watch import watching
 from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir
 from replayer.output.lock import FolderLock
 from replayer.output.merge_command import merge
-from replayer.output.resume import ResumeState, check_workers, read_resume
+from replayer.output.resume import ResumeState, check_workers, read_resume, retry_kinds
 from replayer.output.runfile import (
     ResumeError,
     RunRecord,
@@ -80,6 +82,8 @@ Exit codes:
   6    a --fail-if threshold failed
   7    stopped: an output could not be written (disk full, folder
        not writable, --metrics-port in use)
+  8    stopped: the server was unreachable or down for --outage-limit
+       (resume with --resume)
   129  stopped by SIGHUP (resume with --resume)
   130  stopped by SIGINT (resume with --resume)
   143  stopped by SIGTERM (resume with --resume)
@@ -137,6 +141,10 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
               help="Output folder (default: a new folder under ./replay-out/).")
 @click.option("--resume", is_flag=True, default=None,
               help="Continue the run in --out: skip lines already done.")
+@click.option("--retry-failed", is_flag=True, default=None,
+              help="With --resume: send again the lines that failed for passing reasons "
+                   "(connection, timeout, server_error, rate_limited); their new rows "
+                   "replace the failure rows.")
 @click.option("--dry-run", is_flag=True, default=None,
               help="Send nothing: write the request bodies to requests.ndjson (key redacted) "
                    "and print what the run would cost.")
@@ -179,6 +187,9 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
 @click.option("--outage-window", "outage_window_s", type=float, default=None,
               help="Seconds of nothing but failures after which the server counts as down: "
                    "intake pauses and one probe at a time checks for recovery [60].")
+@click.option("--outage-limit", "outage_limit_s", type=float, default=None,
+              help="Seconds an outage may last (an unreachable endpoint is one at once) "
+                   "before the run stops with exit 8; --resume goes on [900].")
 @click.option("--drain-timeout", "drain_timeout_s", type=float, default=None,
               help="On SIGINT/SIGTERM, seconds to let in-flight requests finish [30].")
 @click.option("--allow-unknown-fields", is_flag=True, default=None,
@@ -282,6 +293,9 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
             raise ConfigError("--loop replays until --duration ends: give a --duration")
         if settings.loop and settings.resume:
             raise ConfigError("a --loop run cannot resume: its passes have no fixed end")
+        if settings.retry_failed and not settings.resume:
+            raise ConfigError("--retry-failed sends again what a run in --out failed: "
+                              "give --resume too")
         try:
             auto_rate_of(settings)
         except ValueError as exc:
@@ -303,7 +317,7 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
             fingerprints(paths)  # refuses stdin and pipes: they cannot be read again
         resume = None
         if settings.resume and workers == 1:
-            resume = read_resume(out_dir, record)
+            resume = read_resume(out_dir, record, retry=retry_kinds(settings))
         elif settings.resume:
             check_resume(out_dir, record)
             check_workers(out_dir, record)

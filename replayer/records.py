@@ -65,6 +65,12 @@ class FailureKind(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+# Kinds of failures for passing reasons (the server, the network, its limits), not the
+# record's: `replayer run --resume --retry-failed` sends those records again.
+TRANSIENT_KINDS = frozenset({FailureKind.CONNECTION, FailureKind.TIMEOUT,
+                             FailureKind.SERVER_ERROR, FailureKind.RATE_LIMITED})
+
+
 class ExitCode(IntEnum):
     """The exit codes of `replayer run`, one meaning each (the CLI's --help lists them)."""
 
@@ -76,6 +82,7 @@ class ExitCode(IntEnum):
     WORKER = 5  # a worker process died, or ended in a way nobody can vouch for
     THRESHOLD = 6  # a --fail-if threshold failed
     OUTPUT = 7  # stopped: an output could not be written (disk full, not writable, port)
+    OUTAGE = 8  # stopped: the server stayed unreachable or failing for the outage limit
     SIGHUP = 129  # stopped by a signal: resumable
     SIGINT = 130
     SIGTERM = 143
@@ -109,7 +116,7 @@ class ExitCode(IntEnum):
 # The most serious first: combined runs (workers, shards) exit with the worst of their parts.
 SEVERITY: tuple[ExitCode, ...] = (
     ExitCode.WORKER, ExitCode.USAGE, ExitCode.OUTPUT, ExitCode.INVALID_KEY, ExitCode.INPUT,
-    ExitCode.SIGTERM, ExitCode.SIGHUP, ExitCode.SIGINT, ExitCode.THRESHOLD,
+    ExitCode.OUTAGE, ExitCode.SIGTERM, ExitCode.SIGHUP, ExitCode.SIGINT, ExitCode.THRESHOLD,
     ExitCode.FAILURES, ExitCode.OK,
 )
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import os
+import socket
+import sys
 import threading
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,6 +23,7 @@ from aiohttp.test_utils import TestServer
 
 from replayer.config import Secret, Settings
 from replayer.emulator import EmulatorConfig, create_app
+from replayer.output.layout import SUMMARY
 from replayer.source.generate import write_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,9 +57,10 @@ async def start_emulator() -> AsyncIterator[StartEmulator]:
     servers: list[TestServer] = []
     http = aiohttp.ClientSession()
 
-    async def start(**overrides: Any) -> Emulator:
+    async def start(*, port: int | None = None, **overrides: Any) -> Emulator:
+        """`port`: bind that one (a test's closed port coming back), else a free one."""
         config = EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY, **overrides)
-        server = TestServer(create_app(config), host="127.0.0.1")
+        server = TestServer(create_app(config), host="127.0.0.1", port=port)
         await server.start_server()
         servers.append(server)
         return Emulator(str(server.make_url("/api")), config, http)
@@ -169,3 +174,39 @@ def threaded_emulator() -> Iterator[str]:
     """The test emulator in a thread (emulator_thread); yields its /api URL."""
     with emulator_thread() as url:
         yield url
+
+
+# ---- the CLI in a process of its own ----------------------------------------------------
+
+CLI_ENV = {**os.environ, "LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY,
+           "REPLAYER_OUTAGE_PROBE_MAX_S": "0.05", "REPLAYER_BACKOFF_BASE_S": "0.01",
+           "REPLAYER_BACKOFF_MAX_S": "0.05"}
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago: bound, then closed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_cli(data: Path, out: Path, port: int, *extra: str) -> tuple[int, str]:
+    """`replayer run` in a process of its own against 127.0.0.1:`port`, with fast retries and
+    a 0.5 s outage limit: its exit code and what it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "replayer", "run", str(data), "--out", str(out),
+        # No preflight: these runs meet the dead endpoint in the engine's outage path (the
+        # preflight, which would stop them first with exit 4, has tests of its own).
+        "--endpoint", f"http://127.0.0.1:{port}/api", "--outage-limit", "0.5",
+        "--no-preflight", *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=CLI_ENV)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, (stdout + stderr).decode()
+
+
+def summary_of(out: Path) -> dict[str, Any]:
+    """summary.json of the run in `out`."""
+    doc = orjson.loads((out / SUMMARY).read_bytes())
+    assert isinstance(doc, dict)
+    return doc

@@ -295,6 +295,18 @@ def test_load_resume_reads_what_the_journal_wrote(run_dir: tuple[Path, str]) -> 
     assert state.was_sent(str(other), 2) and not state.was_sent(str(other), 1)
 
 
+def test_a_request_that_never_left_is_not_in_flight(run_dir: tuple[Path, str]) -> None:
+    out, path = run_dir
+    (out / JOURNAL).unlink()
+    journal = Journal(out)
+    journal.sending([(path, 9), (path, 10)])
+    journal.never_left([(path, 9), (path, 10)])  # refused: it reached no server
+    journal.sending([(path, 10)])  # a later try that did go out
+    journal.close()
+    state = load_resume(out, [path])
+    assert not state.was_sent(path, 9) and state.was_sent(path, 10)
+
+
 def test_entries_after_a_torn_journal_tail_survive_the_next_resume(
     run_dir: tuple[Path, str]
 ) -> None:

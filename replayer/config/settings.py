@@ -95,12 +95,14 @@ class Settings:
     on_ambiguous: OnAmbiguous = "retry"
     outage_window_s: float = 60.0
     outage_probe_max_s: float = 30.0
+    outage_limit_s: float = 900.0  # an outage this long stops the run (resumable, exit 8)
     throttle_wait_max_s: float = 600.0  # a record's wait on throttling 429s, attempts unused
     drain_timeout_s: float = 30.0
     workers: int = 0  # 0: one per CPU
     event_loop: EventLoop = "auto"  # auto: uvloop where it is installed (engine.loop)
     shard: str | None = None  # "I/N": replay only shard I of N of the users (source.shard)
     resume: bool = False
+    retry_failed: bool = False  # with resume: send again what failed for passing reasons
     dry_run: bool = False
     yes: bool = False
     confirm_over: int = 10_000

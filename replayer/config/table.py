@@ -150,6 +150,10 @@ FIELDS: tuple[FieldSpec, ...] = (
         "outage_probe_max_s", "float", "", "retry", ("REPLAYER_OUTAGE_PROBE_MAX_S",), _above(0)
     ),
     FieldSpec(
+        "outage_limit_s", "float", "--outage-limit", "retry",
+        ("REPLAYER_OUTAGE_LIMIT_S",), _above(0),
+    ),
+    FieldSpec(
         "throttle_wait_max_s", "float", "", "retry", ("REPLAYER_THROTTLE_WAIT_MAX_S",),
         _at_least(0),
     ),
@@ -162,6 +166,7 @@ FIELDS: tuple[FieldSpec, ...] = (
               choices=get_args(EventLoop)),
     FieldSpec("shard", "str", "--shard", "run", ("REPLAYER_SHARD",)),
     FieldSpec("resume", "bool", "--resume", "run", ("REPLAYER_RESUME",)),
+    FieldSpec("retry_failed", "bool", "--retry-failed", "run", ("REPLAYER_RETRY_FAILED",)),
     FieldSpec("dry_run", "bool", "--dry-run", "run", ("REPLAYER_DRY_RUN",)),
     FieldSpec("yes", "bool", "--yes", "run", ("REPLAYER_YES",)),
     FieldSpec("confirm_over", "int", "--confirm-over", "run", ("REPLAYER_CONFIRM_OVER",),

@@ -15,7 +15,8 @@ from replayer.engine.retry import parse_retry_after
 from replayer.observe.stats import RunStats
 
 Parts = tuple[tuple[Lane, tuple[Work, ...]], ...]
-# Called with the lines a request carries before it goes out (the journal).
+# Called with the lines a request carries before it goes out (the journal), and with
+# those of a request that never left this machine (no connection was made).
 BeforeSend = Callable[[Sequence[tuple[str, int]]], None]
 
 
@@ -46,7 +47,7 @@ class Attempter:
 
     def __init__(self, *, poster: send.Poster, url: str, auth: bytes, batch: bool,
                  clock: Clock, stats: RunStats, outage: Outage,
-                 before_send: BeforeSend) -> None:
+                 before_send: BeforeSend, never_left: BeforeSend) -> None:
         self._poster = poster
         self._start_url = f"{url}?action=start"
         self._multi_url = f"{url}?action=multi"
@@ -56,6 +57,7 @@ class Attempter:
         self._stats = stats
         self._outage = outage
         self._before_send = before_send
+        self._never_left = never_left
 
     async def attempt(self, parts: Parts, *, planned_s: float) -> Answers:
         """Sends `parts` in one call (in halves if refused as too large); returns the answers."""
@@ -84,7 +86,12 @@ class Attempter:
                              scheduled_ms=(self._clock.now() - planned_s) * 1000.0,
                              behind_ms=max(0.0, sent_s - planned_s) * 1000.0)
         outcomes = classify(attempt, len(works))
-        self._outage.note(attempt.status)
+        self._outage.note(attempt)
+        if not attempt.sent:
+            # None of it reached the server: unless an earlier try may have, it is not in
+            # flight, and a resume need not mark it as a possible duplicate.
+            self._never_left([(w.session.file, w.session.line_no) for w in works
+                              if not w.ambiguous and not w.resent])
         verdict = outcomes[0].verdict
         if verdict is Verdict.FATAL:
             answers.fatal = outcomes[0]

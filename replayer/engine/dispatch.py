@@ -99,13 +99,15 @@ class Dispatcher:
             if take is None or planned_s is None:
                 self._slots.release()
                 return
+            # In flight from now, not from when the task first runs: an outage's next
+            # probe turn must wait for this request's answer.
+            self._flow.in_flight += 1
             task = tg.create_task(self._request(take, planned_s, tg))
             self.requests.add(task)
             task.add_done_callback(self.requests.discard)
 
     async def _request(self, take: Take, planned_s: float, tg: asyncio.TaskGroup) -> None:
         flow = self._flow
-        flow.in_flight += 1
         sent_s = self._clock.now()
         try:
             answers = await self._attempter.attempt(take.parts, planned_s=planned_s)

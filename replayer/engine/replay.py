@@ -100,7 +100,8 @@ class Replay:
         self.auto = (AutoRateFeed(RateController(auto, now_s=clock.now()), self.pacer, clock)
                      if auto is not None and isinstance(self.pacer, Pacer) else None)
         self.outage = Outage(window_s=settings.outage_window_s,
-                             probe_max_s=settings.outage_probe_max_s, clock=clock, flow=flow)
+                             probe_max_s=settings.outage_probe_max_s,
+                             limit_s=settings.outage_limit_s, clock=clock, flow=flow)
         # A fresh run keeps users.ndjson as it goes; a resume derives it from all the rows.
         self.users = (LiveUsers(reading.paths, key=KeyText(secret))
                       if keep_users and reading.resume is None else None)
@@ -112,7 +113,8 @@ class Replay:
                              paced=self.pacer is not None and self.auto is None)
         attempter = Attempter(poster=poster, url=url, auth=auth, batch=settings.batch,
                               clock=clock, stats=self.stats, outage=self.outage,
-                              before_send=self.journal.sending)
+                              before_send=self.journal.sending,
+                              never_left=self.journal.never_left)
         policy = RetryPolicy(max_attempts=settings.max_attempts, base_s=settings.backoff_base_s,
                              max_s=settings.backoff_max_s, jitter=settings.backoff_jitter)
         self.settler = Settler(flow=flow, finisher=finisher, rules=Rules(

@@ -20,6 +20,7 @@ import orjson
 
 from replayer.output.layout import JOURNAL, RUN
 from replayer.output.resume import (
+    UNSENT,
     LineSet,
     ResumeState,
     line_limits,
@@ -88,11 +89,20 @@ class Journal:
 
     def sending(self, lines: Sequence[tuple[str, int]]) -> None:
         """Records, before a request goes out, the lines it carries (one write per request)."""
+        self._write(lines, ())
+
+    def never_left(self, lines: Sequence[tuple[str, int]]) -> None:
+        """Records that the request of `lines` never reached the server (no connection was
+        made): a resume sends them again without the possible-duplicate mark."""
+        if lines:
+            self._write(lines, (UNSENT,))
+
+    def _write(self, lines: Sequence[tuple[str, int]], tail: tuple[str, ...]) -> None:
         by_file: dict[str, list[int]] = {}
         for file, line_no in lines:
             by_file.setdefault(file, []).append(line_no)
-        write_all(self._fd, b"".join(orjson.dumps([f, ls]) + b"\n" for f, ls in by_file.items()),
-                  self._path)
+        write_all(self._fd, b"".join(orjson.dumps([f, ls, *tail]) + b"\n"
+                                     for f, ls in by_file.items()), self._path)
 
     def save_run(self, record: RunRecord | dict[str, Any]) -> None:
         """Replaces run.json (a dict is the older shape, until every caller builds a RunRecord)."""

@@ -3,10 +3,13 @@
 A torn last line (a kill mid-write) is cut; any other line replayer did not write ends
 the resume with ResumeError("FILE line N: ..."). Line numbers are checked against the
 input's size before they are stored, so memory follows the input, never a number read.
+With --retry-failed, the failure rows of passing kinds are taken out of failures.ndjson
+(replaced at once) and their lines sent again, marked where an earlier try may have landed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +17,17 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from replayer.config import Settings
 from replayer.observe.stats import RunStats
 from replayer.output.layout import FAILURES, JOURNAL, RESULTS, RUN, WORKERS_DIR
 from replayer.output.runfile import InputPrint, ResumeError, RunRecord, check_resume
-from replayer.records import FailureKind
+from replayer.output.sinks import OutputError
+from replayer.records import TRANSIENT_KINDS, FailureKind
 
 _BLOCK_LINES = 1 << 13  # lines per LineSet block (1 KiB of bits)
 _KINDS = frozenset(k.value for k in FailureKind)
 _HINT = "the folder cannot be resumed; start a new --out"
+UNSENT = "unsent"  # a journal entry's mark: that request never reached the server
 
 
 @dataclass(slots=True)
@@ -46,6 +52,15 @@ class LineSet:
             block[index] |= 1 << bit
             self.size += 1
 
+    def discard(self, file: str, line_no: int) -> None:
+        """Removes a line, if it is there."""
+        block_no, offset = divmod(line_no, _BLOCK_LINES)
+        block = self.blocks.get(file, {}).get(block_no)
+        index, bit = divmod(offset, 8)
+        if block is not None and block[index] & (1 << bit):
+            block[index] &= ~(1 << bit) & 0xFF
+            self.size -= 1
+
     def __contains__(self, key: tuple[str, int]) -> bool:
         file, line_no = key
         block_no, offset = divmod(line_no, _BLOCK_LINES)
@@ -64,6 +79,8 @@ class ResumeState:
     sent: LineSet
     prior: RunStats
     duplicate_rows: int = 0  # lines found in the outputs more than once (should stay 0)
+    # failure rows to send again (--retry-failed): (file, line, whether it may have landed)
+    retried: list[tuple[str, int, bool]] = field(default_factory=list)
 
     def is_done(self, file: str, line_no: int) -> bool:
         """True when the line already has its row."""
@@ -103,13 +120,26 @@ def _last_newline_end(f: BinaryIO, size: int) -> int:
     return 0
 
 
-def read_resume(folder: Path, now: RunRecord) -> ResumeState:
+def retry_kinds(settings: Settings) -> frozenset[str]:
+    """The failure kinds a resume sends again: the passing ones with --retry-failed."""
+    return frozenset(TRANSIENT_KINDS) if settings.retry_failed else frozenset()
+
+
+def read_resume(folder: Path, now: RunRecord, *,
+                retry: frozenset[str] = frozenset()) -> ResumeState:
     """A folder's resume state, refused unless `now` may continue its run.json (check_resume)
-    and every row and journal entry in it is one replayer wrote for these inputs."""
+    and every row and journal entry in it is one replayer wrote for these inputs.
+
+    Failure rows of a kind in `retry` are removed from failures.ndjson: their lines are
+    not done, and the rows the resume writes for them replace them (one row per line).
+    """
     check_resume(folder, now)
     assert now.inputs is not None  # check_resume refused a run without fingerprints
     statuses = frozenset({"dry_run"} if now.dry_run else {"delivered"})
-    return read_folder(folder, line_limits(now.inputs), statuses=statuses)
+    state = read_folder(folder, line_limits(now.inputs), statuses=statuses, retry=retry)
+    if state.retried:
+        _drop_failures(folder / FAILURES, retry)
+    return state
 
 
 def check_workers(out_dir: Path, now: RunRecord) -> None:
@@ -137,25 +167,55 @@ def line_limits(inputs: tuple[InputPrint, ...]) -> dict[str, int]:
 
 
 def read_folder(folder: Path, limits: Mapping[str, int], *,
-                statuses: frozenset[str] = frozenset({"delivered", "dry_run"})) -> ResumeState:
-    """Repairs torn tails, validates and collects the rows and journal entries of `folder`."""
+                statuses: frozenset[str] = frozenset({"delivered", "dry_run"}),
+                retry: frozenset[str] = frozenset()) -> ResumeState:
+    """Repairs torn tails, validates and collects the rows and journal entries of `folder`;
+    failure rows of a kind in `retry` leave their lines to be sent again."""
     state = ResumeState(LineSet(), LineSet(), RunStats())
     for name in (RESULTS, FAILURES):
         path = folder / name
         repair_torn_tail(path)
         if path.exists():
             for n, row in _lines(path):
-                _count_row(_row_key(row, path, n, limits, statuses if name == RESULTS else None),
-                           row, name, state)
+                key = _row_key(row, path, n, limits, statuses if name == RESULTS else None)
+                if name == FAILURES and row["kind"] in retry and key not in state.done:
+                    landed = bool(row.get("ambiguous_attempts") or row.get("possible_duplicate"))
+                    state.retried.append((*key, landed))
+                    continue
+                _count_row(key, row, name, state)
     journal = folder / JOURNAL
     repair_torn_tail(journal)  # else the next entry would be glued to the torn one
     if journal.exists():
         for n, entry in _lines(journal):
-            file, line_nos = _journal_entry(entry, journal, n, limits)
+            file, line_nos, sent = _journal_entry(entry, journal, n, limits)
             for line_no in line_nos:
-                if not state.is_done(file, line_no):
+                if not sent:
+                    state.sent.discard(file, line_no)
+                elif not state.is_done(file, line_no):
                     state.sent.add(file, line_no)
+    # A retried line is marked only where its earlier tries may have landed; a 503 or a
+    # refused connection certainly did not.
+    for file, line_no, landed in state.retried:
+        if landed:
+            state.sent.add(file, line_no)
+        else:
+            state.sent.discard(file, line_no)
     return state
+
+
+def _drop_failures(path: Path, kinds: frozenset[str]) -> None:
+    """Replaces failures.ndjson by its rows whose kind is not in `kinds` (read line by line,
+    written beside it, then renamed over it: a kill leaves the old file or the new one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(path, "rb") as source, open(tmp, "wb") as kept:
+            for raw in source:
+                if orjson.loads(raw)["kind"] not in kinds:
+                    kept.write(raw)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _lines(path: Path) -> Iterator[tuple[int, Any]]:
@@ -219,11 +279,14 @@ def _count_row(key: tuple[str, int], row: dict[str, Any], name: str, state: Resu
 
 
 def _journal_entry(entry: Any, path: Path, n: int,
-                   limits: Mapping[str, int]) -> tuple[str, list[int]]:
-    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
+                   limits: Mapping[str, int]) -> tuple[str, list[int], bool]:
+    """(file, lines, sent): `[file, [line, ...]]` before a request, with a last "unsent"
+    when that request never reached the server."""
+    if not (isinstance(entry, list) and len(entry) in (2, 3) and isinstance(entry[1], list)
+            and entry[2:] in ([], [UNSENT])):
         raise _bad(path, n, "not a journal entry replayer wrote ([file, [line, ...]])")
-    file, line_nos = entry
+    file, line_nos = entry[0], entry[1]
     _check_file(file, path, n, limits)
     for line_no in line_nos:
         _check_line(file, line_no, path, n, limits)
-    return file, line_nos
+    return file, line_nos, len(entry) == 2

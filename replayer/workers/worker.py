@@ -19,7 +19,7 @@ from replayer.engine.control import RunControl
 from replayer.engine.replay import replay, tune_gc
 from replayer.observe.logs import setup_logging
 from replayer.output.layout import RUN
-from replayer.output.resume import read_resume
+from replayer.output.resume import read_resume, retry_kinds
 from replayer.records import ExitCode
 from replayer.source.shard import Shard, parse_shard
 from replayer.workers.handoff import Handoff, receive
@@ -84,7 +84,8 @@ async def _work(handoff: Handoff, index: int, count: int, folder: Path, resume: 
     settings = dataclasses.replace(handoff.settings, out_dir=folder)
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     record = handoff.record
-    state = read_resume(folder, record) if resume and (folder / RUN).exists() else None
+    state = (read_resume(folder, record, retry=retry_kinds(settings))
+             if resume and (folder / RUN).exists() else None)
     report = await replay(settings, handoff.paths, folder, control=stops.control, resume=state,
                           shard=_share(settings.shard, index, count), record=record)
     # From here to exit a signal would only kill a worker that has done its work (the
