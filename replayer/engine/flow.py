@@ -18,6 +18,8 @@ class Flow:
         self.in_flight = 0  # requests under way
         self.retry_waiting = 0  # lanes waiting out a retry delay
         self.intake_done = False
+        self.records_read = 0  # lines this process owns (a row each), counted as taken
+        self.input_ended = False  # the intake read the input to its end (not stopped early)
         self.abort: Abort | None = None
 
     def stop(self, abort: Abort) -> None:
