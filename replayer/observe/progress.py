@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from replayer.observe.live import Totals
+from replayer.observe.logs import json_line
 
 WARNING_KIND = "warning"  # a 200 with a warning: received, most likely not taken
 WARNING_TEXT = "received with a warning"
@@ -162,6 +163,24 @@ def percent_done(totals: Totals) -> float | None:
                       unfinished=totals.gauge("pending"))
 
 
+def progress_fields(totals: Totals) -> dict[str, Any]:
+    """The numbers of a progress line, for a JSON log line."""
+    known = totals.records_known()
+    tally = Tally.of(totals)
+    eta_s = totals.eta_s()
+    return {
+        "percent": percent_done(totals), "records_finished": totals.records_done(),
+        "records_known": None if known is None else known[0],
+        "records_known_exact": None if known is None else known[1],
+        "records_per_s": round(totals.records_per_s(), 1),
+        "eta_s": None if eta_s is None else round(eta_s, 1),
+        "delivered": tally.delivered, "failed": tally.failed,
+        "received_with_warning": tally.warned, "delivered_before": tally.delivered_before,
+        "failed_before": tally.failed_before, "retry_waiting": totals.gauge("retry_waiting"),
+        "in_flight": totals.gauge("in_flight"), "outage": totals.outage,
+    }
+
+
 def top_failure_kinds(totals: Totals, n: int = TOP_KINDS) -> list[tuple[str, int]]:
     """The `n` most common kinds of failure rows of the run (a warning's too), most first."""
     kinds = totals.failed_by_kind + totals.prior_failed_by_kind()
@@ -177,9 +196,13 @@ class Progress:
         stream: TextIO,
         tty: bool,
         interval_s: float,
+        json_lines: bool = False,
         now: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._stream = stream
+        self._json_lines = json_lines  # off a TTY: the lines of --log-format json
+        self._wall = wall
         self._interval_s = interval_s
         self._now = now
         self._last_line_s = now()  # the first plain line comes interval_s after the start
@@ -229,7 +252,11 @@ class Progress:
         return self._live
 
     def _write_line(self, totals: Totals) -> None:
-        self._stream.write(format_status(totals) + "\n")
+        line = format_status(totals)
+        if self._json_lines:
+            line = json_line(ts=self._wall(), level="info", msg=line,
+                             fields={"progress": progress_fields(totals)})
+        self._stream.write(line + "\n")
         self._stream.flush()
 
 
