@@ -1,6 +1,7 @@
 """A run on a terminal (a pseudo-terminal), against an emulator with faults: log lines print
 above the live display and never into it, the percent stays below 100 until the last row,
-and the final screen's counts are summary.json's."""
+and the final screen's counts are summary.json's. Off a terminal with --log-format json,
+stderr carries JSON lines only, and a resume counts its earlier sessions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import fcntl
 import os
 import re
+import signal
 import struct
 import sys
 import termios
@@ -23,7 +25,7 @@ from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
 from replayer.emulator import EmulatorConfig, FaultConfig, LatencyModel, create_app
-from replayer.output.layout import SUMMARY
+from replayer.output.layout import RESULTS, SUMMARY
 from tests.conftest import TEST_APP_ID, TEST_KEY, generated
 
 WIDTH, HEIGHT = 160, 40
@@ -121,19 +123,21 @@ def _input(tmp_path: Path) -> Path:
     return path
 
 
+ENV = {**os.environ, "LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY,
+       "REPLAYER_BACKOFF_BASE_S": "0.5", "REPLAYER_BACKOFF_MAX_S": "0.5"}
+FLAGS = ("--no-preflight", "--no-batch", "--concurrency", "4", "--max-attempts", "2")
+
+
 async def _run_on_a_terminal(data: Path, out: Path, workers: str) -> tuple[str, int]:
     """Runs replayer with its stderr on a pseudo-terminal; returns all it drew, and its code."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
-    env = {**os.environ, "LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY,
-           "COLUMNS": str(WIDTH), "LINES": str(HEIGHT), "TERM": "xterm-256color",
-           "REPLAYER_BACKOFF_BASE_S": "0.5", "REPLAYER_BACKOFF_MAX_S": "0.5"}
+    env = {**ENV, "COLUMNS": str(WIDTH), "LINES": str(HEIGHT), "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
     async with gated_emulator() as (url, release):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "replayer", "run", str(data), "--out", str(out),
-            "--endpoint", url, "--no-preflight", "--no-batch", "--concurrency", "4",
-            "--max-attempts", "2", "--workers", workers,
+            "--endpoint", url, *FLAGS, "--workers", workers,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=slave,
             env=env,
         )
@@ -227,3 +231,58 @@ async def test_a_run_on_a_terminal_tells_the_truth(tmp_path: Path, workers: str)
     assert dict(shown) == summary["failures_by_kind"], "\n".join(lines)
     assert shown["invalid_json"] == INVALID
     assert sum(1 for line in lines if _FAILURE.match(line) and "invalid_json" in line) == 5
+
+
+async def _until_rows(out: Path) -> None:
+    """Polls the folder until some result row is on disk (the only window into the child)."""
+    async with asyncio.timeout(60):
+        while not any(p.stat().st_size for p in out.rglob(RESULTS)):
+            await asyncio.sleep(0.01)
+
+
+def _json_lines(stderr: bytes) -> list[dict[str, object]]:
+    docs = [orjson.loads(line) for line in stderr.splitlines()]  # raises on any other line
+    assert all(isinstance(d, dict) and {"ts", "level", "msg"} <= d.keys() for d in docs)
+    return docs
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_json_logs_off_a_terminal_and_a_resume_counts_its_earlier_sessions(
+    tmp_path: Path, workers: str
+) -> None:
+    data, out = _input(tmp_path), tmp_path / "out"
+    run = ("-m", "replayer", "run", str(data), "--out", str(out), *FLAGS, "--workers", workers,
+           "--log-format", "json", "--progress-interval", "0.2")
+    async with gated_emulator() as (url, release):
+        first = await asyncio.create_subprocess_exec(
+            sys.executable, *run, "--endpoint", url, env=ENV,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        await _until_rows(out)
+        first.send_signal(signal.SIGTERM)  # held at HELD_AFTER requests: surely unfinished
+        release.set()
+        _, first_err = await asyncio.wait_for(first.communicate(), 60)
+        before = orjson.loads((out / SUMMARY).read_bytes())
+        assert first.returncode == 143 and before["state"] == "interrupted"
+        assert 0 < before["delivered"] and before["records"] < 400 + INVALID
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, *run, "--endpoint", url, "--resume", env=ENV,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, second_err = await asyncio.wait_for(second.communicate(), 60)
+    summary = orjson.loads((out / SUMMARY).read_bytes())
+    assert second.returncode == 1 and summary["records"] == 400 + INVALID
+
+    _json_lines(first_err)
+    docs = _json_lines(second_err)
+    progress = [d["progress"] for d in docs if "progress" in d]
+    assert isinstance(progress[-1], dict)
+    last = progress[-1]
+    assert (last["delivered"], last["failed"]) == (summary["delivered"], summary["failed"])
+    assert (last["delivered_before"], last["failed_before"]) == (before["delivered"],
+                                                                before["failed"])
+    assert (last["percent"], last["records_finished"]) == (100.0, summary["records"])
+    for p in progress:  # 100% only once every record has its row
+        assert isinstance(p, dict)
+        assert p["percent"] != 100.0 or p["records_finished"] == summary["records"]
+    line = next(str(d["msg"]) for d in reversed(docs) if "progress" in d)
+    assert f"delivered {summary['delivered']:,} ({before['delivered']:,} before this session)" \
+        in line

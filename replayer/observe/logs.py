@@ -126,6 +126,9 @@ def setup_logging(*, fmt: str, level: str, quiet: bool = False, console: Any = N
 def say(text: str) -> None:
     """A line for the operator on the log stream, whatever the level: as it is in text, a
     JSON line in JSON; above the live display when there is one."""
+    if not log.handlers:  # logging not set up (yet): plain on stderr all the same
+        print(text, file=sys.stderr, flush=True)
+        return
     record = log.makeRecord(log.name, logging.WARNING, "(replayer)", 0, text, (), None,
                             extra={"plain": True})
     for handler in log.handlers:
