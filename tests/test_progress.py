@@ -33,7 +33,12 @@ def _row(**fields: Any) -> dict[str, Any]:
         "in_flight": 0, "retry_waiting": 0, "pending": 0, "lines_read": 0, "bytes_read": 0,
         "bytes_total": None, "outage": False,
     }
-    return base | fields
+    row = base | fields
+    # Unless a test says otherwise: no shard (every line read is owned), the reader not ahead.
+    row.setdefault("records_seen", row.get("records_read", 0))
+    if "records_read" in fields and "lines_read" not in fields:
+        row["lines_read"] = row["records_read"]
+    return row
 
 
 def _totals(*rows: dict[str, Any]) -> Totals:
@@ -57,7 +62,7 @@ KNOWN = _totals(
     _row(elapsed_s=10.0, delivered=100_000, lines_read=100_000, records_read=100_000,
          bytes_read=10_000, bytes_total=1_000_000),
     _row(elapsed_s=20.0, delivered=85_120, failed=34_577, failed_by_kind=_FAILED,
-         lines_read=246_001, records_read=246_000, bytes_read=246_000, bytes_total=1_000_000,
+         lines_read=246_000, records_read=246_000, bytes_read=246_000, bytes_total=1_000_000,
          in_flight=64, retry_waiting=12, pending=26_303,
          latency_buckets_ms=_latency(*[4.1] * 98, 38.0, 38.0), latency_ms={"max": 38.0}),
 )
@@ -198,6 +203,22 @@ def test_eta_comes_from_records_left_at_the_recent_pace() -> None:
         _reading(elapsed_s=10.0, records_read=500, bytes_read=500, pending=500),
         _reading(elapsed_s=20.0, records_read=600, bytes_read=600, delivered=20, pending=580))
     assert slow.eta_s() == pytest.approx((1_000 - 20) / 2)
+
+
+@pytest.mark.parametrize(
+    ("reading", "expected"),
+    [({"lines_read": 60_000, "records_read": 50_000}, 200_000),
+     ({"lines_read": 60_000, "blank_lines": 6_000, "records_read": 45_000}, 180_000),
+     ({"lines_read": 60_000, "records_read": 25_000, "records_seen": 50_000}, 100_000),
+     ({"lines_read": 60_000, "records_read": 0, "records_seen": 0}, None)],
+    ids=["reader-ahead-of-the-intake", "blank-lines", "a-shard-owns-half", "nothing-taken-yet"],
+)
+def test_records_known_are_extrapolated_from_what_the_reader_read(
+    reading: dict[str, int], expected: int | None
+) -> None:
+    totals = _totals(_row(bytes_read=60_000, bytes_total=200_000, **reading))
+    known = totals.records_known()
+    assert (None if known is None else known[0]) == expected
 
 
 def test_workers_reach_100_only_when_every_worker_ended_its_input() -> None:

@@ -112,6 +112,7 @@ class Intake:
         resume, shard, lanes = self._reading.resume, self._reading.shard, self._flow.lanes
         now_s = self._clock.wall()  # for the "not in the future" check on `time`
         flow = self._flow
+        flow.lines_taken += len(chunk)
         if shard is None:
             flow.records_read += len(chunk)
         for raw in chunk:

@@ -148,6 +148,8 @@ class Monitor:
             limited_by_cause=self._limits.take_window(),
             # Lines a resume skips have their rows in earlier sessions: known records all.
             records_read=flow.records_read + self._counts.skipped_done,
+            records_seen=flow.lines_taken + self._counts.skipped_done,
+            blank_lines=self._counts.blank_lines,
             input_ended=flow.input_ended,
             prior_delivered=self._prior.by_status["delivered"],
             prior_failed_by_kind=dict(self._prior.by_kind),

@@ -23,10 +23,14 @@ _GAUGES = ("in_flight", "retry_waiting", "pending")
 
 @dataclass(frozen=True, slots=True)
 class SourceReading:
-    """How far one process got: records it owns read so far, and its earlier sessions' rows."""
+    """How far one process got: what its reader read, the records it owns among the lines it
+    took (its share of them), whether the input ended, and its earlier sessions' rows."""
 
-    records_read: int = 0
+    lines_read: int = 0
+    blank_lines: int = 0
     bytes_read: int = 0
+    records_read: int = 0
+    records_seen: int = 0
     input_ended: bool = False
     prior_delivered: int = 0
     prior_failed_by_kind: dict[str, int] = field(default_factory=dict)
@@ -98,10 +102,12 @@ class Totals:
         for r in readings:
             if r.input_ended:
                 estimate += r.records_read
-            elif r.bytes_read <= 0:
+            elif r.bytes_read <= 0 or r.records_seen <= 0:
                 return None
-            else:
-                estimate += r.records_read * self.bytes_total / r.bytes_read
+            else:  # the reader's lines and bytes go together; the intake takes them later
+                share = r.records_read / r.records_seen
+                lines = r.lines_read - r.blank_lines
+                estimate += lines * share * self.bytes_total / r.bytes_read
         return max(math.ceil(estimate), self.records_done()), False
 
     def gauge(self, name: str) -> int:
@@ -129,7 +135,9 @@ class Totals:
         self.outage = bool(row.get("outage", False))
         self.gauges[source] = {name: row.get(name, 0) for name in _GAUGES}
         self.readings[source] = SourceReading(
-            records_read=row.get("records_read", 0), bytes_read=row.get("bytes_read", 0),
+            lines_read=row.get("lines_read", 0), blank_lines=row.get("blank_lines", 0),
+            bytes_read=row.get("bytes_read", 0), records_read=row.get("records_read", 0),
+            records_seen=row.get("records_seen", 0),
             input_ended=bool(row.get("input_ended", False)),
             prior_delivered=row.get("prior_delivered", 0),
             prior_failed_by_kind=row.get("prior_failed_by_kind") or {})

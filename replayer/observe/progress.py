@@ -21,8 +21,8 @@ from rich.text import Text
 
 from replayer.observe.live import Totals
 from replayer.observe.logs import json_line
+from replayer.records import FailureKind
 
-WARNING_KIND = "warning"  # a 200 with a warning: received, most likely not taken
 WARNING_TEXT = "received with a warning"
 BEFORE_TEXT = "before this session"
 OUTAGE_TEXT = "server unavailable: waiting"
@@ -33,7 +33,8 @@ _BAR_WIDTH = 40
 @dataclass(frozen=True, slots=True)
 class Tally:
     """The rows of the whole run, as summary.json counts them, and how many came before
-    this session (a resume). `failed` counts every failure row, `warned` among them."""
+    this session (a resume). `failed` counts every failure row, `warned` those among them
+    that are warnings (a 200 with a warning: received, most likely not taken)."""
 
     delivered: int = 0
     failed: int = 0
@@ -48,7 +49,7 @@ class Tally:
         delivered_before = totals.prior_delivered()
         return cls(delivered=totals.delivered + delivered_before,
                    failed=totals.failed + before.total(),
-                   warned=totals.failed_by_kind.get(WARNING_KIND, 0) + before[WARNING_KIND],
+                   warned=totals.failed_by_kind[FailureKind.WARNING] + before[FailureKind.WARNING],
                    delivered_before=delivered_before, failed_before=before.total())
 
 

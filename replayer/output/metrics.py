@@ -43,6 +43,8 @@ class MetricsRow:
     rate_state: str | None = None  # --rate auto: climbing, holding or backing off
     limited_by_cause: dict[str, int] = field(default_factory=dict)  # 429s: throttled, ...
     records_read: int = 0  # lines read that this process owns (each ends as one row)
+    records_seen: int = 0  # non-blank lines it took, its own or not (its share: read / seen)
+    blank_lines: int = 0
     input_ended: bool = False  # the whole input was read: records_read is final
     prior_delivered: int = 0  # a resume: rows of earlier sessions, delivered ...
     prior_failed_by_kind: dict[str, int] = field(default_factory=dict)  # ... and failed
@@ -56,7 +58,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "in_flight": int, "retry_waiting": int, "pending": int, "lines_read": int,
     "bytes_read": int, "bytes_total": (int, type(None)), "outage": bool,
     "rate_per_s": (*_NUMBER, type(None)), "rate_state": (str, type(None)),
-    "limited_by_cause": dict, "records_read": int, "input_ended": bool,
+    "limited_by_cause": dict, "records_read": int, "records_seen": int, "blank_lines": int,
+    "input_ended": bool,
     "prior_delivered": int, "prior_failed_by_kind": dict,
 }
 _FLAGS = ("outage", "input_ended")
@@ -149,6 +152,8 @@ def _merge_second(rows: Sequence[MetricsRow]) -> MetricsRow:
         rate_state=", ".join(states) if states else None,
         limited_by_cause=dict(sum((Counter(r.limited_by_cause) for r in rows), Counter())),
         records_read=sum(r.records_read for r in rows),
+        records_seen=max(r.records_seen for r in rows),
+        blank_lines=max(r.blank_lines for r in rows),
         input_ended=all(r.input_ended for r in rows),
         prior_delivered=sum(r.prior_delivered for r in rows),
         prior_failed_by_kind=dict(sum((Counter(r.prior_failed_by_kind) for r in rows),
