@@ -4,6 +4,7 @@ and JSON progress lines: the log stream stays readable, and JSON when asked for.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 
 import orjson
@@ -11,7 +12,17 @@ import pytest
 
 from replayer.observe.live import Totals
 from replayer.observe.loglimit import Held, LineBudget, more_text
-from replayer.observe.logs import about, flush_held, log, relay, say, setup_logging
+from replayer.observe.logs import (
+    FailureLines,
+    JsonFormatter,
+    TextFormatter,
+    about,
+    flush_held,
+    log,
+    relay,
+    say,
+    setup_logging,
+)
 from replayer.observe.progress import Progress
 
 # (kind, seconds) of each line -> whether it is shown, and the counts told before it.
@@ -78,21 +89,51 @@ def stderr(capsys: pytest.CaptureFixture[str]) -> Iterator[_Stderr]:
     log.setLevel(level)
 
 
+class _Limited(_Clock):
+    """A clock the test moves, and the lines logged within a budget on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = io.StringIO()
+        self.inner = logging.StreamHandler(self.out)
+
+    def getvalue(self) -> str:
+        return self.out.getvalue()
+
+
+@pytest.fixture
+def limited() -> Iterator[_Limited]:
+    limited = _Limited()
+    limited.inner.setFormatter(TextFormatter())
+    handlers, level = log.handlers[:], log.level
+    log.handlers[:] = [FailureLines(limited.inner, LineBudget(), now=limited)]
+    log.setLevel(logging.INFO)
+    yield limited
+    log.handlers[:] = handlers
+    log.setLevel(level)
+
+
 def _failure(line: int, kind: str = "timeout") -> None:
     log.info("failed (%s) after 1 attempt(s): no answer", kind,
              extra=about("in.ndjson", line, "u1", kind))
 
 
-def test_a_dead_endpoint_prints_a_few_lines_and_a_count(stderr: _Stderr) -> None:
-    setup_logging(fmt="text", level="info")
+def test_a_dead_endpoint_prints_a_few_lines_and_a_count(limited: _Limited) -> None:
     for line in range(1, 1001):
         _failure(line)
     log.warning("outage: waiting")  # a line about no record is never held back
+    limited.now_s = 9.9
+    flush_held()
+    _failure(1001)
+    limited.now_s = 10.0
+    flush_held()  # the interval is over: its count is told
+    _failure(1002, "rejected")
     flush_held(every=True)
-    lines = stderr.getvalue().splitlines()
+    lines = limited.getvalue().splitlines()
     assert lines == [f"replayer: in.ndjson:{n} [u1] failed (timeout) after 1 attempt(s): "
                      "no answer" for n in range(1, 6)] + [
-        "replayer: outage: waiting", "replayer: (+995 more timeout; see failures.ndjson)"]
+        "replayer: outage: waiting", "replayer: (+996 more timeout; see failures.ndjson)",
+        "replayer: in.ndjson:1002 [u1] failed (rejected) after 1 attempt(s): no answer"]
 
 
 def test_debug_shows_every_record(stderr: _Stderr) -> None:
@@ -125,14 +166,14 @@ def test_say_and_a_relayed_worker_line_follow_the_log_format(stderr: _Stderr,
     assert docs[1]["ts"] == "2026-01-02T03:04:05.678+00:00", "the worker's own time"
 
 
-def test_relayed_failure_lines_share_one_budget(stderr: _Stderr) -> None:
-    setup_logging(fmt="json", level="info")
+def test_relayed_failure_lines_share_one_budget(limited: _Limited) -> None:
+    limited.inner.setFormatter(JsonFormatter())
     for line in range(1, 13):  # two workers' lines, one budget
         relay(orjson.dumps({"ts": "2026-01-02T03:04:05.678+00:00", "level": "info",
                             "msg": "failed", "file": "in.ndjson", "line": line,
                             "kind": "timeout"}))
     flush_held(every=True)
-    docs = [orjson.loads(line) for line in stderr.getvalue().splitlines()]
+    docs = [orjson.loads(line) for line in limited.getvalue().splitlines()]
     assert [d.get("line") for d in docs] == [1, 2, 3, 4, 5, None]
     assert docs[-1]["msg"] == "(+7 more timeout; see failures.ndjson)"
 
