@@ -34,7 +34,7 @@ from replayer.engine.rate_control import auto_rate_of, is_auto, parse_auto
 from replayer.engine.replay import RunReport, replay, tune_gc
 from replayer.engine.schedule import parse_duration, parse_rate
 from replayer.observe.console import print_summary
-from replayer.observe.logs import setup_logging
+from replayer.observe.logs import say, setup_logging
 from replayer.observe.thresholds import parse_threshold
 from replayer.observe.watch import watching
 from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir
@@ -267,7 +267,7 @@ def run(paths: tuple[str, ...], config_path: Path | None, seed: int | None, **gi
         if not settings.quiet:
             print_summary(report.summary, report.out_dir)
         elif report.summary.stopped_because:  # --quiet prints errors all the same
-            click.echo(f"stopped because {report.summary.stopped_because}", err=True)
+            say(f"stopped because {report.summary.stopped_because}")
         sys.exit(report.exit_code)
     finally:
         _restore_stop_signals()
@@ -385,9 +385,9 @@ def _on_signal(control: RunControl, name: str, quiet: bool) -> None:
     again = control.stopping.is_set()
     control.request_stop(name)
     if again:
-        click.echo(f"{name} again: stopping now", err=True)
+        say(f"{name} again: stopping now")
     elif not quiet:
-        click.echo(f"{name}: finishing requests in flight (again to stop at once)", err=True)
+        say(f"{name}: finishing requests in flight (again to stop at once)")
 
 
 main.add_command(generate)

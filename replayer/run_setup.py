@@ -16,6 +16,7 @@ from replayer.config import Settings, describe_target, is_remote
 from replayer.config.settings import EMBEDDED
 from replayer.engine.endpoint import Endpoint
 from replayer.engine.preflight import preflight
+from replayer.observe.logs import say
 from replayer.records import ExitCode
 from replayer.source.checkfile import check_files
 from replayer.source.read import is_stream
@@ -90,7 +91,7 @@ def announce(settings: Settings, paths: tuple[str, ...], out_dir: Path) -> None:
     # A signed URL's query is a credential: the line names the object without it.
     inputs = shown_url(paths[0]) if len(paths) == 1 else f"{len(paths)} inputs"
     target = describe_target(settings.endpoint, dry_run=settings.dry_run)
-    click.echo(f"replaying {inputs} into {target}; outputs in {out_dir}/", err=True)
+    say(f"replaying {inputs} into {target}; outputs in {out_dir}/")
 
 
 def resume_command(ctx: click.Context, paths: tuple[str, ...], out_dir: Path) -> str:

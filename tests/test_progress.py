@@ -13,9 +13,13 @@ from replayer.observe.live import Totals
 from replayer.observe.progress import (
     OUTAGE_TEXT,
     Progress,
+    Tally,
     format_eta,
     format_ms,
     format_status,
+    format_tally,
+    percent_done,
+    percent_of,
     render,
     top_failure_kinds,
 )
@@ -29,7 +33,12 @@ def _row(**fields: Any) -> dict[str, Any]:
         "in_flight": 0, "retry_waiting": 0, "pending": 0, "lines_read": 0, "bytes_read": 0,
         "bytes_total": None, "outage": False,
     }
-    return base | fields
+    row = base | fields
+    # Unless a test says otherwise: no shard (every line read is owned), the reader not ahead.
+    row.setdefault("records_seen", row.get("records_read", 0))
+    if "records_read" in fields and "lines_read" not in fields:
+        row["lines_read"] = row["records_read"]
+    return row
 
 
 def _totals(*rows: dict[str, Any]) -> Totals:
@@ -50,40 +59,58 @@ def _latency(*values_ms: float) -> list[list[float]]:
 _FAILED = {"warning": 3, "timeout": 30_000, "rejected": 4_000, "server_error": 567,
            "invalid_json": 7}
 KNOWN = _totals(
-    _row(elapsed_s=10.0, delivered=100_000, lines_read=100_000, bytes_read=10_000,
-         bytes_total=100_000),
+    _row(elapsed_s=10.0, delivered=100_000, lines_read=100_000, records_read=100_000,
+         bytes_read=10_000, bytes_total=1_000_000),
     _row(elapsed_s=20.0, delivered=85_120, failed=34_577, failed_by_kind=_FAILED,
-         lines_read=1_234_567, bytes_read=12_300, bytes_total=100_000, in_flight=64,
-         retry_waiting=12, latency_buckets_ms=_latency(*[4.1] * 98, 38.0, 38.0),
-         latency_ms={"max": 38.0}),
+         lines_read=246_000, records_read=246_000, bytes_read=246_000, bytes_total=1_000_000,
+         in_flight=64, retry_waiting=12, pending=26_303,
+         latency_buckets_ms=_latency(*[4.1] * 98, 38.0, 38.0), latency_ms={"max": 38.0}),
 )
 UNKNOWN = _totals(
-    _row(elapsed_s=1.0, delivered=10, lines_read=10),
-    _row(elapsed_s=2.0, delivered=20, lines_read=30, in_flight=2,
+    _row(elapsed_s=1.0, delivered=10, lines_read=10, records_read=10),
+    _row(elapsed_s=2.0, delivered=20, lines_read=30, records_read=30, in_flight=2, pending=10,
          latency_buckets_ms=_latency(0.42, 0.42), latency_ms={"max": 0.42}),
 )
-OUTAGE = _totals(_row(elapsed_s=5.0, lines_read=50, bytes_read=50, bytes_total=100,
-                      retry_waiting=40, outage=True))
-BIG = _totals(_row(elapsed_s=86_000.0, delivered=9_876_543_210, lines_read=9_876_543_210,
-                   bytes_read=999_000, bytes_total=1_000_000,
-                   latency_buckets_ms=_latency(12_345.0), latency_ms={"max": 12_345.0}))
+OUTAGE = _totals(_row(elapsed_s=5.0, lines_read=50, records_read=50, bytes_read=50,
+                      bytes_total=100, retry_waiting=40, pending=50, outage=True))
+BIG = _totals(
+    _row(elapsed_s=85_990.0, delivered=9_876_543_200, lines_read=9_876_543_210,
+         records_read=9_876_543_210, bytes_read=1_000_000, bytes_total=1_000_000,
+         input_ended=True, pending=10),
+    _row(elapsed_s=86_000.0, delivered=5, lines_read=9_876_543_210, records_read=9_876_543_210,
+         bytes_read=1_000_000, bytes_total=1_000_000, input_ended=True, pending=5,
+         latency_buckets_ms=_latency(12_345.0), latency_ms={"max": 12_345.0}))
+RESUMED = _totals(
+    _row(elapsed_s=2.0, delivered=400, failed=20, failed_by_kind={"timeout": 20},
+         lines_read=2_000, records_read=1_990, bytes_read=2_000, bytes_total=2_000,
+         input_ended=True, prior_delivered=800, prior_failed_by_kind={"warning": 4, "rejected": 6},
+         pending=760))
 
 
 @pytest.mark.parametrize(
     ("totals", "expected"),
     [
-        (KNOWN, ("12.3% 1,234,567 lines | 11,970 rec/s | ETA 2m23s | delivered 185,120 "
-                 "skipped 3 failed 34,574 retrying 12 | in flight 64 | p50 4.1 ms p99 38 ms")),
-        (UNKNOWN, ("30 lines | 20 rec/s | delivered 30 skipped 0 failed 0 retrying 0 "
-                   "| in flight 2 | p50 0.42 ms p99 0.42 ms")),
-        (OUTAGE, ("server unavailable: waiting | 50.0% 50 lines | 0 rec/s | ETA 5s | delivered 0 "
-                  "skipped 0 failed 0 retrying 40 | in flight 0 | p50 -- p99 --")),
-        (Totals(), ("0 lines | 0 rec/s | delivered 0 skipped 0 failed 0 retrying 0 "
-                    "| in flight 0 | p50 -- p99 --")),
-        (BIG, ("99.9% 9,876,543,210 lines | 0 rec/s | ETA 1m26s | delivered 9,876,543,210 "
-               "skipped 0 failed 0 retrying 0 | in flight 0 | p50 12,345 ms p99 12,345 ms")),
+        (KNOWN, ("21.9% of records finished (219,697 of ~1,000,000) | 11,970 records/s "
+                 "| ETA 1m05s | delivered 185,120 failed 34,577 (3 received with a warning) "
+                 "| users waiting to retry 12 | requests in flight 64 "
+                 "| latency p50 4.1 ms p99 38 ms")),
+        (UNKNOWN, ("30 records finished | 20 records/s | delivered 30 failed 0 "
+                   "| users waiting to retry 0 | requests in flight 2 "
+                   "| latency p50 0.42 ms p99 0.42 ms")),
+        (OUTAGE, ("server unavailable: waiting | 0.0% of records finished (0 of ~100) "
+                  "| 0 records/s | ETA -- | delivered 0 failed 0 | users waiting to retry 40 "
+                  "| requests in flight 0 | latency p50 -- p99 --")),
+        (Totals(), ("0 records finished | 0 records/s | delivered 0 failed 0 "
+                    "| users waiting to retry 0 | requests in flight 0 | latency p50 -- p99 --")),
+        (BIG, ("99.9% of records finished (9,876,543,205 of 9,876,543,210) | 0 records/s "
+               "| ETA 10s | delivered 9,876,543,205 failed 0 | users waiting to retry 0 "
+               "| requests in flight 0 | latency p50 12,345 ms p99 12,345 ms")),
+        (RESUMED, ("61.8% of records finished (1,230 of 1,990) | 0 records/s | ETA -- "
+                   "| delivered 1,200 (800 before this session) "
+                   "failed 30 (4 received with a warning, 10 before this session) "
+                   "| users waiting to retry 0 | requests in flight 0 | latency p50 -- p99 --")),
     ],
-    ids=["known-size", "unknown-size", "outage", "zero-rows", "big-numbers"],
+    ids=["known-size", "unknown-size", "outage", "zero-rows", "big-numbers", "resumed"],
 )
 def test_format_status(totals: Totals, expected: str) -> None:
     assert format_status(totals) == expected
@@ -109,15 +136,108 @@ def test_format_ms(value_ms: float | None, expected: str) -> None:
     assert format_ms(value_ms) == expected
 
 
-def test_full_input_read_is_100_percent_and_never_before() -> None:
-    assert format_status(_totals(_row(bytes_read=9_999, bytes_total=10_000))).startswith("99.9%")
-    assert format_status(_totals(_row(bytes_read=10_000, bytes_total=10_000))).startswith("100.0%")
+@pytest.mark.parametrize(
+    ("done", "known", "exact", "unfinished", "expected"),
+    [(0, 0, True, 0, 100.0), (0, 0, False, 0, 0.0), (123, 1000, True, 0, 12.3),
+     (1, 3, True, 0, 33.3), (9_999, 10_000, True, 0, 99.9), (199_999, 200_000, True, 0, 99.9),
+     (1000, 1000, True, 0, 100.0), (1000, 1000, False, 0, 99.9), (1000, 1000, True, 1, 99.9),
+     (1200, 1000, True, 0, 100.0)],
+    ids=["empty-input", "nothing-known", "rounds-down", "a-third", "one-left",
+         "one-of-200k-left", "all-done", "estimate-never-100", "one-in-flight",
+         "more-rows-than-known"],
+)
+def test_percent_of(done: int, known: int, exact: bool, unfinished: int,
+                    expected: float) -> None:
+    assert percent_of(done, known, exact=exact, unfinished=unfinished) == expected
 
 
-def test_top_failure_kinds_leave_out_the_skipped() -> None:
+@pytest.mark.parametrize(
+    ("tally", "expected"),
+    [(Tally(), "delivered 0 failed 0"),
+     (Tally(delivered=5, failed=3, warned=3), "delivered 5 failed 3 (3 received with a warning)"),
+     (Tally(delivered=1_200, delivered_before=800),
+      "delivered 1,200 (800 before this session) failed 0"),
+     (Tally(delivered=1, failed=27, warned=2, failed_before=20),
+      "delivered 1 failed 27 (2 received with a warning, 20 before this session)")],
+    ids=["nothing", "warnings-are-failure-rows", "resumed", "both-notes"],
+)
+def test_format_tally(tally: Tally, expected: str) -> None:
+    assert format_tally(tally) == expected
+
+
+def _reading(**fields: Any) -> dict[str, Any]:
+    return _row(bytes_total=1_000, **fields)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # Bytes all read, records still going out: the old display said 100% and ETA 0s.
+        ([_reading(records_read=100, bytes_read=1_000, input_ended=True, delivered=60,
+                   pending=40, in_flight=10, retry_waiting=30)], "60.0%"),
+        # The reader is ahead of the sends: the share is of records, not of bytes.
+        ([_reading(records_read=50, bytes_read=500, delivered=10, pending=40)], "10.0%"),
+        # The last record waits for a retry.
+        ([_reading(records_read=1_000, bytes_read=1_000, input_ended=True, delivered=999,
+                   pending=1, retry_waiting=1)], "99.9%"),
+        ([_reading(records_read=1_000, bytes_read=1_000, input_ended=True, delivered=990,
+                   failed=10, failed_by_kind={"timeout": 10})], "100.0%"),
+    ],
+    ids=["retries-draining", "reader-ahead", "last-one-waits", "all-rows-written"],
+)
+def test_percent_counts_records_finished_not_bytes_read(rows: list[dict[str, Any]],
+                                                        expected: str) -> None:
+    assert format_status(_totals(*rows)).startswith(expected)
+
+
+def test_eta_comes_from_records_left_at_the_recent_pace() -> None:
+    # 900 rows in 10 s, 100 records left, all read: 100 / 90 per s.
+    totals = _totals(
+        _reading(elapsed_s=10.0, records_read=1_000, bytes_read=1_000, input_ended=True,
+                 pending=1_000),
+        _reading(elapsed_s=20.0, records_read=1_000, bytes_read=1_000, input_ended=True,
+                 delivered=900, pending=100))
+    assert totals.eta_s() == pytest.approx(100 / 90)
+    # A slow run whose reader is far ahead: the ETA is of the records, not of the bytes.
+    slow = _totals(
+        _reading(elapsed_s=10.0, records_read=500, bytes_read=500, pending=500),
+        _reading(elapsed_s=20.0, records_read=600, bytes_read=600, delivered=20, pending=580))
+    assert slow.eta_s() == pytest.approx((1_000 - 20) / 2)
+
+
+@pytest.mark.parametrize(
+    ("reading", "expected"),
+    [({"lines_read": 60_000, "records_read": 50_000}, 200_000),
+     ({"lines_read": 60_000, "blank_lines": 6_000, "records_read": 45_000}, 180_000),
+     ({"lines_read": 60_000, "records_read": 25_000, "records_seen": 50_000}, 100_000),
+     ({"lines_read": 60_000, "records_read": 0, "records_seen": 0}, None)],
+    ids=["reader-ahead-of-the-intake", "blank-lines", "a-shard-owns-half", "nothing-taken-yet"],
+)
+def test_records_known_are_extrapolated_from_what_the_reader_read(
+    reading: dict[str, int], expected: int | None
+) -> None:
+    totals = _totals(_row(bytes_read=60_000, bytes_total=200_000, **reading))
+    known = totals.records_known()
+    assert (None if known is None else known[0]) == expected
+
+
+def test_workers_reach_100_only_when_every_worker_ended_its_input() -> None:
+    totals = Totals(sources_expected=2)
+    totals.add("0", _reading(records_read=10, bytes_read=1_000, input_ended=True, delivered=10))
+    assert percent_done(totals) == 0.0, "the other worker has not said how far it got"
+    totals.add("1", _reading(records_read=5, bytes_read=500, delivered=5))
+    assert percent_done(totals) == 75.0  # 15 of ~20
+    totals.add("1", _reading(records_read=10, bytes_read=1_000, input_ended=True, delivered=5))
+    assert percent_done(totals) == 100.0
+    assert Tally.of(totals).delivered == 20
+
+
+def test_top_failure_kinds_name_warnings_and_earlier_sessions_too() -> None:
     totals = Totals(failed_by_kind=Counter({"warning": 99, "timeout": 5, "rejected": 5, "a": 1,
                                             "b": 1}))
-    assert top_failure_kinds(totals) == [("rejected", 5), ("timeout", 5), ("a", 1)]
+    assert top_failure_kinds(totals) == [("warning", 99), ("rejected", 5), ("timeout", 5)]
+    totals.add("m", _row(prior_failed_by_kind={"a": 10}))
+    assert top_failure_kinds(totals) == [("warning", 99), ("a", 11), ("rejected", 5)]
 
 
 class FakeClock:
@@ -169,9 +289,9 @@ def _tty_output(*updates: Totals, final: Totals) -> str:
 
 def test_tty_display_shows_bar_counts_latency_and_top_failures() -> None:
     text = _tty_output(KNOWN, KNOWN, final=KNOWN)
-    for part in ("12.3%", "1,234,567 lines", "ETA 2m23s", "11,970 rec/s", "185,120", "34,574",
-                 "in flight 64", "p50 4.1 ms", "p99 38 ms", "timeout 30,000", "rejected 4,000",
-                 "server_error 567", "━"):
+    for part in ("21.9%", "219,697 of ~1,000,000", "ETA 1m05s", "11,970 records/s", "185,120",
+                 "34,577", "in flight 64", "p50 4.1 ms", "p99 38 ms", "timeout 30,000",
+                 "rejected 4,000", "server_error 567", "━"):
         assert part in text
     assert "invalid_json" not in text  # only the top 3 kinds
     assert "\x1b[" in text  # drawn for a terminal: styled, redrawn in place
@@ -179,13 +299,13 @@ def test_tty_display_shows_bar_counts_latency_and_top_failures() -> None:
 
 def test_tty_display_without_size_shows_a_spinner_and_the_outage() -> None:
     text = _tty_output(UNKNOWN, final=OUTAGE)
-    assert "30 lines" in text and "size unknown" in text
+    assert "30 records finished" in text and "total unknown" in text
     assert OUTAGE_TEXT in text
 
 
 def test_tty_close_alone_draws_the_final_state_once() -> None:
     text = _tty_output(final=KNOWN)
-    assert text.count("1,234,567 lines") == 1
+    assert text.count("219,697 of") == 1
 
 
 def test_render_fits_a_narrow_terminal() -> None:

@@ -122,8 +122,9 @@ async def test_progress_lines_when_stderr_is_not_a_terminal(
     )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
 
-    lines = [x for x in stderr.decode().splitlines() if "rec/s" in x]
+    lines = [x for x in stderr.decode().splitlines() if "records/s" in x]
     assert len(lines) >= 2, stderr.decode()
-    assert re.search(r"^100\.0% 600 lines \| .* delivered 600 skipped 0 failed 0", lines[-1])
+    assert re.search(r"^100\.0% of records finished \(600 of 600\) \| .* delivered 600 failed 0 ",
+                     lines[-1])
     assert "\x1b[" not in stderr.decode(), "no escape codes off a terminal"
     assert stdout.decode().startswith("finished:")

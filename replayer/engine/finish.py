@@ -44,7 +44,9 @@ class Finisher:
                http_status: int | None) -> None:
         """A valid record that was not delivered."""
         s = work.session
-        log.info("failed (%s) after %d attempt(s): %s", kind, work.attempts, message,
+        # A warning is an answer, not an error: the record was received, most likely not taken.
+        what = "received with a warning" if kind is FailureKind.WARNING else "failed"
+        log.info("%s (%s) after %d attempt(s): %s", what, kind, work.attempts, message,
                  extra=about(s.file, s.line_no, s.lane, kind))
         self._failures.write(failure_row(work, kind, message, http_status))
         if self._users is not None:

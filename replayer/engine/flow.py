@@ -18,6 +18,9 @@ class Flow:
         self.in_flight = 0  # requests under way
         self.retry_waiting = 0  # lanes waiting out a retry delay
         self.intake_done = False
+        self.records_read = 0  # lines this process owns (a row each), counted as taken
+        self.lines_taken = 0  # non-blank lines taken, owned or not (another shard's)
+        self.input_ended = False  # the intake read the input to its end (not stopped early)
         self.abort: Abort | None = None
 
     def stop(self, abort: Abort) -> None:

@@ -100,6 +100,7 @@ class Intake:
                        or self._outage.down()) and flow.abort is None:
                     flow.room.clear()
                     await flow.room.wait()
+            flow.input_ended = True
         except InputError as exc:
             flow.stop(Abort(ExitCode.INPUT, str(exc)))
         finally:
@@ -110,9 +111,15 @@ class Intake:
         allow_unknown = self._settings.allow_unknown_fields
         resume, shard, lanes = self._reading.resume, self._reading.shard, self._flow.lanes
         now_s = self._clock.wall()  # for the "not in the future" check on `time`
+        flow = self._flow
+        flow.lines_taken += len(chunk)
+        if shard is None:
+            flow.records_read += len(chunk)
         for raw in chunk:
-            if shard is not None and not shard.owns(raw.data):
-                continue
+            if shard is not None:
+                if not shard.owns(raw.data):
+                    continue
+                flow.records_read += 1
             parsed = parse_line(raw, allow_unknown_fields=allow_unknown, now_s=now_s)
             if isinstance(parsed, RecordFailure):
                 self._finisher.invalid(parsed, pass_no=raw.pass_no)

@@ -31,7 +31,7 @@ class Monitor:
                  pacer: Pacing | None, clock: Clock, control: RunControl, metrics: NdjsonSink,
                  flushed: Sequence[NdjsonSink], fail_if: Sequence[str], abort_on_fail: bool,
                  bytes_total: int | None, limits: LimitCounts | None = None,
-                 auto: AutoRateFeed | None = None) -> None:
+                 auto: AutoRateFeed | None = None, prior: RunStats | None = None) -> None:
         self._flow = flow
         self._stats = stats
         self._counts = counts
@@ -47,6 +47,7 @@ class Monitor:
         self._bytes_total = bytes_total
         self._limits = limits if limits is not None else LimitCounts()
         self.auto = auto
+        self._prior = prior if prior is not None else RunStats()  # a resume's earlier rows
         self.rate_seconds: list[float] = []  # --rate auto: the controller's rate, each second
         self._planned_total = 0.0
         self.started_s = clock.now()
@@ -145,6 +146,13 @@ class Monitor:
             rate_per_s=rate,
             rate_state=state,
             limited_by_cause=self._limits.take_window(),
+            # Lines a resume skips have their rows in earlier sessions: known records all.
+            records_read=flow.records_read + self._counts.skipped_done,
+            records_seen=flow.lines_taken + self._counts.skipped_done,
+            blank_lines=self._counts.blank_lines,
+            input_ended=flow.input_ended,
+            prior_delivered=self._prior.by_status["delivered"],
+            prior_failed_by_kind=dict(self._prior.by_kind),
         )
 
     def _planned_in_window(self) -> float | None:

@@ -134,7 +134,9 @@ class Replay:
                                control=control, metrics=self.metrics,
                                flushed=(self.results, self.failures),
                                fail_if=settings.fail_if, abort_on_fail=settings.abort_on_fail,
-                               bytes_total=total_size(reading.paths))
+                               prior=reading.resume.prior if reading.resume else None,
+                               # --loop reads the input again and again: no end to measure by
+                               bytes_total=None if settings.loop else total_size(reading.paths))
         self.started_wall = time.time()
         self.finished_s = clock.now()
 

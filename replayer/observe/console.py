@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from replayer.observe.logs import say
 from replayer.output.summary import RunSummary
 
 
@@ -39,7 +40,7 @@ def print_summary(s: RunSummary, out_dir: Path) -> None:
     if s.stopped_by:
         click.echo(f"  stopped by {s.stopped_by}")
     if s.stopped_because:
-        click.echo(f"  stopped because {s.stopped_because}", err=True)
+        say(f"  stopped because {s.stopped_because}")  # on the log stream, in its format
     click.echo(f"  outputs in {out_dir}/ (results.ndjson, failures.ndjson, "
                "users.ndjson, summary.json)")
     if s.resume_with:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -19,28 +20,93 @@ from rich.table import Table
 from rich.text import Text
 
 from replayer.observe.live import Totals
+from replayer.observe.logs import json_line
+from replayer.records import FailureKind
 
-SKIPPED_KIND = "warning"  # a 200 with a warning: received, most likely not taken
+WARNING_TEXT = "received with a warning"
+BEFORE_TEXT = "before this session"
 OUTAGE_TEXT = "server unavailable: waiting"
 TOP_KINDS = 3
 _BAR_WIDTH = 40
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """The rows of the whole run, as summary.json counts them, and how many came before
+    this session (a resume). `failed` counts every failure row, `warned` those among them
+    that are warnings (a 200 with a warning: received, most likely not taken)."""
+
+    delivered: int = 0
+    failed: int = 0
+    warned: int = 0
+    delivered_before: int = 0
+    failed_before: int = 0
+
+    @classmethod
+    def of(cls, totals: Totals) -> Tally:
+        """The tally of live totals: this session's rows plus earlier sessions'."""
+        before = totals.prior_failed_by_kind()
+        delivered_before = totals.prior_delivered()
+        return cls(delivered=totals.delivered + delivered_before,
+                   failed=totals.failed + before.total(),
+                   warned=totals.failed_by_kind[FailureKind.WARNING] + before[FailureKind.WARNING],
+                   delivered_before=delivered_before, failed_before=before.total())
+
+
 def format_status(totals: Totals) -> str:
     """One plain line: progress, pace, ETA, outcomes, requests in flight, p50/p99 latency."""
-    fields = [
-        _reading(totals),
-        f"{_count(round(totals.records_per_s()))} rec/s",
-    ]
-    if totals.bytes_total is not None:
+    fields = [format_progress(totals), f"{_count(round(totals.records_per_s()))} records/s"]
+    if totals.bytes_total is not None or totals.input_ended():
         fields.append(f"ETA {format_eta(totals.eta_s())}")
-    fields += [_outcomes(totals), f"in flight {_count(totals.gauge('in_flight'))}", _latency(totals)]
+    fields += [format_tally(Tally.of(totals)),
+               f"users waiting to retry {_count(totals.gauge('retry_waiting'))}",
+               f"requests in flight {_count(totals.gauge('in_flight'))}", _latency(totals)]
     auto = format_auto(totals)
     if auto:
         fields.insert(2, auto)
     if totals.outage:
         fields.insert(0, OUTAGE_TEXT)
     return " | ".join(fields)
+
+
+def format_progress(totals: Totals) -> str:
+    """`12.3% of records finished (24,600 of ~200,000)`: `~` while the total is an
+    estimate; `24,600 records finished` when the total is unknown."""
+    pct = percent_done(totals)
+    if pct is None:
+        return format_records(totals)
+    known = totals.records_known()
+    return (f"{pct:.1f}% of records finished"
+            + ("" if known is None else f" ({_of_known(totals, known)})"))
+
+
+def format_records(totals: Totals) -> str:
+    """`24,600 of ~200,000 records finished`, or `24,600 records finished` with no total."""
+    known = totals.records_known()
+    if known is None:
+        return f"{_count(totals.records_done())} records finished"
+    return f"{_of_known(totals, known)} records finished"
+
+
+def _of_known(totals: Totals, known: tuple[int, bool]) -> str:
+    total, exact = known
+    return f"{_count(totals.records_done())} of {'' if exact else '~'}{_count(total)}"
+
+
+def format_tally(tally: Tally) -> str:
+    """`delivered 1,200 (800 before this session) failed 30 (3 received with a warning)`."""
+    failed_notes = []
+    if tally.warned:
+        failed_notes.append(f"{_count(tally.warned)} {WARNING_TEXT}")
+    if tally.failed_before:
+        failed_notes.append(f"{_count(tally.failed_before)} {BEFORE_TEXT}")
+    delivered = f"delivered {_count(tally.delivered)}"
+    if tally.delivered_before:
+        delivered += f" ({_count(tally.delivered_before)} {BEFORE_TEXT})"
+    failed = f"failed {_count(tally.failed)}"
+    if failed_notes:
+        failed += f" ({', '.join(failed_notes)})"
+    return f"{delivered} {failed}"
 
 
 def format_auto(totals: Totals) -> str:
@@ -75,31 +141,51 @@ def format_ms(value_ms: float | None) -> str:
     return f"{value_ms:,.0f} ms"
 
 
-def percent_read(totals: Totals) -> float | None:
-    """Share of the input's bytes read, 0..100 rounded down to 0.1; None when the size is unknown."""
-    if totals.bytes_total is None:
-        return None
-    if totals.bytes_total <= 0:
-        return 100.0
-    share = min(1.0, totals.bytes_read / totals.bytes_total)
-    # Rounded down, so 100.0% means every byte was read.
-    return math.floor(share * 1000) / 10
+def percent_of(done: int, known: int, *, exact: bool, unfinished: int = 0) -> float:
+    """`done` of `known` records as 0..100, rounded down to 0.1; 100.0 only when the total
+    is exact, every record has its row and none is unfinished (in flight, waiting)."""
+    if known <= 0:
+        share = 1.0 if exact else 0.0
+    else:
+        share = min(1.0, done / known)
+    pct = math.floor(share * 1000) / 10
+    if not exact or done < known or unfinished > 0:
+        pct = min(pct, 99.9)
+    return pct
 
 
-def skipped_count(totals: Totals) -> int:
-    """Records received with a warning (the `warning` kind)."""
-    return totals.failed_by_kind.get(SKIPPED_KIND, 0)
+def percent_done(totals: Totals) -> float | None:
+    """Share of the records finished (rows written, earlier sessions included) of the records
+    known; 0.0 before anything is read, None when the input's size is unknown."""
+    known = totals.records_known()
+    if known is None:
+        return None if totals.bytes_total is None else 0.0
+    return percent_of(totals.records_done(), known[0], exact=known[1],
+                      unfinished=totals.gauge("pending"))
 
 
-def failed_count(totals: Totals) -> int:
-    """Records that failed, not counting the skipped ones."""
-    return max(0, totals.failed - skipped_count(totals))
+def progress_fields(totals: Totals) -> dict[str, Any]:
+    """The numbers of a progress line, for a JSON log line."""
+    known = totals.records_known()
+    tally = Tally.of(totals)
+    eta_s = totals.eta_s()
+    return {
+        "percent": percent_done(totals), "records_finished": totals.records_done(),
+        "records_known": None if known is None else known[0],
+        "records_known_exact": None if known is None else known[1],
+        "records_per_s": round(totals.records_per_s(), 1),
+        "eta_s": None if eta_s is None else round(eta_s, 1),
+        "delivered": tally.delivered, "failed": tally.failed,
+        "received_with_warning": tally.warned, "delivered_before": tally.delivered_before,
+        "failed_before": tally.failed_before, "retry_waiting": totals.gauge("retry_waiting"),
+        "in_flight": totals.gauge("in_flight"), "outage": totals.outage,
+    }
 
 
 def top_failure_kinds(totals: Totals, n: int = TOP_KINDS) -> list[tuple[str, int]]:
-    """The `n` most common failure kinds (skipped excluded), most common first."""
-    kinds = [(k, c) for k, c in totals.failed_by_kind.items() if k != SKIPPED_KIND and c > 0]
-    return sorted(kinds, key=lambda kc: (-kc[1], kc[0]))[:n]
+    """The `n` most common kinds of failure rows of the run (a warning's too), most first."""
+    kinds = totals.failed_by_kind + totals.prior_failed_by_kind()
+    return sorted(kinds.items(), key=lambda kc: (-kc[1], kc[0]))[:n]
 
 
 class Progress:
@@ -111,9 +197,13 @@ class Progress:
         stream: TextIO,
         tty: bool,
         interval_s: float,
+        json_lines: bool = False,
         now: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._stream = stream
+        self._json_lines = json_lines  # off a TTY: the lines of --log-format json
+        self._wall = wall
         self._interval_s = interval_s
         self._now = now
         self._last_line_s = now()  # the first plain line comes interval_s after the start
@@ -163,63 +253,53 @@ class Progress:
         return self._live
 
     def _write_line(self, totals: Totals) -> None:
-        self._stream.write(format_status(totals) + "\n")
+        line = format_status(totals)
+        if self._json_lines:
+            line = json_line(ts=self._wall(), level="info", msg=line,
+                             fields={"progress": progress_fields(totals)})
+        self._stream.write(line + "\n")
         self._stream.flush()
 
 
 def render(totals: Totals, *, spinner: Spinner | None = None) -> RenderableType:
     """The TTY display of `totals`: a bar (or a spinner), pace and outcomes, latency, top failures."""
     head = Table.grid(padding=(0, 1))
-    pct = percent_read(totals)
-    lines = Text(f"{_count(totals.lines_read)} lines")
+    pct = percent_done(totals)
     if pct is not None:
         bar = ProgressBar(total=100.0, completed=pct, width=_BAR_WIDTH)
         eta = Text(f"ETA {format_eta(totals.eta_s())}")
-        head.add_row(bar, Text(f"{pct:5.1f}%"), lines, eta)
+        head.add_row(bar, Text(f"{pct:5.1f}%"), eta)
     else:
-        head.add_row(spinner or Spinner("dots"), lines, Text("(input size unknown)", style="dim"))
-    rows: list[RenderableType] = [head]
+        head.add_row(spinner or Spinner("dots"),
+                     Text("(total unknown until the input ends)", style="dim"))
+    rows: list[RenderableType] = [head, Text(format_records(totals), no_wrap=True,
+                                             overflow="ellipsis")]
     if totals.outage:
         rows.append(Text(OUTAGE_TEXT, style="bold yellow"))
+    tally = Tally.of(totals)
     rows.append(Text.assemble(
-        (f"{_count(round(totals.records_per_s()))} rec/s", "bold"),
-        "   delivered ", (_count(totals.delivered), "green"),
-        "  skipped ", (_count(skipped_count(totals)), "yellow"),
-        "  failed ", (_count(failed_count(totals)), "red"),
-        "  retrying ", _count(totals.gauge("retry_waiting")),
+        (f"{_count(round(totals.records_per_s()))} records/s", "bold"),
+        "   ", (format_tally(tally), "red" if tally.failed else "green"),
+        "   users waiting to retry ", _count(totals.gauge("retry_waiting")),
         no_wrap=True, overflow="ellipsis",
     ))
     auto = format_auto(totals)
     rows.append(Text(
-        f"in flight {_count(totals.gauge('in_flight'))}   {_latency(totals)}"
+        f"requests in flight {_count(totals.gauge('in_flight'))}   {_latency(totals)}"
         + (f"   {auto}" if auto else ""),
         no_wrap=True, overflow="ellipsis",
     ))
     kinds = top_failure_kinds(totals)
     if kinds:
-        top = Text("top failures: ", style="dim", no_wrap=True, overflow="ellipsis")
+        top = Text("top failure kinds: ", style="dim", no_wrap=True, overflow="ellipsis")
         top.append("  ".join(f"{kind} {_count(n)}" for kind, n in kinds), style="red")
         rows.append(top)
     return Group(*rows)
 
 
-def _reading(totals: Totals) -> str:
-    pct = percent_read(totals)
-    lines = f"{_count(totals.lines_read)} lines"
-    return lines if pct is None else f"{pct:.1f}% {lines}"
-
-
-def _outcomes(totals: Totals) -> str:
-    return (
-        f"delivered {_count(totals.delivered)} skipped {_count(skipped_count(totals))} "
-        f"failed {_count(failed_count(totals))} "
-        f"retrying {_count(totals.gauge('retry_waiting'))}"
-    )
-
-
 def _latency(totals: Totals) -> str:
     p50, p99 = totals.latency.percentile(50), totals.latency.percentile(99)
-    return f"p50 {format_ms(p50)} p99 {format_ms(p99)}"
+    return f"latency p50 {format_ms(p50)} p99 {format_ms(p99)}"
 
 
 def _count(n: int) -> str:

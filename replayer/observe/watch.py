@@ -16,7 +16,7 @@ from aiohttp import web
 
 from replayer.config import Settings
 from replayer.observe.live import Follower
-from replayer.observe.logs import log, setup_logging
+from replayer.observe.logs import flush_held, log, setup_logging
 from replayer.observe.progress import Progress
 from replayer.observe.prom import metrics_app, serve_metrics
 from replayer.output.layout import METRICS, WORKERS_DIR
@@ -49,7 +49,8 @@ async def watching(settings: Settings, out_dir: Path, workers: int) -> AsyncIter
     progress = None
     if not settings.quiet:
         progress = Progress(stream=sys.stderr, tty=sys.stderr.isatty(),
-                            interval_s=settings.progress_interval_s)
+                            interval_s=settings.progress_interval_s,
+                            json_lines=settings.log_format == "json")
         if progress.console is not None:  # log lines above the live display, not through it
             setup_logging(fmt=settings.log_format, level=settings.log_level,
                           console=progress.console)
@@ -60,8 +61,10 @@ async def watching(settings: Settings, out_dir: Path, workers: int) -> AsyncIter
         poller.cancel()
         with suppress(asyncio.CancelledError):
             await poller
+        totals = follower.poll()
+        flush_held(every=True)  # above the final display: every count of lines held back
         if progress is not None:
-            progress.close(follower.poll())
+            progress.close(totals)
         if runner is not None:
             await runner.cleanup()
 
@@ -69,6 +72,7 @@ async def watching(settings: Settings, out_dir: Path, workers: int) -> AsyncIter
 async def _poll(follower: Follower, progress: Progress | None) -> None:
     while True:
         totals = follower.poll()
+        flush_held()
         if progress is not None:
             progress.update(totals)
         await asyncio.sleep(POLL_INTERVAL_S)

@@ -42,6 +42,12 @@ class MetricsRow:
     rate_per_s: float | None = None  # --rate auto: the controller's rate at the row's end
     rate_state: str | None = None  # --rate auto: climbing, holding or backing off
     limited_by_cause: dict[str, int] = field(default_factory=dict)  # 429s: throttled, ...
+    records_read: int = 0  # lines read that this process owns (each ends as one row)
+    records_seen: int = 0  # non-blank lines it took, its own or not (its share: read / seen)
+    blank_lines: int = 0
+    input_ended: bool = False  # the whole input was read: records_read is final
+    prior_delivered: int = 0  # a resume: rows of earlier sessions, delivered ...
+    prior_failed_by_kind: dict[str, int] = field(default_factory=dict)  # ... and failed
 
 
 _NUMBER = (int, float)
@@ -52,8 +58,11 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "in_flight": int, "retry_waiting": int, "pending": int, "lines_read": int,
     "bytes_read": int, "bytes_total": (int, type(None)), "outage": bool,
     "rate_per_s": (*_NUMBER, type(None)), "rate_state": (str, type(None)),
-    "limited_by_cause": dict,
+    "limited_by_cause": dict, "records_read": int, "records_seen": int, "blank_lines": int,
+    "input_ended": bool,
+    "prior_delivered": int, "prior_failed_by_kind": dict,
 }
+_FLAGS = ("outage", "input_ended")
 
 
 class RowError(ValueError):
@@ -78,7 +87,7 @@ def decode_row(line: bytes) -> MetricsRow:
         types = _TYPES.get(name)
         if types is None:
             continue  # a field of a later version: ignored
-        if not isinstance(value, types) or (isinstance(value, bool) and name != "outage"):
+        if not isinstance(value, types) or (isinstance(value, bool) and name not in _FLAGS):
             raise RowError(f"the field {name} has the wrong type")
         values[name] = value
     return MetricsRow(**values)
@@ -109,7 +118,8 @@ def read_rows(path: Path) -> ReadRows:
 
 def merge_by_second(rows: Iterable[MetricsRow]) -> list[MetricsRow]:
     """One row per wall-clock second: counts summed, latency percentiles the worst seen,
-    histograms added, progress (lines, bytes read) the furthest (each process reads all)."""
+    histograms added, progress (lines, bytes read) the furthest (each process reads all),
+    records read and earlier sessions' rows summed (each process owns its share)."""
     by_second: dict[int, list[MetricsRow]] = {}
     for row in rows:
         by_second.setdefault(int(row.t), []).append(row)
@@ -141,6 +151,13 @@ def _merge_second(rows: Sequence[MetricsRow]) -> MetricsRow:
         rate_per_s=round(sum(rates), 2) if rates else None,
         rate_state=", ".join(states) if states else None,
         limited_by_cause=dict(sum((Counter(r.limited_by_cause) for r in rows), Counter())),
+        records_read=sum(r.records_read for r in rows),
+        records_seen=max(r.records_seen for r in rows),
+        blank_lines=max(r.blank_lines for r in rows),
+        input_ended=all(r.input_ended for r in rows),
+        prior_delivered=sum(r.prior_delivered for r in rows),
+        prior_failed_by_kind=dict(sum((Counter(r.prior_failed_by_kind) for r in rows),
+                                      Counter())),
     )
 
 

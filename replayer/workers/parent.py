@@ -28,6 +28,7 @@ from replayer.engine.control import RunControl
 from replayer.engine.endpoint import open_endpoint
 from replayer.engine.rate_control import worker_share
 from replayer.engine.replay import RunReport
+from replayer.observe.logs import relay
 from replayer.output.closing import close_folder
 from replayer.output.layout import SUMMARY, WORKERS_DIR
 from replayer.output.merge import merge_folders, read_part
@@ -82,7 +83,9 @@ async def run_workers(
                               Handoff(share, record.for_worker(i), tuple(paths)),
                               resume=settings.resume) for i in range(count)]
         forward = asyncio.create_task(_forward_signals(control, procs))
+        relays = [asyncio.create_task(_relay_stderr(proc)) for proc in procs]
         codes = [await proc.wait() for proc in procs]
+        await asyncio.gather(*relays)  # every line a worker wrote, to its end
         forward.cancel()
     # Synchronous from here to the end: a signal now is only noted by the loop's handler,
     # so the merge always completes (the workers are done; nothing is left to stop).
@@ -113,11 +116,25 @@ async def _spawn(index: int, count: int, folder: Path, env: dict[str, str],
             sys.executable, "-m", "replayer.workers.main", str(pipe.fd), str(index), str(count),
             str(folder), "resume" if resume else "new",
             env=env, start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
-            pass_fds=(pipe.fd,),
+            stderr=asyncio.subprocess.PIPE, pass_fds=(pipe.fd,),
         )
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         pipe.close()
+
+
+async def _relay_stderr(proc: asyncio.subprocess.Process) -> None:
+    """Logs again each line of a worker's stderr (its JSON log lines): on the terminal they
+    go above the live display, never into it."""
+    assert proc.stderr is not None
+    while True:
+        try:
+            line = await proc.stderr.readline()
+        except ValueError:  # a line longer than the stream's buffer: what follows of it
+            line = await proc.stderr.read(1 << 16)
+        if not line:
+            return
+        relay(line)
 
 
 async def _forward_signals(control: RunControl,

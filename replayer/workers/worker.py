@@ -82,7 +82,8 @@ async def _work(handoff: Handoff, index: int, count: int, folder: Path, resume: 
     for early in early_signals:
         stops.on(early)
     settings = dataclasses.replace(handoff.settings, out_dir=folder)
-    setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
+    # JSON lines to the parent, which logs them again in the run's format and limits.
+    setup_logging(fmt="json", level=settings.log_level, quiet=settings.quiet, limit=False)
     record = handoff.record
     state = (read_resume(folder, record, retry=retry_kinds(settings))
              if resume and (folder / RUN).exists() else None)
