@@ -3,6 +3,7 @@ first record, the same command twice never sends twice, and the repository stand
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from pathlib import Path
@@ -10,12 +11,15 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
 from replayer.cli import main
 from replayer.config import ConfigError, describe_target, load_settings
 from replayer.emulator import EmulatorConfig
-from replayer.engine.preflight import judge
+from replayer.engine.endpoint import Endpoint
+from replayer.engine.preflight import judge, preflight
 from replayer.output.layout import RESULTS, SUMMARY
 from replayer.records import Attempt, ExitCode
 from tests.conftest import (
@@ -283,3 +287,30 @@ def test_nothing_reads_outside_the_repository() -> None:
                                                *REPO.glob("tests/**/*.py")]
             if p.name != "test_safe_defaults.py" and outside.search(p.read_text())]
     assert not hits
+
+
+async def test_the_preflight_tries_a_dropped_connection_again_but_not_a_silent_server() -> None:
+    calls = {"drop": 0, "silent": 0}
+
+    async def api(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        which = request.path.split("/")[1]
+        calls[which] += 1
+        if which == "drop" and calls["drop"] == 1:
+            assert request.transport is not None
+            request.transport.close()  # the answer is lost mid-way: a blip, tried again
+        if which == "silent":
+            await asyncio.sleep(5)  # never answers within the preflight's timeout
+        return web.json_response({"response": [{"success": True, "warning": {"message": "x"}}]})
+
+    app = web.Application()
+    app.router.add_post("/drop/api", api)
+    app.router.add_post("/silent/api", api)
+    async with TestServer(app, host="127.0.0.1") as server:
+        dropped = await preflight(Endpoint(str(server.make_url("/drop/api")), TEST_APP_ID,
+                                           TEST_KEY), timeout_s=5.0, pause_s=0.0)
+        silent = await preflight(Endpoint(str(server.make_url("/silent/api")), TEST_APP_ID,
+                                          TEST_KEY), timeout_s=0.2, pause_s=0.0)
+
+    assert dropped is None and calls["drop"] == 2
+    assert silent is not None and silent.code is ExitCode.INPUT and calls["silent"] == 1

@@ -73,8 +73,10 @@ async def preflight(endpoint: Endpoint, *, timeout_s: float, tries: int = TRIES,
                 await asyncio.sleep(pause_s)
             attempt = await send.post(http, url, body)
             verdict = judge(attempt, host)
-            # Only a call that never left this machine is tried again: one that was sent
-            # and not answered within the run's own timeout says enough.
-            if verdict is None or attempt.sent:
+            # A connection refused or dropped is tried again (a blip, a load balancer
+            # recycling a connection); a call sent and not answered within the run's own
+            # timeout says enough, and another would only double the wait.
+            if verdict is None or attempt.status is not None or (
+                    attempt.sent and attempt.error == "timeout"):
                 return verdict
     return verdict
