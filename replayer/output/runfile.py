@@ -329,7 +329,7 @@ def folder_for(paths: Sequence[str], settings: Settings) -> Path | None:
     """The default --out of a run: named by what it reads and where it sends it, so the same
     command twice meets its own folder, and different inputs get different ones.
 
-    Local files count by path, size and edge hash; objects by their URL without its query
+    Local files count by real path (through symlinks), size and edge hash; objects by their URL without its query
     (no request is made for it). None for stdin and pipes, whose content is new each time,
     and for a path that cannot be read (the run itself then says why).
     """
@@ -342,7 +342,7 @@ def folder_for(paths: Sequence[str], settings: Settings) -> Path | None:
                 parts.append(shown_url(path))
             else:
                 print_ = fingerprints([path])[0]
-                parts.append([os.path.abspath(path), print_.size, print_.sha256_edges])
+                parts.append([os.path.realpath(path), print_.size, print_.sha256_edges])
     except (ResumeError, OSError):
         return None
     parts += [settings.endpoint, settings.dry_run, settings.shard]
