@@ -68,7 +68,7 @@ def pacer_for(settings: Settings, clock: Clock) -> Pacing | None:
         return Pacer(auto.start_per_s, clock=clock)
     if settings.rate_schedule:
         return SchedulePacer(parse_rate(settings.rate_schedule), clock=clock)
-    if settings.rate_per_s and settings.is_load_test():
+    if settings.rate_per_s and settings.holds_schedule():
         # A load test holds a schedule: each request has its time, and after a stall the
         # run catches up as fast as --concurrency allows (as wrk2 does). Elsewhere --rate
         # is a ceiling.
@@ -127,7 +127,9 @@ class Replay:
                                      control=control, batching=batching,
                                      concurrency=settings.concurrency, auto=self.auto)
         self.monitor = Monitor(flow=flow, stats=self.stats, counts=self.counts,
-                               outage=self.outage, pacer=self.pacer, clock=clock,
+                               outage=self.outage, clock=clock,
+                               # A ceiling plans no request: metrics.ndjson counts none.
+                               pacer=self.pacer if settings.holds_schedule() else None,
                                limits=self.dispatcher.limits, auto=self.auto,
                                control=control, metrics=self.metrics,
                                flushed=(self.results, self.failures),

@@ -33,7 +33,7 @@ def print_summary(s: RunSummary, out_dir: Path) -> None:
     for verdict in s.thresholds:
         click.echo(f"  threshold {verdict['text']}")
     behind_p99, behind_max = s.behind_schedule_ms.get("p99"), s.behind_schedule_ms.get("max")
-    if (behind_p99 or 0) > 1000 and behind_max is not None:
+    if s.held_schedule and (behind_p99 or 0) > 1000 and behind_max is not None:
         click.echo(f"  behind schedule: p99 {(behind_p99 or 0) / 1000:.1f} s, "
                    f"max {behind_max / 1000:.1f} s (the target could not keep up)")
     if s.stopped_by:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from replayer.config.checks import describe_target
+from replayer.config.settings import holds_schedule
 from replayer.observe.stats import Histogram
 from replayer.records import ExitCode, worst
 
@@ -91,6 +92,12 @@ class RunSummary:
     def code(self) -> ExitCode:
         """The exit code as the enum."""
         return ExitCode.of_child(self.exit_code)
+
+    @property
+    def held_schedule(self) -> bool:
+        """The run held a schedule (a load test's rate or the recorded pace): only then
+        do the scheduled view and the time behind schedule mean anything."""
+        return holds_schedule(self.settings)
 
     @property
     def target(self) -> str:
