@@ -18,6 +18,7 @@ class Flow:
         self.in_flight = 0  # requests under way
         self.retry_waiting = 0  # lanes waiting out a retry delay
         self.intake_done = False
+        self.intake_full = False  # the intake waits for room: no record comes until one ends
         self.abort: Abort | None = None
 
     def stop(self, abort: Abort) -> None:
@@ -26,6 +27,11 @@ class Flow:
             self.abort = abort
         self.changed.set()
         self.room.set()
+
+    def read_all_it_may(self) -> bool:
+        """No record comes until one ends: the read-ahead is full, the input ended, or
+        the run stops."""
+        return self.intake_full or self.intake_done or self.abort is not None
 
     def finished_all(self) -> bool:
         """Every record read has its row."""

@@ -121,7 +121,8 @@ class Replay:
             paced_throttles=self.auto is not None), outage=self.outage,
             stats=self.stats, clock=clock, rng=rng)
         batching = (Batching(settings.batch_users, settings.batch_actions,
-                             settings.batch_linger_ms / 1000.0) if settings.batch else Batching())
+                             settings.batch_linger_ms / 1000.0, fill=True)
+                    if settings.batch else Batching())
         self.dispatcher = Dispatcher(flow=flow, attempter=attempter, settler=self.settler,
                                      outage=self.outage, pacer=self.pacer, clock=clock,
                                      control=control, batching=batching,
