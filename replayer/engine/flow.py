@@ -19,6 +19,7 @@ class Flow:
         self.retry_waiting = 0  # lanes waiting out a retry delay
         self.intake_done = False
         self.intake_full = False  # the intake waits for room: no record comes until one ends
+        self.was_full = False  # the input was larger than the read-ahead at some point
         self.abort: Abort | None = None
 
     def stop(self, abort: Abort) -> None:

@@ -48,7 +48,7 @@ _SUMMARY_ROWS = (
 _SHOWN_ELSEWHERE = frozenset({
     "latency_ms", "failed_latency_ms", "latency_histogram_ms", "failures_by_kind",
     "settings", "per_worker", "inputs", "stopped_because", "resume_with",
-    "request_latency_ms", "behind_schedule_ms", "thresholds",
+    "request_latency_ms", "behind_schedule_ms", "thresholds", "estimate_max",
 })
 
 
@@ -63,6 +63,11 @@ def summary_table(data: RunData) -> str:
                      for p in ("p50", "p90", "p99", "max")]
         elif key in s:
             rows.append((label, show(s[key])))
+    high = s.get("estimate_max")
+    if isinstance(high, Mapping):  # a dry run of an input larger than its read-ahead
+        rows += [(f"{label}, up to (a server slower than the reading)",
+                  display.number(high.get(key)))
+                 for key, label in (("requests", "Requests"), ("user_lookups", "User lookups"))]
     resumed = s.get("resumed")
     if isinstance(resumed, Mapping):
         rows += [(f"Resumed: {k.replace('_', ' ')}", display.number(v))
