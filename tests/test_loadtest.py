@@ -16,6 +16,7 @@ from replayer.cli import main
 from replayer.config.settings import holds_schedule
 from replayer.emulator import FaultConfig
 from replayer.engine.control import RunControl
+from replayer.engine.dispatch import FILL_WAIT_S
 from replayer.engine.pacing import Pacer, ScheduleEnded, SchedulePacer
 from replayer.engine.replay import replay
 from replayer.engine.schedule import parse_rate
@@ -108,6 +109,23 @@ async def test_original_pace_sends_at_recorded_offsets_divided_by_speed(
     assert (failure["line"], failure["kind"]) == (3, "missing_time")
     assert "time" in failure["message"]
     assert report.summary.delivered == 3
+
+
+async def test_a_batched_schedule_sends_when_planned_not_when_the_read_ahead_fills(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    # Records trickle in at their recorded pace: the read-ahead never fills, and a batch
+    # that waited for it would go FILL_WAIT_S late.
+    emulator = await start_emulator()
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"".join(b'{"userId":"u%d","time":%d}\n' % (i, 1_700_000_000 + i)
+                              for i in range(60)))
+    settings = settings_for(emulator.url, pace="original", speed=40.0)  # 1.5 s
+
+    report = await run_replay(settings, data, tmp_path / "out")
+
+    assert report.summary.delivered == 60
+    assert report.summary.request_latency_ms["scheduled"]["max"] < FILL_WAIT_S * 1000 / 2
 
 
 def test_loop_suffixes_ids_per_pass_until_the_duration_ends(tmp_path: Path) -> None:

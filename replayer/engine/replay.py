@@ -128,8 +128,10 @@ class Replay:
             throttle_wait_max_s=settings.throttle_wait_max_s,
             paced_throttles=self.auto is not None), outage=self.outage,
             stats=self.stats, clock=clock, rng=rng)
+        # A schedule's requests go when planned, not when the read-ahead is full.
         batching = (Batching(settings.batch_users, settings.batch_actions,
-                             settings.batch_linger_ms / 1000.0, fill=True)
+                             settings.batch_linger_ms / 1000.0,
+                             fill=not settings.holds_schedule())
                     if settings.batch else Batching())
         self.dispatcher = Dispatcher(flow=flow, attempter=attempter, settler=self.settler,
                                      outage=self.outage, pacer=self.pacer, clock=clock,
