@@ -17,6 +17,7 @@ from replayer.emulator import LatencyModel
 from replayer.engine import intake
 from replayer.engine.control import RunControl
 from replayer.engine.replay import replay
+from replayer.observe.console import print_summary
 from replayer.output.summary import ESTIMATED, RunSummary
 from tests.conftest import REPO, StartEmulator, generated, settings_for
 
@@ -75,6 +76,7 @@ async def test_the_dry_run_counts_the_calls_and_lookups_the_real_run_makes(
 
 async def test_against_a_slower_server_the_real_run_is_within_the_estimates_range(
     start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Answers slower than the reading: calls go out as answers free their slots, and a
     # user's records read meanwhile wait for the next one.
@@ -87,6 +89,10 @@ async def test_against_a_slower_server_the_real_run_is_within_the_estimates_rang
     real = await run_once(settings, data, tmp_path / "real")
 
     assert real.retries == 0 and dry.estimate_max is not None
+    print_summary(dry, tmp_path / "dry")
+    assert (f"a server slower than the reading would take up to "
+            f"{dry.estimate_max['requests']} calls and {dry.estimate_max['user_lookups']} "
+            "lookups") in capsys.readouterr().out
     for name in ESTIMATED:
         low, high, actual = getattr(dry, name), dry.estimate_max[name], getattr(real, name)
         assert low * (1 - TOLERANCE) <= actual <= high * (1 + TOLERANCE), (name, low, high, actual)
