@@ -260,9 +260,8 @@ async def slow_server_estimate(settings: Settings, reading: Reading, *, control:
     """The calls and lookups of a dry run whose answers come one at a time, as from a
     server slower than the reading and than any --rate ceiling: the other end of an
     estimate's range when the input was larger than the read-ahead (which of a user's
-    records meet in one call then depends on how answers and reading interleave). None
-    when stopped before its end.
-    Writes nothing that stays."""
+    records meet in one call then depends on how answers and reading interleave). Writes
+    nothing that stays; None when stopped before its end."""
     with tempfile.TemporaryDirectory(prefix="replayer-estimate-") as folder, _quiet():
         poster = send.DryPoster(os.devnull, slow=True)
         try:
@@ -346,8 +345,8 @@ async def replay(
             on_start(run)
         code = await run.run()
         part = run.part(code, run_id=record.run_id, resume_command=resume_command)
-        if (settings.dry_run and settings.batch and run.flow.was_full and rereadable(reading)
-                and code.state == "finished"):
+        if (settings.dry_run and settings.batch and not settings.holds_schedule()
+                and run.flow.was_full and rereadable(reading) and code.state == "finished"):
             part = dataclasses.replace(part, estimate_max=await slow_server_estimate(
                 settings, reading, control=control, clock=clock or RealClock(),
                 rng=rng or random.Random()))
