@@ -13,11 +13,14 @@ import pytest
 from click.testing import CliRunner
 
 from replayer.cli import main
+from replayer.config.settings import holds_schedule
 from replayer.emulator import FaultConfig
 from replayer.engine.control import RunControl
+from replayer.engine.dispatch import FILL_WAIT_S
 from replayer.engine.pacing import Pacer, ScheduleEnded, SchedulePacer
 from replayer.engine.replay import replay
 from replayer.engine.schedule import parse_rate
+from replayer.observe.console import print_summary
 from replayer.output.layout import FAILURES, METRICS, RESULTS, SUMMARY
 from replayer.records import ExitCode
 from tests.conftest import FakeClock, StartEmulator, generated, read_rows, settings_for
@@ -45,11 +48,12 @@ async def test_schedule_pacer_sends_each_request_at_its_planned_time() -> None:
     assert pacer.planned_by(1.0) == pytest.approx(15.0)  # (10 + 20) / 2 over the first second
 
 
-async def test_constant_pacer_reports_planned_times_from_its_rate() -> None:
+async def test_a_ceiling_plans_nothing_each_request_is_timed_from_when_it_may_go() -> None:
     clock = FakeClock(start_s=7.0)
     pacer = Pacer(100.0, clock=clock)
-    for _ in range(5):  # the 100 ms window has room for 10: no wait for the pacer task
-        assert await pacer.wait() == pytest.approx(7.0 + pacer._issued / 100 - 0.01)
+    for k in range(5):  # the 100 ms window has room for 10: no wait for the pacer task
+        assert await pacer.wait() == clock.now(), "no time planned from the rate"
+        await clock.sleep(1.0 + k)  # a run far slower than its ceiling is not behind it
 
 
 async def test_a_full_window_makes_senders_wait_for_the_pacer_task() -> None:
@@ -105,6 +109,23 @@ async def test_original_pace_sends_at_recorded_offsets_divided_by_speed(
     assert (failure["line"], failure["kind"]) == (3, "missing_time")
     assert "time" in failure["message"]
     assert report.summary.delivered == 3
+
+
+async def test_a_batched_schedule_sends_when_planned_not_when_the_read_ahead_fills(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    # Records trickle in at their recorded pace: the read-ahead never fills, and a batch
+    # that waited for it would go FILL_WAIT_S late.
+    emulator = await start_emulator()
+    data = tmp_path / "in.ndjson"
+    data.write_bytes(b"".join(b'{"userId":"u%d","time":%d}\n' % (i, 1_700_000_000 + i)
+                              for i in range(60)))
+    settings = settings_for(emulator.url, pace="original", speed=40.0)  # 1.5 s
+
+    report = await run_replay(settings, data, tmp_path / "out")
+
+    assert report.summary.delivered == 60
+    assert report.summary.request_latency_ms["scheduled"]["max"] < FILL_WAIT_S * 1000 / 2
 
 
 def test_loop_suffixes_ids_per_pass_until_the_duration_ends(tmp_path: Path) -> None:
@@ -190,3 +211,59 @@ async def test_a_stalled_server_shows_in_scheduled_latency_not_in_service_latenc
     assert max(r["scheduled_latency_ms"]["p99"] or 0 for r in rows) > 500.0
     planned = sum(r["planned"] for r in rows)
     assert planned == pytest.approx(200.0 * rows[-1]["elapsed_s"], rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("settings", "held"),
+    [({"rate_per_s": 8.0}, False), ({}, False), ({"rate": "auto", "rate_per_s": None}, False),
+     ({"duration_s": 5.0}, False), ({"fail_if": ["p99>1s"]}, False),
+     ({"rate_per_s": 8.0, "duration_s": 5.0}, True), ({"rate_per_s": 8.0, "loop": True}, True),
+     ({"rate_per_s": 8.0, "fail_if": ["p99>1s"]}, True), ({"rate_schedule": "1..9/5s"}, True),
+     ({"pace": "original"}, True)],
+    ids=["ceiling", "unpaced", "auto", "unpaced-duration", "unpaced-thresholds",
+         "rate-duration", "rate-loop", "rate-thresholds", "schedule", "original"],
+)
+def test_only_a_load_tests_rate_or_the_recorded_pace_holds_a_schedule(
+    settings: dict[str, Any], held: bool
+) -> None:
+    assert holds_schedule(settings) is held
+    assert settings_for("http://127.0.0.1:1/api", **settings).holds_schedule() is held
+
+
+async def test_a_ceiling_backfill_slower_than_its_rate_is_not_behind_schedule(
+    start_emulator: StartEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --rate 200 is a ceiling: a 1.5 s stall leaves the run 300 requests short of it for
+    # good, which is no lag to alarm about (the old pacer called it 1.5 s behind schedule).
+    emulator = await start_emulator(faults=FaultConfig(stall_after_s=0.3, stall_for_s=1.5))
+    data = generated(tmp_path / "in.ndjson", records=400, users=200)
+    settings = settings_for(emulator.url, batch=False, rate_per_s=200.0, concurrency=4)
+
+    report = await run_replay(settings, data, tmp_path / "out")
+    print_summary(report.summary, tmp_path / "out")
+
+    s = report.summary
+    assert s.delivered == 400
+    assert s.behind_schedule_ms["max"] < 250.0, "a ceiling plans no time to fall behind"
+    views = s.request_latency_ms
+    assert views["scheduled"]["p50"] < views["service"]["p50"] + 50.0
+    assert "behind schedule" not in capsys.readouterr().out
+    rows = read_rows(tmp_path / "out" / METRICS)
+    assert all(r["planned"] is None for r in rows), "a ceiling plans no request"
+    assert not s.held_schedule
+
+
+async def test_a_load_test_that_falls_behind_says_so(
+    start_emulator: StartEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = await start_emulator(faults=FaultConfig(stall_after_s=0.2, stall_for_s=1.6))
+    data = generated(tmp_path / "in.ndjson", records=800, users=400)
+    settings = settings_for(emulator.url, batch=False, rate_per_s=200.0, concurrency=2,
+                            duration_s=2.2)
+
+    report = await run_replay(settings, data, tmp_path / "out")
+    print_summary(report.summary, tmp_path / "out")
+
+    assert report.summary.held_schedule
+    assert report.summary.behind_schedule_ms["p99"] > 1000.0
+    assert "behind schedule: p99" in capsys.readouterr().out

@@ -24,8 +24,16 @@ from replayer.output.layout import FAILURES, METRICS, SUMMARY, USERS
 from replayer.output.users import write_users
 from replayer.records import ExitCode
 from replayer.report import NotAnOutputDir, ReportFiles, build_report, text_summary
+from replayer.report.charts import throughput_figure
 from replayer.report.command import report
-from replayer.report.load import TOP_FAILING_USERS, read_metrics, tally_failures, tally_users
+from replayer.report.load import (
+    TOP_FAILING_USERS,
+    Metrics,
+    read_metrics,
+    tally_failures,
+    tally_users,
+)
+from replayer.report.page import badge
 from replayer.workers.parent import run_workers
 from tests.conftest import TEST_KEY, StartEmulator, generated, read_rows, settings_for
 
@@ -244,6 +252,8 @@ def assert_summary_shown(page: str, summary: dict[str, Any]) -> None:
     for p, value in summary["latency_ms"].items():
         expected[f"Latency {p} (delivered)"] = "—" if value is None else f"{n(value)} ms"
     assert {k: shown.get(k) for k in expected} == expected
+    raw = [label for label in shown if "_" in label or label in summary]
+    assert not raw, f"labels that are raw keys, not words: {raw}"
     assert shown["Elapsed"].startswith(f"{n(summary['elapsed_s'])} s")
     latency = {row[0]: row[1:] for row in body_rows(tables, "latency-table")}
     for outcome, key in (("delivered", "latency_ms"), ("failed", "failed_latency_ms")):
@@ -267,6 +277,9 @@ async def test_report_of_a_run_with_failures(
     assert {"server_error", "unknown_field", "invalid_json"} <= summary["failures_by_kind"].keys()
 
     files = build_report(out)
+
+    assert '<span class="state badge-warn">finished</span>' in header_of(
+        files.html.read_text("utf-8")), "finished with failures (exit code 1): amber"
 
     assert files.html == out / "report.html"
     assert [p.name for p in files.paths()[1:]] == [
@@ -414,9 +427,9 @@ async def test_report_of_a_load_test_with_thresholds(
     assert dict(body_rows(tables, "summary-table"))["Stopped by"] == "duration"
     # Planned and sent as metrics.ndjson counts them, second by second.
     schedule = dict(body_rows(tables, "schedule-table"))
-    planned = round(sum(r["planned"] for r in metrics), 2)
+    planned = round(sum(r["planned"] for r in metrics))  # a count of requests: whole
     sent = sum(r["requests"] for r in metrics)
-    assert schedule["Requests planned"] == n(planned)
+    assert schedule["Requests planned"] == n(planned) and "." not in schedule["Requests planned"]
     assert schedule["Requests sent"] == n(sent) == n(summary["requests"])
     assert schedule["Plan"] == "--rate 100..300/1s --duration 1.5s"
     worst = max(r["scheduled_latency_ms"]["p99"] or 0 for r in metrics)
@@ -444,6 +457,56 @@ async def test_report_of_a_load_test_with_thresholds(
     assert (f"request p99: service {n(views_p99['service'])} ms, "
             f"scheduled {n(views_p99['scheduled'])} ms") in lines
     assert "stopped by: duration" in lines
+
+
+async def test_a_ceiling_backfills_report_shows_service_latency_and_no_schedule(
+    start_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    # A plain --rate backfill slower than its ceiling (a stall): nothing was planned, so no
+    # schedule chart, no scheduled tile and no time behind schedule; service latency only.
+    out = await load_test_run(start_emulator, tmp_path, records=400,
+                              faults=FaultConfig(stall_after_s=0.3, stall_for_s=1.2),
+                              rate_per_s=200.0, concurrency=4)
+    summary = orjson.loads((out / SUMMARY).read_bytes())
+    assert summary["exit_code"] == 0
+
+    files = build_report(out)
+
+    page = files.html.read_text("utf-8")
+    assert files.schedule is None and "schedule-table" not in page
+    assert "p99 scheduled" not in page and "behind schedule" not in page
+    views = by_column(Tables(page), "request-latency-table")
+    assert list(views) == ["service"]
+    assert views["service"]["p99"] == f"{n(summary['request_latency_ms']['service']['p99'])} ms"
+    assert 'class="state badge-ok"' in header_of(page), "exit code 0: green"
+    lines = text_summary(out).splitlines()
+    assert f"request p99: service {n(summary['request_latency_ms']['service']['p99'])} ms" \
+        in lines
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "colour"),
+    [("finished", 0, "ok"), ("finished", 1, "warn"), ("finished", 6, "warn"),
+     ("interrupted", 130, "warn"), ("aborted", 3, "bad"), ("aborted", 5, "bad"),
+     ("finished", None, "warn")],
+    ids=["clean", "failures", "threshold", "signal", "invalid-key", "worker", "no-code"],
+)
+def test_the_badge_follows_the_exit_code(state: str, code: int | None, colour: str) -> None:
+    assert badge({"state": state, "exit_code": code}) == colour
+
+
+def test_each_throughput_series_fills_its_own_axis() -> None:
+    # A batched run: a few requests a second carry a thousand records.
+    m = Metrics(edges_s=[float(i) for i in range(11)], requests=[2] * 10,
+                delivered=[1000] * 10, failed=[0] * 9 + [40], retries=[0] * 10,
+                retry_waiting=[0] * 10, outage=[False] * 10)
+
+    fig = throughput_figure(m)
+
+    for ax in fig.axes:
+        [series] = [p for p in ax.patches if p.get_label() and not p.get_label().startswith("_")]
+        peak = max(series.get_data().values)
+        assert peak >= ax.get_ylim()[1] / 2, (series.get_label(), peak, ax.get_ylim())
 
 
 async def test_a_stalled_servers_report_shows_scheduled_p99_far_above_service_p99(

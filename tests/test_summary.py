@@ -43,8 +43,19 @@ def test_codec_round_trips_every_field() -> None:
     one = dataclasses.replace(part(delivered=3, failed={"timeout": 1}, latencies=(1.0, 5.0)),
                               dry_run=True, stopped_by="duration", resume_with="replayer ...",
                               resumed={"lines_already_done": 2, "resent_in_flight": 0},
-                              layout=s.Layout(2, "1/2", ({"state": "finished"},)))
+                              layout=s.Layout(2, "1/2", ({"state": "finished"},)),
+                              estimate_max={"requests": 9, "user_lookups": 40})
     assert s.decode(s.encode(one), source="x") == one
+
+
+def test_a_dry_runs_range_adds_up_over_workers_exact_where_one_fitted() -> None:
+    beyond = dataclasses.replace(part(requests=5, user_lookups=20), dry_run=True,
+                                 estimate_max={"requests": 9, "user_lookups": 40})
+    fitted = dataclasses.replace(part(requests=3, user_lookups=7), dry_run=True)
+
+    assert merged([beyond, fitted]).estimate_max == {"requests": 12, "user_lookups": 47}
+    assert merged([fitted, fitted]).estimate_max is None
+    assert b"estimate_max" not in s.encode(merged([fitted]))
 
 
 @pytest.mark.parametrize(("data", "message"), [

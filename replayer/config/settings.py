@@ -6,6 +6,7 @@ Pure: no I/O; `load_settings` (replayer.config.load) builds and checks a `Settin
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -22,6 +23,26 @@ LogFormat = Literal["text", "json"]
 Pace = Literal["rate", "original"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 EventLoop = Literal["auto", "uvloop", "asyncio"]
+
+
+# The settings that say whether a run is a load test and whether it holds a schedule.
+_PACING = ("rate_per_s", "rate_schedule", "pace", "loop", "duration_s", "fail_if")
+
+
+def is_load_test(settings: Mapping[str, object]) -> bool:
+    """Schedules, original pace, loops, durations and thresholds make a load test; from
+    settings as `Settings` has them or as summary.json records them."""
+    return bool(settings.get("rate_schedule") or settings.get("pace") == "original"
+                or settings.get("loop") or settings.get("duration_s") or settings.get("fail_if"))
+
+
+def holds_schedule(settings: Mapping[str, object]) -> bool:
+    """A run whose requests each have a planned time it holds: a rate schedule, the
+    recorded pace, or a load test's constant --rate. Only such a run can fall behind
+    schedule; elsewhere --rate is a ceiling (and --rate auto a moving one) that plans
+    nothing, and a request's latency is its service latency."""
+    return bool(settings.get("rate_schedule") or settings.get("pace") == "original"
+                or (settings.get("rate_per_s") and is_load_test(settings)))
 
 
 class ConfigError(Exception):
@@ -128,8 +149,14 @@ class Settings:
 
     def is_load_test(self) -> bool:
         """Schedules, original pace, loops, durations and thresholds: a load test."""
-        return bool(self.rate_schedule or self.pace == "original" or self.loop
-                    or self.duration_s or self.fail_if)
+        return is_load_test(self._pacing())
+
+    def holds_schedule(self) -> bool:
+        """Each request has a planned time that the run holds (see `holds_schedule`)."""
+        return holds_schedule(self._pacing())
+
+    def _pacing(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in _PACING}
 
     def redacted(self) -> dict[str, object]:
         """Every setting as JSON-ready values, with the client key hidden (for summary.json)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from replayer.engine.attempt import Answers, Attempter
@@ -16,15 +17,24 @@ from replayer.engine.rate_control import LimitCounts, RateController, Signal
 from replayer.engine.settle import Settler
 
 UPDATE_S = 0.005  # --rate auto: how often, at most, answers move the pacer's rate
+FILL_WAIT_S = 1.0  # how long, at most, a batched call waits for the read-ahead to fill
 
 
 @dataclass(frozen=True, slots=True)
 class Batching:
-    """How many users and actions one request may carry, and how long it may wait to fill."""
+    """How many users and actions one request may carry, and how long it may wait to fill.
+
+    With `fill`, users are taken only once the read-ahead is full (or the input ended):
+    which records of a user travel together then depends on the input, not on how fast
+    the server answers, so a dry run batches as the real run will (and a user's records
+    wait for each other, which costs fewer lookups). A stream slower than the read-ahead
+    goes out after FILL_WAIT_S.
+    """
 
     max_users: int = 1
     max_actions: int = 1
     linger_s: float = 0.0
+    fill: bool = False
 
 
 class AutoRateFeed:
@@ -137,9 +147,13 @@ class Dispatcher:
             if flow.abort is not None:
                 return None
             if flow.lanes.ready_count:
+                if batching.fill and not flow.read_all_it_may():
+                    await self._wait_for(flow.read_all_it_may, FILL_WAIT_S)
+                # Lingering helps only while the intake can bring more users.
                 if (batching.linger_s and flow.lanes.ready_count < batching.max_users
-                        and not flow.intake_done):
-                    await self._linger()
+                        and not flow.read_all_it_may()):
+                    await self._wait_for(lambda: flow.lanes.ready_count >= batching.max_users
+                                         or flow.read_all_it_may(), batching.linger_s)
                 take = flow.lanes.take(max_users=batching.max_users,
                                        max_actions=batching.max_actions)
                 if take is not None:
@@ -148,11 +162,11 @@ class Dispatcher:
                 return None
             await flow.until_changed()
 
-    async def _linger(self) -> None:
-        """Waits up to the linger time for a batch to fill with more users."""
-        flow, batching = self._flow, self._batching
-        deadline = self._clock.now() + batching.linger_s
-        while flow.lanes.ready_count < batching.max_users and not flow.intake_done:
+    async def _wait_for(self, done: Callable[[], bool], wait_s: float) -> None:
+        """Waits until `done()` (checked on each change of the flow), at most `wait_s`."""
+        flow = self._flow
+        deadline = self._clock.now() + wait_s
+        while not done():
             left = deadline - self._clock.now()
             if left <= 0:
                 return

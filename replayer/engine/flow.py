@@ -21,6 +21,8 @@ class Flow:
         self.records_read = 0  # lines this process owns (a row each), counted as taken
         self.lines_taken = 0  # non-blank lines taken, owned or not (another shard's)
         self.input_ended = False  # the intake read the input to its end (not stopped early)
+        self.intake_full = False  # the intake waits for room: no record comes until one ends
+        self.was_full = False  # the input was larger than the read-ahead at some point
         self.abort: Abort | None = None
 
     def stop(self, abort: Abort) -> None:
@@ -29,6 +31,11 @@ class Flow:
             self.abort = abort
         self.changed.set()
         self.room.set()
+
+    def read_all_it_may(self) -> bool:
+        """No record comes until one ends: the read-ahead is full, the input ended, or
+        the run stops."""
+        return self.intake_full or self.intake_done or self.abort is not None
 
     def finished_all(self) -> bool:
         """Every record read has its row."""

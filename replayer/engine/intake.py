@@ -98,8 +98,10 @@ class Intake:
                 lanes = flow.lanes
                 while (lanes.in_memory >= self._memory_cap or lanes.spilled >= SPILL_CAP
                        or self._outage.down()) and flow.abort is None:
+                    flow.intake_full = flow.was_full = True
                     flow.room.clear()
                     await flow.room.wait()
+                flow.intake_full = False
             flow.input_ended = True
         except InputError as exc:
             flow.stop(Abort(ExitCode.INPUT, str(exc)))

@@ -106,11 +106,15 @@ class Lanes:
         """Marks up to `max_users` ready lanes busy and takes up to `max_actions` items in all.
 
         A lane contributes its leading items in order; the rest of it waits until
-        `finish`/`release`. None when no lane is ready.
+        `finish`/`release`. A lane goes whole when it can: one that does not fit in the
+        room left ends the take, first in line for the next one (only a lane alone in a
+        take is cut to `max_actions`). None when no lane is ready.
         """
         parts: list[tuple[Lane, tuple[Work, ...]]] = []
         room = max_actions
         while self._ready and len(parts) < max_users and room > 0:
+            if parts and len(self._ready[0].items) > room:
+                break
             lane = self._ready.popleft()
             lane.busy = True
             n = min(room, len(lane.items))

@@ -61,7 +61,8 @@ class ScheduleEnded(Exception):
 
 
 class Pacing(Protocol):
-    """Decides when each request may go; `wait` returns the time it was planned for."""
+    """Decides when each request may go; `wait` returns the time it was planned for (a
+    ceiling plans nothing: the time it let the request go)."""
 
     async def run(self) -> None: ...
 
@@ -71,12 +72,12 @@ class Pacing(Protocol):
 
 
 class Pacer:
-    """A rate: one token per allowed request; `run()` alone polls the throttler.
+    """A ceiling: one token per allowed request; `run()` alone polls the throttler.
 
-    `wait` returns the request's planned time, start + k / rate, so latency measured from
-    it shows how late the client was, not only how slow the server was. `set_rate`
-    changes the rate at once (--rate auto): the plan goes on from the next request, or
-    from now if the plan fell behind, at the new rate.
+    A ceiling plans no request: `wait` returns the moment the request may go, so a run
+    slower than its ceiling (a slow server, --concurrency used up, lanes waiting) is not
+    counted as behind a schedule it never had. `set_rate` changes the rate at once
+    (--rate auto).
     """
 
     def __init__(self, rate_per_s: float, *, clock: Clock) -> None:
@@ -85,8 +86,6 @@ class Pacer:
         self._throttler = Throttler(per_window, period=window_s, retry_interval=window_s / 100)
         self._tokens: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
         self._clock = clock
-        self._start_s: float | None = None
-        self._issued = 0
         self._origin_s = clock.now()
         self._since_s = self._origin_s  # when the current rate took effect
         self._planned_before = 0.0  # requests planned before `_since_s`
@@ -99,14 +98,10 @@ class Pacer:
             await self._tokens.put(None)
 
     async def wait(self) -> float:
-        """Waits until this request may go; returns when it was planned (monotonic s)."""
-        if self._start_s is None:
-            self._start_s = self._clock.now()
+        """Waits until this request may go; returns that moment (monotonic s)."""
         if not _take_room(self._throttler):
             await self._tokens.get()
-        planned = self._start_s + self._issued / self.rate_per_s
-        self._issued += 1
-        return planned
+        return self._clock.now()
 
     def set_rate(self, rate_per_s: float) -> None:
         """Paces at `rate_per_s` from now on (the throttler's window is reshaped in place)."""
@@ -115,9 +110,6 @@ class Pacer:
         now_s = self._clock.now()
         self._planned_before += self.rate_per_s * max(0.0, now_s - self._since_s)
         self._since_s = now_s
-        if self._start_s is not None:
-            self._start_s = max(self._start_s + self._issued / self.rate_per_s, now_s)
-            self._issued = 0
         per_window, window_s = throttle_shape(rate_per_s)
         throttler = self._throttler
         throttler.rate_limit, throttler.period = per_window, window_s
@@ -125,7 +117,8 @@ class Pacer:
         self.rate_per_s = rate_per_s
 
     def planned_by(self, elapsed_s: float) -> float:
-        """Requests planned in the first `elapsed_s` seconds (the integral of the rate)."""
+        """Requests the ceiling allowed in the first `elapsed_s` seconds (the integral of
+        its rate)."""
         now_s = self._origin_s + max(0.0, elapsed_s)
         return self._planned_before + self.rate_per_s * max(0.0, now_s - self._since_s)
 

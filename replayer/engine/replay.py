@@ -9,11 +9,15 @@ timeout, flush every file, write summary.json and run.json.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import logging
+import os
 import random
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from replayer.engine.retry import RetryPolicy
 from replayer.engine.schedule import parse_rate
 from replayer.engine.settle import Settler
 from replayer.engine.spill import FileSpill
+from replayer.observe.logs import log
 from replayer.observe.stats import RunStats
 from replayer.observe.thresholds import any_failed
 from replayer.output import summary as run_summary
@@ -68,7 +73,7 @@ def pacer_for(settings: Settings, clock: Clock) -> Pacing | None:
         return Pacer(auto.start_per_s, clock=clock)
     if settings.rate_schedule:
         return SchedulePacer(parse_rate(settings.rate_schedule), clock=clock)
-    if settings.rate_per_s and settings.is_load_test():
+    if settings.rate_per_s and settings.holds_schedule():
         # A load test holds a schedule: each request has its time, and after a stall the
         # run catches up as fast as --concurrency allows (as wrk2 does). Elsewhere --rate
         # is a ceiling.
@@ -84,7 +89,7 @@ class Replay:
     def __init__(self, settings: Settings, reading: Reading, out_dir: Path, *,
                  poster: send.Poster, url: str, auth: bytes, clock: Clock,
                  rng: random.Random, control: RunControl, secret: str | None = None,
-                 keep_users: bool = True) -> None:
+                 keep_users: bool = True, unpaced: bool = False) -> None:
         self.settings, self.reading, self.out_dir = settings, reading, out_dir
         self.clock, self.control = clock, control
         self.stats, self.counts = RunStats(), ReadCounts()
@@ -99,6 +104,9 @@ class Replay:
         auto = auto_rate_of(settings)
         self.auto = (AutoRateFeed(RateController(auto, now_s=clock.now()), self.pacer, clock)
                      if auto is not None and isinstance(self.pacer, Pacer) else None)
+        paced = self.pacer is not None and self.auto is None
+        if unpaced and paced:
+            self.pacer = None  # (it still reads ahead as the paced run does)
         self.outage = Outage(window_s=settings.outage_window_s,
                              probe_max_s=settings.outage_probe_max_s,
                              limit_s=settings.outage_limit_s, clock=clock, flow=flow)
@@ -110,7 +118,7 @@ class Replay:
                             users=self.users)
         self.intake = Intake(settings=settings, reading=reading, flow=flow, finisher=finisher,
                              stats=self.stats, outage=self.outage, clock=clock,
-                             paced=self.pacer is not None and self.auto is None)
+                             paced=paced)
         attempter = Attempter(poster=poster, url=url, auth=auth, batch=settings.batch,
                               clock=clock, stats=self.stats, outage=self.outage,
                               before_send=self.journal.sending,
@@ -122,14 +130,19 @@ class Replay:
             throttle_wait_max_s=settings.throttle_wait_max_s,
             paced_throttles=self.auto is not None), outage=self.outage,
             stats=self.stats, clock=clock, rng=rng)
+        # A schedule's requests go when planned, not when the read-ahead is full.
         batching = (Batching(settings.batch_users, settings.batch_actions,
-                             settings.batch_linger_ms / 1000.0) if settings.batch else Batching())
+                             settings.batch_linger_ms / 1000.0,
+                             fill=not settings.holds_schedule())
+                    if settings.batch else Batching())
         self.dispatcher = Dispatcher(flow=flow, attempter=attempter, settler=self.settler,
                                      outage=self.outage, pacer=self.pacer, clock=clock,
                                      control=control, batching=batching,
                                      concurrency=settings.concurrency, auto=self.auto)
         self.monitor = Monitor(flow=flow, stats=self.stats, counts=self.counts,
-                               outage=self.outage, pacer=self.pacer, clock=clock,
+                               outage=self.outage, clock=clock,
+                               # A ceiling plans no request: metrics.ndjson counts none.
+                               pacer=self.pacer if settings.holds_schedule() else None,
                                limits=self.dispatcher.limits, auto=self.auto,
                                control=control, metrics=self.metrics,
                                flushed=(self.results, self.failures),
@@ -240,6 +253,45 @@ class Replay:
         )
 
 
+def rereadable(reading: Reading) -> bool:
+    """The inputs can be read a second time: local files, a single pass, not a resume."""
+    return (reading.lines is None and reading.resume is None and not reading.loop
+            and all(Path(p).is_file() for p in reading.paths))
+
+
+async def slow_server_estimate(settings: Settings, reading: Reading, *, control: RunControl,
+                               clock: Clock, rng: random.Random) -> dict[str, int] | None:
+    """The calls and lookups of a dry run whose answers come one at a time, as from a
+    server slower than the reading and than any --rate ceiling: the other end of an
+    estimate's range when the input was larger than the read-ahead (which of a user's
+    records meet in one call then depends on how answers and reading interleave). Writes
+    nothing that stays; None when stopped before its end."""
+    with tempfile.TemporaryDirectory(prefix="replayer-estimate-") as folder, _quiet():
+        poster = send.DryPoster(os.devnull, slow=True)
+        try:
+            run = Replay(settings, reading, Path(folder), poster=poster, url=settings.endpoint,
+                         auth=send.auth_prefix(settings.app_id or "", "[redacted]"),
+                         clock=clock, rng=rng, control=control, keep_users=False,
+                         unpaced=True)
+            code = await run.run()
+        finally:
+            poster.close()
+        if code.state != "finished":
+            return None
+        return {"requests": run.stats.requests, "user_lookups": run.stats.user_lookups}
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Rows of the second pass are not news: its log lines below warnings are dropped."""
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def tune_gc() -> None:
     """Collects cycles less often: the run allocates many short-lived objects and few cycles.
 
@@ -297,6 +349,11 @@ async def replay(
             on_start(run)
         code = await run.run()
         part = run.part(code, run_id=record.run_id, resume_command=resume_command)
+        if (settings.dry_run and settings.batch and not settings.holds_schedule()
+                and run.flow.was_full and rereadable(reading) and code.state == "finished"):
+            part = dataclasses.replace(part, estimate_max=await slow_server_estimate(
+                settings, reading, control=control, clock=clock or RealClock(),
+                rng=rng or random.Random()))
         summary = run_summary.merge(
             [part], expected=1, started_wall=run.started_wall, elapsed_s=part.elapsed_s,
             settings=part.settings, inputs=part.inputs, run_id=record.run_id,

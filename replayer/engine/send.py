@@ -8,6 +8,7 @@ never followed: aiohttp would re-send the body, key included, to wherever they p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -144,16 +145,30 @@ class HttpPoster:
         return await post(self._http, url, body)
 
 
+DRY_TURNS = 3  # turns of the event loop a slow dry server lets the rest of the run take
+
+
 class DryPoster:
     """--dry-run: writes each body (built with the key redacted, and the key's text masked
-    wherever a record holds it) and answers success."""
+    wherever a record holds it) and answers success.
 
-    def __init__(self, path: Path, *, key: KeyText | None = None) -> None:
+    At once, as the fastest server would; with `slow`, one answer at a time, each after
+    the rest of the run has had a few turns, as a server slower than the reading does
+    (the other end of the range of calls an input larger than the read-ahead may take).
+    """
+
+    def __init__(self, path: Path | str, *, key: KeyText | None = None,
+                 slow: bool = False) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._key = key or KeyText(None)
+        self._slow = asyncio.Lock() if slow else None
 
     async def __call__(self, url: str, body: bytes, *, actions: int) -> Attempt:
         """Appends `{"url":…,"body":…}` and answers one success element per action."""
+        if self._slow is not None:
+            async with self._slow:
+                for _ in range(DRY_TURNS):
+                    await asyncio.sleep(0)
         action = url.rsplit("action=", 1)[-1]
         row = b'{"action":"' + action.encode() + b'","body":' + body + b"}\n"
         os.write(self._fd, self._key.mask_json(row))

@@ -31,10 +31,14 @@ def print_summary(s: RunSummary, out_dir: Path) -> None:
         click.echo(f"  dry run, nothing sent: {s.requests} API calls carrying "
                    f"{s.user_lookups} user lookups (the billable unit) would go out; "
                    f"bodies in {out_dir}/requests.ndjson")
+        if s.estimate_max is not None:
+            click.echo(f"  the input is larger than the read-ahead: a server slower than the "
+                       f"reading would take up to {s.estimate_max['requests']} calls and "
+                       f"{s.estimate_max['user_lookups']} lookups; retries come on top")
     for verdict in s.thresholds:
         click.echo(f"  threshold {verdict['text']}")
     behind_p99, behind_max = s.behind_schedule_ms.get("p99"), s.behind_schedule_ms.get("max")
-    if (behind_p99 or 0) > 1000 and behind_max is not None:
+    if s.held_schedule and (behind_p99 or 0) > 1000 and behind_max is not None:
         click.echo(f"  behind schedule: p99 {(behind_p99 or 0) / 1000:.1f} s, "
                    f"max {behind_max / 1000:.1f} s (the target could not keep up)")
     if s.stopped_by:

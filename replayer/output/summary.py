@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from replayer.config.checks import describe_target
+from replayer.config.settings import holds_schedule
 from replayer.observe.stats import Histogram
 from replayer.records import ExitCode, worst
 from replayer.source.redact import shown_url
@@ -26,6 +27,7 @@ LOAD_PERCENTILES = (50, 90, 99, 99.9, 99.99)
 # The latency views every summary carries, as histograms (merged exactly, bucket by bucket).
 VIEWS = ("delivered", "failed", "service", "scheduled", "behind")
 
+ESTIMATED = ("requests", "user_lookups")  # what a dry run estimates (estimate_max's keys)
 Latency = dict[str, float | None]
 Buckets = list[list[float]]
 
@@ -87,11 +89,20 @@ class RunSummary:
     throttled: int = 0  # requests answered with a throttling 429 (the app-wide limit)
     throttled_share: float | None = None  # throttled / requests; None without requests
     steady_rate_per_s: float | None = None  # --rate auto: the rate it settled on (all workers)
+    # A dry run of an input larger than its read-ahead: `requests` and `user_lookups` as a
+    # server slower than the reading would make them (the other end of their range).
+    estimate_max: dict[str, int] | None = None
 
     @property
     def code(self) -> ExitCode:
         """The exit code as the enum."""
         return ExitCode.of_child(self.exit_code)
+
+    @property
+    def held_schedule(self) -> bool:
+        """The run held a schedule (a load test's rate or the recorded pace): only then
+        do the scheduled view and the time behind schedule mean anything."""
+        return holds_schedule(self.settings)
 
     @property
     def target(self) -> str:
@@ -128,6 +139,7 @@ def build(
     stopped_because: str | None = None, thresholds: Sequence[dict[str, Any]] = (),
     resumed: dict[str, int] | None = None, resume_with: str | None = None,
     layout: Layout | None = None, steady_rate_per_s: float | None = None,
+    estimate_max: dict[str, int] | None = None,
 ) -> RunSummary:
     """The summary of one process (or of a merge): every derived field computed here only."""
     hists = {view: histograms.get(view) or Histogram() for view in VIEWS}
@@ -164,6 +176,7 @@ def build(
         throttled_share=round(counts.throttled / counts.requests, 4) if counts.requests
         else None,
         steady_rate_per_s=None if steady_rate_per_s is None else round(steady_rate_per_s, 1),
+        estimate_max=estimate_max,
     )
 
 
@@ -222,6 +235,10 @@ def merge(
         records_this_session=totals["records_this_session"], throttled=totals["throttled"],
     )
     steady = [p.steady_rate_per_s for p in parts if p.steady_rate_per_s is not None]
+    estimate_max = None
+    if any(p.estimate_max is not None for p in parts):  # a part within its read-ahead: exact
+        estimate_max = {name: sum((p.estimate_max or {}).get(name, getattr(p, name))
+                                  for p in parts) for name in ESTIMATED}
     stopped_by = next((p.stopped_by for p in parts if p.stopped_by), None)
     return build(
         counts, hists, exit_code=worst(codes), started_wall=started_wall, elapsed_s=elapsed_s,
@@ -231,7 +248,7 @@ def merge(
         thresholds=_thresholds(parts),
         resumed={k: sum(r.get(k, 0) for r in resumed) for k in resumed[0]} if resumed else None,
         resume_with=resume_with, layout=layout,
-        steady_rate_per_s=sum(steady) if steady else None,
+        steady_rate_per_s=sum(steady) if steady else None, estimate_max=estimate_max,
     )
 
 
@@ -250,7 +267,7 @@ def _thresholds(parts: Sequence[RunSummary]) -> tuple[dict[str, Any], ...]:
 
 _OPTIONAL_DEFAULTS = {"dry_run": False, "stopped_by": None, "stopped_because": None,
                       "thresholds": (), "resumed": None, "resume_with": None, "throttled": 0,
-                      "throttled_share": None, "steady_rate_per_s": None}
+                      "throttled_share": None, "steady_rate_per_s": None, "estimate_max": None}
 
 
 def encode(summary: RunSummary) -> bytes:
@@ -286,6 +303,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "stopped_because": (str, type(None)), "thresholds": list, "resumed": (dict, type(None)),
     "resume_with": (str, type(None)), "throttled": int,
     "throttled_share": (int, float, type(None)), "steady_rate_per_s": (int, float, type(None)),
+    "estimate_max": (dict, type(None)),
 }
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replayer.config.settings import holds_schedule
 from replayer.report import display
 from replayer.report.load import load_run, read_summary
 from replayer.report.page import CHARTS, render_html
@@ -67,7 +68,7 @@ def build_report(out_dir: Path, *, dest: Path | None = None,
 
 def text_summary(out_dir: Path) -> str:
     """A few lines on the run in `out_dir`: state, counts, rate, latency (both request views
-    of a load test), top failure kinds, threshold verdicts, why it stopped.
+    of a run that held a schedule), top failure kinds, threshold verdicts, why it stopped.
 
     Reads summary.json only. Raises NotAnOutputDir for other folders."""
     s, n = read_summary(out_dir), display.number
@@ -85,10 +86,11 @@ def text_summary(out_dir: Path) -> str:
             f"{p} {display.ms(latency.get(p))}" for p in ("p50", "p90", "p99", "max")),
     ]
     views = _dict(s.get("request_latency_ms"))
-    if views:
+    if views:  # the scheduled view only for a run that held a schedule
+        shown = ("service", "scheduled") if holds_schedule(_dict(s.get("settings"))) else (
+            "service",)
         lines.append("request p99: " + ", ".join(
-            f"{view} {display.ms(_dict(views.get(view)).get('p99'))}"
-            for view in ("service", "scheduled")))
+            f"{view} {display.ms(_dict(views.get(view)).get('p99'))}" for view in shown))
     kinds = s.get("failures_by_kind")
     if isinstance(kinds, dict) and kinds:
         ordered = sorted(((str(k), v) for k, v in kinds.items() if isinstance(v, int)),

@@ -143,11 +143,19 @@ def say(ax: Axes, text: str) -> None:
     ax.set_yticks([])
 
 
+def panels(title: str, *, count: int, height: float) -> tuple[Figure, list[Axes]]:
+    """A figure of `count` charts over one time axis, each with its own y axis (a series
+    of a few requests a second stays readable beside thousands of records), the title on
+    the top one."""
+    fig = Figure(figsize=(10, height), dpi=DPI, layout="constrained")
+    axes = list(fig.subplots(count, 1, sharex=True, squeeze=False)[:, 0])
+    axes[0].set_title(title)
+    return fig, axes
+
+
 def two_panels(title: str, *, height: float) -> tuple[Figure, Axes, Axes]:
     """A figure of two charts over one time axis, the title on the top one."""
-    fig = Figure(figsize=(10, height), dpi=DPI, layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    top.set_title(title)
+    fig, (top, bottom) = panels(title, count=2, height=height)
     return fig, top, bottom
 
 

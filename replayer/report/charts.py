@@ -21,6 +21,7 @@ from replayer.report.chart_kit import (
     Timeline,
     no_data,
     no_rows,
+    panels,
     plain,
     png,
     two_panels,
@@ -48,22 +49,30 @@ def render_charts(data: RunData) -> dict[str, bytes]:
 # ---- one chart each ------------------------------------------------------------------
 
 
+THROUGHPUT_TITLE = "Throughput: requests, delivered and failed records per second"
+
+
 def throughput_png(m: Metrics) -> bytes:
     """Requests, delivered and failed records per second over run time."""
-    fig = Figure(figsize=(10, 3.8), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title("Throughput: requests, delivered and failed records per second")
     if not m.rows:
-        return no_data(fig, ax, "metrics.ndjson has no rows")
+        return no_rows(THROUGHPUT_TITLE, height=3.8)
+    return png(throughput_figure(m))
+
+
+def throughput_figure(m: Metrics) -> Figure:
+    """The throughput chart of a run with metrics rows: one panel per series, each on its
+    own y axis (a batched run sends a few requests a second for thousands of records)."""
+    fig, axes = panels(THROUGHPUT_TITLE, count=3, height=6.4)
     line = Timeline.of(m)
-    for values, name, color in ((m.requests, "requests", REQUESTS_COLOR),
-                                (m.delivered, "delivered", DELIVERED_COLOR),
-                                (m.failed, "failed", FAILED_COLOR)):
+    series = ((m.requests, "requests", REQUESTS_COLOR),
+              (m.delivered, "delivered records", DELIVERED_COLOR),
+              (m.failed, "failed records", FAILED_COLOR))
+    for ax, (values, name, color) in zip(axes, series, strict=True):
         ax.stairs(line.mean(values), line.edges, color=color, linewidth=1.2,
                   label=f"{name} ({display.number(sum(values))} in all)")
-    line.frame(ax, ylabel=line.per_second)
-    ax.legend(loc="upper right", fontsize="small")
-    return png(fig)
+        line.frame(ax, ylabel=line.per_second, xlabel=ax is axes[-1])
+        ax.legend(loc="upper right", fontsize="small")
+    return fig
 
 def failures_png(m: Metrics) -> bytes:
     """Failed records per second, stacked by failure kind."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from replayer.config.settings import holds_schedule
 from replayer.output.layout import FAILURES, METRICS, OUR_FILES, SUMMARY, USERS
 from replayer.output.user_rows import UserRow, read_users
 
@@ -75,10 +76,11 @@ class Metrics:
         return any(p is not None for p in self.planned)
 
     @property
-    def planned_total(self) -> float | None:
-        """Requests planned over the run: the rows' sum, to their 0.01; None when unpaced."""
+    def planned_total(self) -> int | None:
+        """Requests planned over the run: the rows' sum, rounded to a whole request (a row
+        holds the schedule's integral over its second); None when unpaced."""
         counts = [p for p in self.planned if p is not None]
-        return round(sum(counts), 2) if counts else None
+        return round(sum(counts)) if counts else None
 
     @property
     def has_scheduled_latency(self) -> bool:
@@ -143,11 +145,12 @@ class RunData:
 
     @property
     def followed_a_plan(self) -> bool:
-        """The run sent on a plan and its metrics show it: planned counts (--rate), or
-        scheduled latency under --pace original (each record planned at its recorded time)."""
+        """The run held a schedule (a load test's --rate, --pace original) and its metrics
+        show it: planned counts, or scheduled latency (each record planned at its recorded
+        time). A ceiling --rate or --rate auto plans nothing, whatever its metrics hold."""
         settings = self.summary.get("settings")
-        original = isinstance(settings, dict) and settings.get("pace") == "original"
-        return self.metrics.has_plan or (original and self.metrics.has_scheduled_latency)
+        return (isinstance(settings, dict) and holds_schedule(settings)
+                and (self.metrics.has_plan or self.metrics.has_scheduled_latency))
 
 
 def load_run(out_dir: Path) -> RunData:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from typing import Any
 
 from replayer.report import display
 from replayer.report.load import RunData
@@ -29,7 +30,7 @@ CHARTS = ("throughput", "schedule", "rate", "latency", "failures", "retries")
 CAPTIONS = {
     "throughput": (
         "Requests sent, records delivered and records failed in each second of the run "
-        "(one metrics.ndjson row each). Shaded: seconds in an outage; dashed: a resumed "
+        "(one metrics.ndjson row each), each in a panel with its own scale. Shaded: seconds in an outage; dashed: a resumed "
         "run begins."),
     "schedule": (
         "Top: requests the schedule planned (dashed) and requests sent in each second "
@@ -65,8 +66,8 @@ h1{margin:0 0 4px;font-size:26px}h2{margin:32px 0 10px;font-size:19px;
 .where{color:#5b6570;margin:0 0 8px;word-break:break-all}
 .state{display:inline-block;padding:1px 9px;border-radius:10px;font-weight:600;
  background:#e6eaee}
-.state-finished{background:#d9f2e3;color:#185c33}.state-aborted{background:#fadbdb;
- color:#8a1c1c}.state-interrupted{background:#fdf0cf;color:#7a5600}
+.badge-ok{background:#d9f2e3;color:#185c33}.badge-bad{background:#fadbdb;
+ color:#8a1c1c}.badge-warn{background:#fdf0cf;color:#7a5600}
 .verdict-failed{background:#d62728;color:#fff}.verdict-passed{background:#d9f2e3;
  color:#185c33}td.fail{color:#b01c1c;font-weight:700}td.pass{color:#185c33}
 .alert{background:#fdecea;border-left:4px solid #d62728;padding:8px 12px;margin:12px 0}
@@ -102,7 +103,7 @@ def render_html(data: RunData, images: Mapping[str, bytes]) -> str:
         *(_figure(name, images[name]) for name in CHARTS if name in images),
         summary_table(data),
         latency_table(s),
-        request_latency_table(s),
+        request_latency_table(s, schedule=data.followed_a_plan),
         schedule_table(data),
         kinds_table(data),
         users_table(data),
@@ -146,11 +147,21 @@ def _header(data: RunData) -> str:
     return (
         "<header><h1>Replay report</h1>"
         f"<p class=\"where\">{esc(data.out_dir)}</p>"
-        f"<p><span class=\"state state-{esc(state)}\">{esc(state)}</span> {verdict}"
+        f"<p><span class=\"state badge-{badge(s)}\">{esc(state)}</span> {verdict}"
         f"exit code {esc(display.number(s.get('exit_code')))}"
         f" · {esc(s.get('started_at', display.NONE))} → {esc(s.get('ended_at', display.NONE))}"
         f"{read}</p>{target}</header>"
     )
+
+
+def badge(s: Mapping[str, Any]) -> str:
+    """The colour of the state's badge, from the exit code: ok (green) only for 0, bad
+    (red) for an aborted run, warn (amber) for failures, a failed threshold or a signal."""
+    if s.get("state") == "aborted":
+        return "bad"
+    code = s.get("exit_code")
+    clean = type(code) is int and code == 0 and s.get("state") == "finished"
+    return "ok" if clean else "warn"
 
 
 def _alerts(data: RunData) -> str:

@@ -27,6 +27,12 @@ _SUMMARY_ROWS = (
     ("ambiguous_attempts", "Ambiguous attempts", display.number),
     ("possible_duplicates", "Possible duplicates", display.number),
     ("outages", "Outages", display.number),
+    ("user_lookups", "User lookups (the billable unit)", display.number),
+    ("throttled", "Requests throttled (429, app-wide limit)", display.number),
+    ("throttled_share", "Share of requests throttled", display.number),
+    ("steady_rate_per_s", "Steady rate (--rate auto), requests per second", display.number),
+    ("dry_run", "Dry run", display.number),
+    ("records_this_session", "Records this session", display.number),
     ("records_per_s", "Records per second", display.number),
     ("latency_ms", "", display.number),  # one row per percentile, see summary_table
     ("started_at", "Started at", display.number),
@@ -34,12 +40,15 @@ _SUMMARY_ROWS = (
     ("elapsed_s", "Elapsed", display.duration),
     ("stopped_by", "Stopped by", display.number),
     ("workers", "Workers", display.number),
+    ("shard", "Shard", display.number),
+    ("run_id", "Run id", display.number),
+    ("version", "Summary format version", display.number),
 )
 # Shown elsewhere on the page (or not numbers to show).
 _SHOWN_ELSEWHERE = frozenset({
     "latency_ms", "failed_latency_ms", "latency_histogram_ms", "failures_by_kind",
     "settings", "per_worker", "inputs", "stopped_because", "resume_with",
-    "request_latency_ms", "behind_schedule_ms", "thresholds",
+    "request_latency_ms", "behind_schedule_ms", "thresholds", "estimate_max",
 })
 
 
@@ -54,13 +63,19 @@ def summary_table(data: RunData) -> str:
                      for p in ("p50", "p90", "p99", "max")]
         elif key in s:
             rows.append((label, show(s[key])))
+    high = s.get("estimate_max")
+    if isinstance(high, Mapping):  # a dry run of an input larger than its read-ahead
+        rows += [(f"{label}, up to (a server slower than the reading)",
+                  display.number(high.get(key)))
+                 for key, label in (("requests", "Requests"), ("user_lookups", "User lookups"))]
     resumed = s.get("resumed")
     if isinstance(resumed, Mapping):
         rows += [(f"Resumed: {k.replace('_', ' ')}", display.number(v))
                  for k, v in resumed.items()]
     known = {key for key, _, _ in _SUMMARY_ROWS} | _SHOWN_ELSEWHERE | {"resumed"}
-    rows += [(key, display.number(v)) for key, v in s.items()
-             if key not in known and not isinstance(v, dict | list)]
+    # A key this version does not know (a newer summary.json) still gets words.
+    rows += [(str(key).replace("_", " ").capitalize(), display.number(v))
+             for key, v in s.items() if key not in known and not isinstance(v, dict | list)]
     rows.append(("metrics.ndjson rows", display.number(data.metrics.rows)
                  if data.has_metrics else "no file"))
     rows.append(("failures.ndjson rows", display.number(data.failures.rows)
@@ -92,19 +107,22 @@ _VIEWS = (
 _VIEW_COLUMNS = ("p50", "p90", "p99", "p99.9", "p99.99", "max")
 
 
-def request_latency_table(s: Mapping[str, Any]) -> str:
-    """The service and scheduled views of request latency; '' without them."""
+def request_latency_table(s: Mapping[str, Any], *, schedule: bool) -> str:
+    """The views of request latency: service, and for a run that held a `schedule` the
+    scheduled view and how late requests went; '' without them."""
     views = mapping(s.get("request_latency_ms"))
     if not views:
         return ""
+    shown = _VIEWS if schedule else _VIEWS[:1]
     rows = []
-    for label, key, view, _ in _VIEWS:
+    for label, key, view, _ in shown:
         values = mapping(s.get(key)) if view is None else mapping(views.get(view))
         if values:
             rows.append((label, *(display.ms(values.get(p)) for p in _VIEW_COLUMNS)))
     notes = ('<p class="note">' + "; ".join(f"{esc(label)}: {esc(meaning)}"
-                                           for label, _, _, meaning in _VIEWS) + ".</p>")
-    return ('<h2 id="request-latency">Request latency: service and scheduled</h2>'
+                                           for label, _, _, meaning in shown) + ".</p>")
+    title = "Request latency: service and scheduled" if schedule else "Request latency"
+    return (f'<h2 id="request-latency">{title}</h2>'
             + table(("view", *_VIEW_COLUMNS), rows,
                     numeric=tuple(range(1, len(_VIEW_COLUMNS) + 1)),
                     table_id="request-latency-table") + notes)
