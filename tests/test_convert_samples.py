@@ -84,7 +84,7 @@ def test_stdout_output_and_the_stderr_summary(tmp_path: Path) -> None:
         "--from", "ga4", "samples/exports/ga4/events_20260101.json", "-o", "-",
         "--rejects", str(tmp_path / "r.ndjson"), "--summary", str(tmp_path / "s.json")])
     assert result.stdout.encode() == (EXPECTED / "ga4.ndjson").read_bytes()
-    assert "ga4: 11 events read from 1 file(s): 8 in 6 sessions, 3 rejected" in result.stderr
+    assert "ga4: 11 events read from 1 file(s): 9 in 6 sessions, 2 rejected" in result.stderr
     assert "not mapped: country in 2 session(s), e.g. 'Russia'" in result.stderr
     assert (tmp_path / "r.ndjson").exists() and (tmp_path / "s.json").exists()
 
