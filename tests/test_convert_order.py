@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from replayer.source.convert.command import convert
-from tests.test_convert_sessions import BUILD, GAP, T
+from tests.test_convert_sessions import BUILD, GAP, T, run
 
 SOURCES = sorted(BUILD)
 
@@ -112,3 +112,62 @@ def test_without_the_engine_convert_says_what_to_install(tmp_path: Path,
     assert result.exit_code == 2, result.output
     assert "pip install 'replayer[convert]'" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+SESSION = {"amplitude": (1,), "ga4": (5,)}  # the session the rows below are in
+# (source, an event with its vendor insert id, the same event as a retry or re-export copy)
+DUPLICATES = [
+    ("amplitude", amp_row := {**BUILD["amplitude"]("d", T, 1), "insert_id": "i-1"},
+     {**amp_row, "server_upload_time": "2026-01-02 23:00:00.000000"}),
+    ("amplitude-$insert_id", {**BUILD["amplitude"]("d", T, 1), "$insert_id": "i-1"},
+     {**BUILD["amplitude"]("d", T, 1), "$insert_id": "i-1"}),
+    ("mixpanel", BUILD["mixpanel"]("d", T, **{"$insert_id": "i-1"}),
+     BUILD["mixpanel"]("d", T, **{"$insert_id": "i-1", "mp_processing_time_ms": 1})),
+    ("segment", {**BUILD["segment"]("d", T), "messageId": "m-1"},
+     {**BUILD["segment"]("d", T), "messageId": "m-1", "sentAt": "2026-01-01T10:00:05Z"}),
+    ("ga4", ga4_row := {**BUILD["ga4"]("d", T, 5), "event_bundle_sequence_id": "77"},
+     {**ga4_row, "event_server_timestamp_offset": "12"}),
+]
+
+
+@pytest.mark.parametrize(("source", "row", "copy"), [case[:3] for case in DUPLICATES],
+                         ids=[case[0] for case in DUPLICATES])
+def test_copies_with_the_vendor_insert_id_count_once(source: str, row: dict[str, Any],
+                                                     copy: dict[str, Any]) -> None:
+    name = source.split("-")[0]
+    later = BUILD[name]("d", T + 60, *SESSION.get(name, ()))
+    records, refused, summary = run(name, {"a.json": [row, later], "b.json": [copy, copy]})
+    assert len(records) == 1 and not refused
+    assert summary.events_in_sessions == 2 and summary.duplicates == 2
+    assert [(f.file, f.duplicates) for f in summary.files] in (
+        [("a.json", 0), ("b.json", 2)], [("a.json", 1), ("b.json", 1)])
+    assert "2 duplicates dropped" in summary.lines()[0]
+    assert summary.encode()["duplicates"] == 2
+
+
+def test_events_without_an_insert_id_or_with_different_ones_are_all_kept() -> None:
+    rows = [BUILD["mixpanel"]("d", T), BUILD["mixpanel"]("d", T),  # no $insert_id
+            BUILD["mixpanel"]("d", T + 1, **{"$insert_id": "x"}),
+            BUILD["mixpanel"]("d", T + 1, **{"$insert_id": "y"}),
+            BUILD["mixpanel"]("e", T + 1, **{"$insert_id": "x"})]  # another user's id
+    records, _, summary = run("mixpanel", {"f": rows})
+    assert summary.duplicates == 0 and summary.events_in_sessions == 5 and len(records) == 2
+
+
+def test_ga4_copies_need_the_same_bundle_event_name_and_timestamp() -> None:
+    base = {**BUILD["ga4"]("d", T, 5), "event_bundle_sequence_id": "77"}
+    rows = [base, {**base, "event_name": "other"},
+            {**base, "event_timestamp": str((T + 1) * 1_000_000)}, dict(base)]
+    _, _, summary = run("ga4", {"f": rows})
+    assert summary.duplicates == 1 and summary.events_in_sessions == 3
+
+
+def test_which_copy_is_kept_does_not_depend_on_the_order(tmp_path: Path) -> None:
+    seg = BUILD["segment"]
+    one = {**seg("d", T, "Application Opened"), "messageId": "m", "context": {"locale": "en-US"}}
+    two = {**one, "context": {"locale": "de-DE"}}  # a copy that differs: the same one wins
+    outputs = set()
+    for order in ([one, two], [two, one]):
+        _write(tmp_path / "e.json", order)
+        outputs.add(_convert([tmp_path / "e.json"], tmp_path / "o.ndjson", "segment"))
+    assert len(outputs) == 1

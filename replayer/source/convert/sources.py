@@ -15,6 +15,7 @@ AMPLITUDE = """\
 time = { path = "event_time", unit = "iso" }   # "YYYY-MM-DD HH:MM:SS.ffffff", UTC
 user = ["device_id", "user_id"]                # Amplitude's sessions belong to a device
 name = "event_type"
+id = ["insert_id", "$insert_id"]               # raw exports hold duplicates: copies count once
 
 [session]
 rule = "key"                 # session_id: the session's start in epoch ms
@@ -42,6 +43,7 @@ MIXPANEL = """\
 time = { path = "properties.time", unit = "auto" }   # UNIX seconds (ms in some exports)
 user = "properties.distinct_id"
 name = "event"
+id = "properties.$insert_id"                         # raw exports hold duplicates
 
 [session]
 rule = "gap"                 # no session in the export: Mixpanel's own inactivity rule
@@ -66,6 +68,7 @@ SEGMENT = """\
 time = { path = "timestamp", unit = "iso" }
 user = ["userId", "anonymousId"]
 name = "event"
+id = "messageId"             # a retried call repeats its messageId
 
 [session]
 rule = "marker"              # Application Opened starts a session; so does a pause
@@ -93,6 +96,7 @@ GA4 = """\
 time = { path = "event_timestamp", unit = "us" }
 user = "user_pseudo_id"
 name = "event_name"
+id = { all = ["event_bundle_sequence_id", "event_name", "event_timestamp"] }
 
 [session]
 rule = "key"                 # (user_pseudo_id, ga_session_id) identifies a session
