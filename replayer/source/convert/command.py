@@ -19,7 +19,12 @@ import orjson
 
 from replayer.engine.schedule import parse_duration
 from replayer.records import ExitCode
-from replayer.source.convert.mapping import Mapping, MappingError, load_mapping
+from replayer.source.convert.mapping import (
+    Mapping,
+    MappingError,
+    load_mapping,
+    required_columns,
+)
 from replayer.source.convert.outputs import (
     PART_SUFFIX,
     STDOUT,
@@ -45,6 +50,7 @@ _EPILOG = """\b
 Examples:
   replayer convert --from amplitude export-123.zip -o sessions.ndjson.gz
   replayer convert --from ga4 'bq-export/events_*.json.gz' -o ga4.ndjson
+  replayer convert --from ga4 'bucket-export/*.parquet' -o ga4.ndjson
   replayer convert --map my-export.toml events/ -o sessions.ndjson
   replayer convert --print-map segment > my-export.toml
 
@@ -127,8 +133,9 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
                     max_line_bytes: int,
                     rejects_path: str | None, summary_path: str | None,
                     print_map: str | None) -> None:
-    """Convert Amplitude, Mixpanel, Segment or GA4 exports (.json, .gz, .zip, folders,
-    globs) into start records, one per session, that `replayer run` replays."""
+    """Convert Amplitude, Mixpanel, Segment or GA4 exports (JSON lines or arrays, .gz, .zip,
+    .parquet, folders, globs) into start records, one per session, that `replayer run`
+    replays."""
     if print_map is not None:
         click.echo(SOURCE_TOML[print_map], nl=False)
         return
@@ -145,7 +152,7 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
                    stdout=stream_identity(sys.stdout.buffer) if output == STDOUT else None)
         if why is not None:
             raise OutputClash(why)
-        lines = iter_export_lines(files)
+        lines = iter_export_lines(files, columns=required_columns(mapping))
         options = ConvertOptions(now_s=time.time(), gap_s=gap_s, memory_limit=memory_limit,
                                  temp_dir=temp_dir, max_line_bytes=max_line_bytes)
         started = time.perf_counter()

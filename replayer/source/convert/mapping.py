@@ -129,6 +129,14 @@ def first_present(obj: Any, paths: tuple[FieldPath, ...]) -> Any:
     return None
 
 
+def required_columns(mapping: Mapping) -> tuple[frozenset[str], ...]:
+    """The top-level fields a table (Parquet) export must have one of, per set: the time's
+    and the user's; without them no row could be an event."""
+    return tuple(frozenset(path[0] if isinstance(path[0], str) else path[0][0]
+                           for path in paths)
+                 for paths in (mapping.time, mapping.user) if paths)
+
+
 def load_mapping(path: Path) -> Mapping | MappingError:
     """A `--map` TOML file read and checked; a `MappingError` names what is wrong."""
     try:
