@@ -48,8 +48,10 @@ print(f.select(pl.len(), pl.col("opens").sum()).collect(engine="streaming").row(
 """
 
 
-def measure(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Runs `argv` as a child: (wall seconds, peak RSS in MB, its stdout's last line)."""
+def measure(argv: list[str], *, env: dict[str, str] | None = None,
+            keep: str = "") -> tuple[float, float, str]:
+    """Runs `argv` as a child: (wall seconds, peak RSS in MB, its output's last line, or
+    its first line that starts with `keep`)."""
     started = time.perf_counter()
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           env=env) as child:
@@ -61,7 +63,8 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[floa
     if child.returncode not in (0, 1):
         sys.exit(f"{' '.join(argv)} failed ({child.returncode}):\n{output}")
     lines = output.strip().splitlines()
-    return elapsed_s, usage.ru_maxrss / 1024, lines[-1] if lines else ""
+    kept = [line for line in lines if keep and line.startswith(keep)] or lines[-1:] or [""]
+    return elapsed_s, usage.ru_maxrss / 1024, kept[0]
 
 
 def count_lines(path: str) -> int:
@@ -84,17 +87,20 @@ def engines(export: str, events: int) -> None:
             report(name, events, measure([sys.executable, "-c", kernel, export, spill]))
 
 
-def convert(export: str, events: int, *, source: str, old: Path | None) -> None:
-    """The whole command: the code at --old (if given), then this tree's."""
+def convert(export: str, events: int, *, source: str, old: Path | None,
+            memory_limits: list[str]) -> None:
+    """The whole command: the code at --old (if given), then this tree's (once per
+    --memory-limit, if any)."""
     runs = [("old", old)] if old is not None else []
-    runs.append(("new", ROOT))
+    runs += [(f"new --memory-limit {limit}", ROOT) for limit in memory_limits] or [("new", ROOT)]
     with tempfile.TemporaryDirectory() as out:
         for name, tree in runs:
             assert tree is not None
             env = dict(os.environ, PYTHONPATH=str(tree))
             argv = [sys.executable, "-c", "from replayer.cli import main; main()", "convert",
-                    "--from", source, export, "-o", os.path.join(out, f"{name}.ndjson")]
-            report(f"{name} ({tree})", events, measure(argv, env=env))
+                    "--from", source, export, "-o", os.path.join(out, "records.ndjson"),
+                    *name.split()[1:]]
+            report(name, events, measure(argv, env=env, keep=f"{source}:"))
 
 
 def main() -> None:
@@ -105,6 +111,8 @@ def main() -> None:
     parser.add_argument("--source", default="mixpanel")
     parser.add_argument("--old", type=Path, default=None,
                         help="a source tree of the converter to compare with")
+    parser.add_argument("--memory-limit", action="append", default=[],
+                        help="run the new converter with this --memory-limit (repeatable)")
     args = parser.parse_args()
     events = count_lines(args.export)
     print("| run | events | wall s | events/s | peak RSS MB | output |")
@@ -112,7 +120,8 @@ def main() -> None:
     if args.what == "engines":
         engines(args.export, events)
     else:
-        convert(args.export, events, source=args.source, old=args.old)
+        convert(args.export, events, source=args.source, old=args.old,
+                memory_limits=args.memory_limit)
 
 
 if __name__ == "__main__":

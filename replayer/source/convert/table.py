@@ -1,8 +1,9 @@
 """The events of one conversion as a table in DuckDB: duplicates dropped and sessions cut
 by one out-of-core query, so neither the order of the input nor its size matters.
 
-Accepted events are spooled to a JSON-lines file in a private temporary folder (where DuckDB
-also spills), then read back sorted by session start; memory is DuckDB's `memory_limit`.
+Accepted events are spooled to a JSON-lines file in a private temporary folder, loaded into
+a DuckDB database file there (where DuckDB also spills), then read back sorted by session
+start; memory is DuckDB's `memory_limit`.
 """
 
 from __future__ import annotations
@@ -20,40 +21,49 @@ from typing import IO, Any, Self
 import orjson
 
 ENGINE_HINT = "convert needs DuckDB: pip install 'replayer[convert]'"
-DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_MEMORY_LIMIT = "512MB"
 MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)", re.IGNORECASE)
 _FETCH_ROWS = 10_000
 _COLUMNS = ("{usr: 'VARCHAR', k: 'VARCHAR', t: 'DOUBLE', mark: 'BOOLEAN', dup: 'VARCHAR', "
             "f: 'INTEGER', n: 'BIGINT', uid: 'VARCHAR', did: 'VARCHAR', attrs: 'VARCHAR', "
             "data: 'VARCHAR'}")
-# Ties on time are broken by the line's bytes, never by its place: the same events in any
-# order give the same sessions, the same first events and the same copy of a duplicate.
-_KEPT = """
-    SELECT * FROM read_json(?, format='newline_delimited', columns={columns})
-    QUALIFY dup IS NULL OR row_number() OVER (PARTITION BY usr, dup ORDER BY t, data) = 1
+_LOAD = """
+CREATE TABLE ev AS
+SELECT row_number() OVER () AS id, *, md5(data) AS h
+FROM read_json(?, format='newline_delimited', columns={columns})
 """
-_SESSIONS = """
-WITH kept AS ({kept}),
+# Sessions are cut on narrow rows (the line's bytes only as their hash), then joined back
+# to the lines and sorted once: the window functions stay small, the sort spills. Ties on
+# time are broken by the hash of the line's bytes, never by its place: the same events in
+# any order give the same sessions, the same first events and the same copy of a duplicate.
+_CUT = """
+CREATE TABLE cut AS
+WITH kept AS (
+    SELECT id, usr, k, t, mark, h FROM ev
+    QUALIFY dup IS NULL OR row_number() OVER (PARTITION BY usr, dup ORDER BY t, h, data) = 1
+),
 flagged AS (
     SELECT *, CASE WHEN lag(t) OVER w IS NULL OR t - lag(t) OVER w >= ?
                      OR (? AND mark AND k IS NULL) THEN 1 ELSE 0 END AS opens
-    FROM kept WINDOW w AS (PARTITION BY usr, k ORDER BY t, data)
+    FROM kept WINDOW w AS (PARTITION BY usr, k ORDER BY t, h)
 ),
 numbered AS (
-    SELECT *, sum(opens) OVER (PARTITION BY usr, k ORDER BY t, data
+    SELECT *, sum(opens) OVER (PARTITION BY usr, k ORDER BY t, h
                                ROWS UNBOUNDED PRECEDING) AS s
     FROM flagged
 )
-SELECT opens, t, uid, did, attrs, data, f, n,
-       min(t) OVER (PARTITION BY usr, k, s) AS start
+SELECT id, usr, k, s, t, h, opens, min(t) OVER (PARTITION BY usr, k, s) AS start
 FROM numbered
-ORDER BY start, usr, k NULLS FIRST, s, t, data
+"""
+_SESSIONS = """
+SELECT c.opens, e.t, e.uid, e.did, e.attrs, e.data, e.f, e.n
+FROM cut c JOIN ev e USING (id)
+ORDER BY c.start, c.usr, c.k NULLS FIRST, c.s, c.t, c.h, e.data
 """
 _DUPLICATES = """
 SELECT f, count(*) - count(*) FILTER (WHERE kept) FROM (
-    SELECT f, row_number() OVER (PARTITION BY usr, dup ORDER BY t, data) = 1 AS kept
-    FROM read_json(?, format='newline_delimited', columns={columns})
-    WHERE dup IS NOT NULL
+    SELECT f, row_number() OVER (PARTITION BY usr, dup ORDER BY t, h, data) = 1 AS kept
+    FROM ev WHERE dup IS NOT NULL
 ) GROUP BY f ORDER BY f
 """
 
@@ -104,9 +114,12 @@ class EventTable:
         self._folder = tempfile.mkdtemp(prefix="replayer-convert-", dir=temp_dir)
         self._spool_path = os.path.join(self._folder, "events.ndjson")
         self._spool: IO[bytes] | None = open(self._spool_path, "wb")  # noqa: SIM115
-        self._db = duckdb.connect(config={
+        # A database file, not memory: the loaded table lives on disk past the memory limit.
+        self._db = duckdb.connect(os.path.join(self._folder, "events.duckdb"), config={
             "memory_limit": memory_limit, "temp_directory": os.path.join(self._folder, "spill"),
             "preserve_insertion_order": False})
+        self._db.execute("SET enable_progress_bar = false")
+        self._loaded = False
         self._memory_limit = memory_limit
         self.events = 0
 
@@ -137,20 +150,26 @@ class EventTable:
             "data": data.decode()}, option=orjson.OPT_APPEND_NEWLINE))
         self.events += 1
 
-    def _finish_spool(self) -> None:
+    def _load(self) -> None:
+        """Ends the spool and loads it into the table, once."""
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+        if self._loaded or not self.events:
+            return
+        with self._engine_errors():
+            self._db.execute(_LOAD.format(columns=_COLUMNS), [self._spool_path])
+        os.remove(self._spool_path)
+        self._loaded = True
 
     def duplicates(self) -> dict[int, int]:
         """Copies dropped per file number: events with the user and duplicate key of an
         earlier (by time, then bytes) event."""
-        self._finish_spool()
+        self._load()
         if not self.events:
             return {}
         with self._engine_errors():
-            found = self._db.execute(_DUPLICATES.format(columns=_COLUMNS),
-                                     [self._spool_path]).fetchall()
+            found = self._db.execute(_DUPLICATES).fetchall()
         return {int(f): int(n) for f, n in found if n}
 
     @contextmanager
@@ -169,15 +188,15 @@ class EventTable:
         """Every kept event, sessions by start time, each session's events by time; a pause of
         `gap_s` or more, or a marker (with `markers`, for events without a session key),
         opens a session."""
-        self._finish_spool()
+        self._load()
         if not self.events:
             return
-        sql = _SESSIONS.format(kept=_KEPT.format(columns=_COLUMNS))
         with self._engine_errors():
-            result = self._db.execute(sql, [self._spool_path, gap_s, markers])
+            self._db.execute(_CUT, [gap_s, markers])
+            result = self._db.execute(_SESSIONS)
             batch = result.fetchmany(_FETCH_ROWS)
         while batch:
-            for opens, time_s, uid, did, attrs, data, file_no, line_no, _start in batch:
+            for opens, time_s, uid, did, attrs, data, file_no, line_no in batch:
                 yield Row(bool(opens), time_s, uid, did,
                           None if attrs is None else orjson.loads(attrs),
                           data.encode(), file_no, line_no)
