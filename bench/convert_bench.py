@@ -8,8 +8,8 @@
 
 `engines` times the data work alone in DuckDB and in Polars (read the gzipped JSON lines,
 sort by user and time, cut sessions by the 30-minute gap, count them); `convert` times the
-whole command, today's code against the code at --old (run with this interpreter, its
-package first on the path). Wall time is Python's perf_counter around the child; peak RSS
+whole command, this tree's code against the code at --old (run with this interpreter, each
+package imported from its tree). Wall time is Python's perf_counter around the child; peak RSS
 is the child's own ru_maxrss (os.wait4).
 """
 
@@ -24,6 +24,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# `replayer` from the tree in argv[1], not the editable install's (a meta path finder that
+# would win over sys.path).
+RUN_FROM_TREE = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in str(getattr(
+    f, "__module__", None) or getattr(f, "__name__", ""))]
+sys.path.insert(0, sys.argv.pop(1))
+import replayer
+assert replayer.__file__.startswith(sys.path[0]), replayer.__file__
+from replayer.cli import main
+sys.argv[0] = "replayer"
+main()
+"""
+
 DUCKDB_KERNEL = """
 import sys, duckdb
 db = duckdb.connect(config={"memory_limit": "1GB", "temp_directory": sys.argv[2]})
@@ -48,13 +62,11 @@ print(f.select(pl.len(), pl.col("opens").sum()).collect(engine="streaming").row(
 """
 
 
-def measure(argv: list[str], *, env: dict[str, str] | None = None,
-            keep: str = "") -> tuple[float, float, str]:
+def measure(argv: list[str], *, keep: str = "") -> tuple[float, float, str]:
     """Runs `argv` as a child: (wall seconds, peak RSS in MB, its output's last line, or
     its first line that starts with `keep`)."""
     started = time.perf_counter()
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          env=env) as child:
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as child:
         assert child.stdout is not None
         output = child.stdout.read().decode()
         _pid, status, usage = os.wait4(child.pid, 0)
@@ -96,11 +108,10 @@ def convert(export: str, events: int, *, source: str, old: Path | None,
     with tempfile.TemporaryDirectory() as out:
         for name, tree in runs:
             assert tree is not None
-            env = dict(os.environ, PYTHONPATH=str(tree))
-            argv = [sys.executable, "-c", "from replayer.cli import main; main()", "convert",
+            argv = [sys.executable, "-c", RUN_FROM_TREE, str(tree), "convert",
                     "--from", source, export, "-o", os.path.join(out, "records.ndjson"),
                     *name.split()[1:]]
-            report(name, events, measure(argv, env=env, keep=f"{source}:"))
+            report(name, events, measure(argv, keep=f"{source}:"))
 
 
 def main() -> None:
