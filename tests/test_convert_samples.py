@@ -52,7 +52,9 @@ def test_every_event_of_each_sample_is_accounted_for(source: str, tmp_path: Path
     _convert(source, out)
     summary = orjson.loads(Path(f"{out}.summary.json").read_bytes())
     rejected = sum(summary["rejects"].values())
-    assert summary["events_read"] == summary["events_in_sessions"] + rejected
+    assert summary["events_read"] == (summary["events_in_sessions"] + rejected
+                                      + summary["duplicates"])
+    assert sum(f["duplicates"] for f in summary["files"]) == summary["duplicates"]
     assert rejected == summary["events_rejected"] > 0
     assert summary["sessions_written"] == len(out.read_bytes().splitlines())
     assert sum(f["events_read"] for f in summary["files"]) == summary["events_read"]
