@@ -1,5 +1,5 @@
 """The events of one conversion as a table in DuckDB: duplicates dropped and sessions cut
-by one out-of-core query, so neither the order of the input nor its size matters.
+by out-of-core queries, so neither the order of the input nor its size matters.
 
 Accepted events are spooled to a JSON-lines file in a private temporary folder, loaded into
 a DuckDB database file there (where DuckDB also spills), then read back sorted by session
