@@ -118,7 +118,8 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
               callback=_memory, metavar="SIZE",
               help="Memory for sorting the events; past it they spill to --temp-dir.")
 @click.option("--temp-dir", type=click.Path(file_okay=False), default=None,
-              help="Where events are spooled and spilled while sorted [the system's].")
+              help="Where events are spooled and spilled while sorted, and zip members or "
+                   "objects that are arrays or Parquet copied [the system's].")
 @click.option("--max-line-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_LINE_BYTES,
               show_default=True,
               help="run's line limit: a longer start record is rejected (line_too_long).")
@@ -152,7 +153,7 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
                    stdout=stream_identity(sys.stdout.buffer) if output == STDOUT else None)
         if why is not None:
             raise OutputClash(why)
-        lines = iter_export_lines(files, columns=required_columns(mapping))
+        lines = iter_export_lines(files, columns=required_columns(mapping), temp_dir=temp_dir)
         options = ConvertOptions(now_s=time.time(), gap_s=gap_s, memory_limit=memory_limit,
                                  temp_dir=temp_dir, max_line_bytes=max_line_bytes)
         started = time.perf_counter()

@@ -122,12 +122,13 @@ def _export_files(root: str) -> Iterator[str]:
                 yield os.path.join(folder, name)
 
 
-def iter_export_lines(files: list[str], *,
-                      columns: tuple[frozenset[str], ...] = ()) -> Iterator[ExportLine]:
+def iter_export_lines(files: list[str], *, columns: tuple[frozenset[str], ...] = (),
+                      temp_dir: str | None = None) -> Iterator[ExportLine]:
     """Every non-blank line of every file in order (numbered from 1 per file or member),
     named as display_name names it (an https URL without its query). A Parquet file must
-    have one of each set of `columns` (the mapping's time and user), else InputError."""
-    with tempfile.TemporaryDirectory(prefix="replayer-inputs-") as folder:
+    have one of each set of `columns` (the mapping's time and user), else InputError.
+    Arrays and Parquet that are no local file are copied to a folder in `temp_dir`."""
+    with tempfile.TemporaryDirectory(prefix="replayer-inputs-", dir=temp_dir) as folder:
         reader = _Reader(columns, folder)
         for path in files:
             try:
