@@ -116,7 +116,11 @@ def test_builtin_sources_are_valid_mappings(source: str) -> None:
     (("[event]\ntime = { path = 't' }\n[start]\nuserId = 'u'\ncountry = { path = 'c', "
      "transform = 'iana' }"), "iana"),
     ("[event]\ntime = { path = 't' }\n[start]\nuserId = 'u'\n[extra]\n", "unknown table"),
-], ids=["no-time", "bad-unit", "no-id", "secret", "key-rule", "iana-misuse", "extra-table"])
+    ("[event]\ntime = { path = 't' }\nid = { any = ['a'] }\n[start]\nuserId = 'u'",
+     "event.id"),
+    ("[event]\ntime = { path = 't' }\nid = 3\n[start]\nuserId = 'u'", "event.id"),
+], ids=["no-time", "bad-unit", "no-id", "secret", "key-rule", "iana-misuse", "extra-table",
+        "insert-id-table", "insert-id-type"])
 def test_bad_mappings_are_refused_with_a_reason(toml: str, message: str) -> None:
     refused = parse_mapping(tomllib.loads(toml), name="t")
     assert isinstance(refused, MappingError)

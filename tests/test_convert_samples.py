@@ -52,7 +52,9 @@ def test_every_event_of_each_sample_is_accounted_for(source: str, tmp_path: Path
     _convert(source, out)
     summary = orjson.loads(Path(f"{out}.summary.json").read_bytes())
     rejected = sum(summary["rejects"].values())
-    assert summary["events_read"] == summary["events_in_sessions"] + rejected
+    assert summary["events_read"] == (summary["events_in_sessions"] + rejected
+                                      + summary["duplicates"])
+    assert sum(f["duplicates"] for f in summary["files"]) == summary["duplicates"]
     assert rejected == summary["events_rejected"] > 0
     assert summary["sessions_written"] == len(out.read_bytes().splitlines())
     assert sum(f["events_read"] for f in summary["files"]) == summary["events_read"]
@@ -84,7 +86,7 @@ def test_stdout_output_and_the_stderr_summary(tmp_path: Path) -> None:
         "--from", "ga4", "samples/exports/ga4/events_20260101.json", "-o", "-",
         "--rejects", str(tmp_path / "r.ndjson"), "--summary", str(tmp_path / "s.json")])
     assert result.stdout.encode() == (EXPECTED / "ga4.ndjson").read_bytes()
-    assert "ga4: 11 events read from 1 file(s): 8 in 6 sessions, 3 rejected" in result.stderr
+    assert "ga4: 11 events read from 1 file(s): 9 in 6 sessions, 2 rejected" in result.stderr
     assert "not mapped: country in 2 session(s), e.g. 'Russia'" in result.stderr
     assert (tmp_path / "r.ndjson").exists() and (tmp_path / "s.json").exists()
 

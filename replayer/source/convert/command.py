@@ -19,7 +19,12 @@ import orjson
 
 from replayer.engine.schedule import parse_duration
 from replayer.records import ExitCode
-from replayer.source.convert.mapping import Mapping, MappingError, load_mapping
+from replayer.source.convert.mapping import (
+    Mapping,
+    MappingError,
+    load_mapping,
+    required_columns,
+)
 from replayer.source.convert.outputs import (
     PART_SUFFIX,
     STDOUT,
@@ -27,17 +32,25 @@ from replayer.source.convert.outputs import (
     harm,
     stream_identity,
 )
-from replayer.source.convert.pipeline import DEFAULT_MAX_HELD, ConvertOptions
+from replayer.source.convert.pipeline import ConvertOptions
 from replayer.source.convert.pipeline import convert as run_conversion
 from replayer.source.convert.readers import STDIN, InputError, expand_paths, iter_export_lines
 from replayer.source.convert.sources import SOURCE_TOML, builtin_mapping
 from replayer.source.convert.summary import ConvertSummary
+from replayer.source.convert.table import (
+    DEFAULT_MEMORY_LIMIT,
+    MEMORY_LIMIT,
+    EngineFailure,
+    EngineMissing,
+    engine_available,
+)
 from replayer.source.convert.verdict import DEFAULT_MAX_LINE_BYTES
 
 _EPILOG = """\b
 Examples:
   replayer convert --from amplitude export-123.zip -o sessions.ndjson.gz
   replayer convert --from ga4 'bq-export/events_*.json.gz' -o ga4.ndjson
+  replayer convert --from ga4 'bucket-export/*.parquet' -o ga4.ndjson
   replayer convert --map my-export.toml events/ -o sessions.ndjson
   replayer convert --print-map segment > my-export.toml
 
@@ -54,7 +67,8 @@ Exit codes:
   2  usage error (such as an output that is an input or another
      output: nothing is written), or a --map file that is not valid
   4  an input could not be read
-  7  an output could not be written
+  7  an output could not be written, or the events could not be
+     sorted (--memory-limit too small, --temp-dir not writable)
 """
 
 
@@ -76,6 +90,12 @@ class OutputFailure(click.ClickException):
     exit_code = ExitCode.OUTPUT
 
 
+def _memory(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if MEMORY_LIMIT.fullmatch(value.strip()) is None:
+        raise click.BadParameter(f"{value!r}: a size such as 512MB or 4GB")
+    return value.strip()
+
+
 def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
     try:
         return parse_duration(value)
@@ -93,10 +113,13 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
               help="File to write ('.gz' compresses; '-' stdout).")
 @click.option("--session-gap", "gap_s", default="30m", show_default=True, callback=_gap,
               metavar="DURATION",
-              help="Inactivity that ends a session; also how far out of order an event may be.")
-@click.option("--max-held", type=click.IntRange(min=1), default=DEFAULT_MAX_HELD,
-              show_default=True,
-              help="Memory bound: events waiting for their place plus sessions not yet written.")
+              help="Inactivity that ends a session.")
+@click.option("--memory-limit", default=DEFAULT_MEMORY_LIMIT, show_default=True,
+              callback=_memory, metavar="SIZE",
+              help="Memory for sorting the events; past it they spill to --temp-dir.")
+@click.option("--temp-dir", type=click.Path(file_okay=False), default=None,
+              help="Where events are spooled and spilled while sorted, and zip members or "
+                   "objects that are arrays or Parquet copied [the system's].")
 @click.option("--max-line-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_LINE_BYTES,
               show_default=True,
               help="run's line limit: a longer start record is rejected (line_too_long).")
@@ -107,17 +130,21 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--print-map", type=click.Choice(sorted(SOURCE_TOML)), default=None,
               help="Print a built-in source's mapping (a --map file to start from) and exit.")
 def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
-                    output: str | None, gap_s: float, max_held: int, max_line_bytes: int,
+                    output: str | None, gap_s: float, memory_limit: str, temp_dir: str | None,
+                    max_line_bytes: int,
                     rejects_path: str | None, summary_path: str | None,
                     print_map: str | None) -> None:
-    """Convert Amplitude, Mixpanel, Segment or GA4 exports (.json, .gz, .zip, folders,
-    globs) into start records, one per session, that `replayer run` replays."""
+    """Convert Amplitude, Mixpanel, Segment or GA4 exports (JSON lines or arrays, .gz, .zip,
+    .parquet, folders, globs) into start records, one per session, that `replayer run`
+    replays."""
     if print_map is not None:
         click.echo(SOURCE_TOML[print_map], nl=False)
         return
     mapping = _mapping(source, map_path)
     if not paths or output is None:
         raise click.UsageError("give PATH... and -o FILE")
+    if not engine_available():
+        raise click.UsageError(str(EngineMissing()))
     outputs = Outputs.named(output, rejects=rejects_path, summary=summary_path)
     try:
         files = expand_paths(paths)
@@ -126,15 +153,17 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
                    stdout=stream_identity(sys.stdout.buffer) if output == STDOUT else None)
         if why is not None:
             raise OutputClash(why)
-        lines = iter_export_lines(files)
-        options = ConvertOptions(now_s=time.time(), gap_s=gap_s, max_held=max_held,
-                                 max_line_bytes=max_line_bytes)
+        lines = iter_export_lines(files, columns=required_columns(mapping), temp_dir=temp_dir)
+        options = ConvertOptions(now_s=time.time(), gap_s=gap_s, memory_limit=memory_limit,
+                                 temp_dir=temp_dir, max_line_bytes=max_line_bytes)
         started = time.perf_counter()
         with _records_out(output) as out, _file_out(outputs.rejects, gzipped=False) as rejects:
             summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)
         _write_summary(outputs.summary, summary)
     except InputError as exc:
         raise InputFailure(str(exc)) from exc
+    except EngineFailure as exc:
+        raise OutputFailure(str(exc)) from exc
     except OSError as exc:
         raise OutputFailure(f"cannot write {exc.filename or 'the output'}: {exc.strerror}") from exc
     elapsed_s = time.perf_counter() - started

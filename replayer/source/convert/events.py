@@ -66,8 +66,7 @@ class FieldTally:
         self.dropped[shown] = self.dropped.get(shown, 0) + 1
 
 
-def read_event(mapping: Mapping, obj: Any, *, file_no: int, line_no: int,
-               now_s: float) -> Event | Refusal:
+def read_event(mapping: Mapping, obj: Any, *, now_s: float) -> Event | Refusal:
     """A parsed line as an `Event` (who, when, which session), or why it cannot be one."""
     if type(obj) is not dict:
         return Refusal("not_an_object", "a JSON value that is not an object")
@@ -89,7 +88,19 @@ def read_event(mapping: Mapping, obj: Any, *, file_no: int, line_no: int,
     if time_s > now_s + _MAX_FUTURE_S:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is more than a day ahead")
     return Event(time_s, user, _session_key(mapping, obj), _is_marker(mapping, obj),
-                 user_id, device_id, _attributes(mapping, obj), obj, file_no, line_no)
+                 user_id, device_id, _attributes(mapping, obj), obj, insert_id(mapping, obj))
+
+
+def insert_id(mapping: Mapping, obj: dict[str, Any]) -> str | None:
+    """The event's id for dropping duplicates (event.id), or None: it is never a copy."""
+    if not mapping.insert_id:
+        return None
+    if not mapping.insert_id_all:
+        return text_value(first_present(obj, mapping.insert_id))
+    parts = [text_value(first_present(obj, (path,))) for path in mapping.insert_id]
+    if any(part is None for part in parts):
+        return None
+    return orjson.dumps(parts).decode()
 
 
 def _session_key(mapping: Mapping, obj: dict[str, Any]) -> str | None:
@@ -135,22 +146,21 @@ def _kv_value(value: Any) -> Any:
 
 def start_record(mapping: Mapping, session: OpenSession, tally: FieldTally) -> dict[str, Any]:
     """The start record of a closed session: its first event's fields at its start time."""
-    first = session.first
     record: dict[str, Any] = {}
     if session.user_id is not None:
         record["userId"] = session.user_id
     if session.device_id is not None:
         record["deviceId"] = session.device_id
-    start_s = round(first.time_s, 3)
+    start_s = round(session.first_s, 3)
     record["time"] = int(start_s) if start_s.is_integer() else start_s
     for spec in mapping.fields:
         if spec.target in record:
             continue
-        value = first_present(first.obj, spec.paths)
+        value = first_present(session.obj, spec.paths)
         if value is None:
             continue
-        _put(record, spec, value, first.time_s, tally)
-    _put_location(record, mapping, first.obj, tally)
+        _put(record, spec, value, session.first_s, tally)
+    _put_location(record, mapping, session.obj, tally)
     attributes = _valid_attributes(session.attributes, tally)
     if attributes:
         record["userAttributes"] = attributes

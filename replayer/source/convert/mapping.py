@@ -61,6 +61,8 @@ class Mapping:
     longitude: tuple[FieldPath, ...] = ()
     attributes: tuple[FieldPath, ...] = ()
     attributes_shape: str = "object"
+    insert_id: tuple[FieldPath, ...] = ()  # events of a user with the same id count once
+    insert_id_all: bool = False  # the id is every path's value (else the first present)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,14 @@ def first_present(obj: Any, paths: tuple[FieldPath, ...]) -> Any:
     return None
 
 
+def required_columns(mapping: Mapping) -> tuple[frozenset[str], ...]:
+    """The top-level fields a table (Parquet) export must have one of, per set: the time's
+    and the user's; without them no row could be an event."""
+    return tuple(frozenset(path[0] if isinstance(path[0], str) else path[0][0]
+                           for path in paths)
+                 for paths in (mapping.time, mapping.user) if paths)
+
+
 def load_mapping(path: Path) -> Mapping | MappingError:
     """A `--map` TOML file read and checked; a `MappingError` names what is wrong."""
     try:
@@ -191,6 +201,7 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         raise _Refused("start: userId or deviceId must be mapped")
     latitude, longitude = _location(start.pop("location", None))
     attributes, shape = _attributes(start.pop("userAttributes", None))
+    insert_id, insert_id_all = _insert_id(event.get("id"))
     return Mapping(
         name=name,
         time=_paths(time["path"], "event.time.path"),
@@ -208,7 +219,21 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         longitude=longitude,
         attributes=attributes,
         attributes_shape=shape,
+        insert_id=insert_id,
+        insert_id_all=insert_id_all,
     )
+
+
+def _insert_id(spec: Any) -> tuple[tuple[FieldPath, ...], bool]:
+    """event.id: a path or list of paths (the first present is the id), or { all = [...] }
+    (the id is all of them, each required)."""
+    if spec is None:
+        return (), False
+    if type(spec) is dict:
+        if set(spec) != {"all"}:
+            raise _Refused('event.id: a path, a list of paths, or { all = ["PATH", ...] }')
+        return _paths(spec["all"], "event.id.all"), True
+    return _paths(spec, "event.id"), False
 
 
 def _identity(spec: Any, where: str) -> tuple[FieldPath, ...]:

@@ -1,33 +1,48 @@
-"""Reads vendor exports as numbered lines: .json/.jsonl/.ndjson, .gz, .zip, dirs and globs,
-local or in an object store (s3://, gs://, az://, https://; see source/objects.py).
+"""Reads vendor exports as numbered lines: .json/.jsonl/.ndjson, .gz, .zip, .parquet, dirs
+and globs, local or in an object store (s3://, gs://, az://, https://; see source/objects.py).
 
-Everything is read in name order (directories recursively, zip members by name), so the
-same inputs always give the same lines in the same order. A file that cannot be read ends
-the conversion with an `InputError` (exit code 4).
+A file (or zip member) that starts with `[` is a JSON array and a .parquet file a table
+(documents.py): each element or row is a line, numbered from 1. Everything is read in name
+order (directories recursively, zip members by name). A file that cannot be read ends the
+conversion with an `InputError` (exit code 4).
 """
 
 from __future__ import annotations
 
 import glob
 import gzip
+import io
 import os
 import stat
 import sys
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
 from replayer.records import BOM
 from replayer.source import objects
+from replayer.source.convert.documents import (
+    DocumentError,
+    Readable,
+    array_rows,
+    parquet_rows,
+    spooled,
+    starts_an_array,
+)
 from replayer.source.objects import is_url
 from replayer.source.read import InputUnreadable, display_name, open_source
 from replayer.source.redact import redact_urls
 
 STDIN = "-"
-EXPORT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".zip")
+EXPORT_SUFFIXES = (".json", ".jsonl", ".ndjson", ".gz", ".zip", ".parquet")
+PARQUET = ".parquet"
+_HEAD_BYTES = 1 << 16  # read before deciding whether a stream is JSON lines or an array
+_MEMBER_SUFFIXES = tuple(s for s in EXPORT_SUFFIXES if s != ".zip")
 _GLOB_CHARS = frozenset("*?[")
 # What a path is when it is neither a folder, a regular file nor a FIFO (stat's S_IS*).
 _NOT_READABLE_KINDS = (
@@ -107,22 +122,31 @@ def _export_files(root: str) -> Iterator[str]:
                 yield os.path.join(folder, name)
 
 
-def iter_export_lines(files: list[str]) -> Iterator[ExportLine]:
+def iter_export_lines(files: list[str], *, columns: tuple[frozenset[str], ...] = (),
+                      temp_dir: str | None = None) -> Iterator[ExportLine]:
     """Every non-blank line of every file in order (numbered from 1 per file or member),
-    named as display_name names it (an https URL without its query)."""
-    for path in files:
-        try:
-            if display_name(path).endswith(".zip"):
-                yield from _zip_lines(path)
-            elif path == STDIN:
-                yield from _lines("<stdin>", sys.stdin.buffer)
-            else:
-                with open_source(path) as stream:
-                    yield from _lines(display_name(path), stream)
-        except InputUnreadable as exc:
-            raise InputError(str(exc)) from None
-        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
-            raise InputError(f"{display_name(path)}: cannot read: {_why(exc)}") from exc
+    named as display_name names it (an https URL without its query). A Parquet file must
+    have one of each set of `columns` (the mapping's time and user), else InputError.
+    Arrays and Parquet that are no local file are copied to a folder in `temp_dir`."""
+    with tempfile.TemporaryDirectory(prefix="replayer-inputs-", dir=temp_dir) as folder:
+        reader = _Reader(columns, folder)
+        for path in files:
+            try:
+                if display_name(path).endswith(".zip"):
+                    yield from reader.zip_lines(path)
+                elif path == STDIN:
+                    yield from reader.lines("<stdin>", sys.stdin.buffer)
+                elif display_name(path).endswith(PARQUET):
+                    yield from reader.parquet_file(path)
+                else:
+                    with open_source(path) as stream:
+                        yield from reader.lines(display_name(path), stream)
+            except InputUnreadable as exc:
+                raise InputError(str(exc)) from None
+            except DocumentError as exc:
+                raise InputError(f"{display_name(path)}: {exc}") from None
+            except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+                raise InputError(f"{display_name(path)}: cannot read: {_why(exc)}") from exc
 
 
 def _why(exc: BaseException) -> str:
@@ -131,21 +155,87 @@ def _why(exc: BaseException) -> str:
     return redact_urls(str(exc)) or type(exc).__name__
 
 
-def _zip_lines(path: str) -> Iterator[ExportLine]:
-    try:
-        source = objects.seekable_object(path) if is_url(path) else path
-    except (objects.ObjectError, objects.ObjectsUnavailable) as exc:
-        raise InputUnreadable(str(exc)) from None
-    with zipfile.ZipFile(source) as archive:
-        members = sorted(info.filename for info in archive.infolist() if not info.is_dir())
-        for member in members:
-            with archive.open(member) as raw:
-                name = f"{display_name(path)}:{member}"
-                if member.endswith(".gz"):
-                    with gzip.open(raw, "rb") as stream:
-                        yield from _lines(name, stream)
-                else:
-                    yield from _lines(name, raw)
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    """Reads one file or stream as lines; arrays and Parquet that are no local file are
+    first copied to `folder` for DuckDB."""
+
+    columns: tuple[frozenset[str], ...]
+    folder: str
+
+    def zip_lines(self, path: str) -> Iterator[ExportLine]:
+        """The export members of a zip (name order; what they are decides how they are read)."""
+        try:
+            source = objects.seekable_object(path) if is_url(path) else path
+        except (objects.ObjectError, objects.ObjectsUnavailable) as exc:
+            raise InputUnreadable(str(exc)) from None
+        with zipfile.ZipFile(source) as archive:
+            members = sorted(info.filename for info in archive.infolist()
+                             if not info.is_dir() and info.filename.endswith(_MEMBER_SUFFIXES))
+            if not members:
+                raise InputError(f"{display_name(path)}: a zip with no export member "
+                                 f"({', '.join(_MEMBER_SUFFIXES)})")
+            for member in members:
+                with archive.open(member) as raw:
+                    name = f"{display_name(path)}:{member}"
+                    if member.endswith(PARQUET):
+                        yield from self.parquet_lines(name, spooled(raw, b"", self.folder))
+                    elif member.endswith(".gz"):
+                        with gzip.open(raw, "rb") as stream:
+                            yield from self.lines(name, stream)
+                    else:
+                        yield from self.lines(name, raw)
+
+    def parquet_file(self, path: str) -> Iterator[ExportLine]:
+        """A Parquet input (an object is first copied to the folder)."""
+        if not is_url(path):
+            yield from self.parquet_lines(display_name(path), path)
+            return
+        with open_source(path) as stream:
+            copy = spooled(stream, b"", self.folder)
+        try:
+            yield from self.parquet_lines(display_name(path), copy)
+        finally:
+            os.remove(copy)
+
+    def parquet_lines(self, name: str, path: str) -> Iterator[ExportLine]:
+        """Each row of a local Parquet file as a JSON object."""
+        for row_no, data in enumerate(parquet_rows(path, needed=self.columns), start=1):
+            yield ExportLine(name, row_no, data)
+
+    def lines(self, name: str, stream: Readable) -> Iterator[ExportLine]:
+        """JSON lines, or the elements of a JSON array (decided by the first bytes)."""
+        head = stream.read(_HEAD_BYTES)
+        if starts_an_array(head):
+            copy = spooled(stream, head, self.folder)
+            try:
+                for no, data in enumerate(array_rows(copy), start=1):
+                    yield ExportLine(name, no, data)
+            finally:
+                os.remove(copy)
+            return
+        yield from _lines(name, io.BufferedReader(_Prefixed(head, stream), 1 << 20))
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream whose first bytes were already read: `head`, then the rest of `stream`."""
+
+    def __init__(self, head: bytes, stream: Readable) -> None:
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            count = min(len(buffer), len(self._head))
+            buffer[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _lines(name: str, stream: Iterable[bytes]) -> Iterator[ExportLine]:

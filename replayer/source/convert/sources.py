@@ -15,6 +15,7 @@ AMPLITUDE = """\
 time = { path = "event_time", unit = "iso" }   # "YYYY-MM-DD HH:MM:SS.ffffff", UTC
 user = ["device_id", "user_id"]                # Amplitude's sessions belong to a device
 name = "event_type"
+id = ["insert_id", "$insert_id"]               # raw exports hold duplicates: copies count once
 
 [session]
 rule = "key"                 # session_id: the session's start in epoch ms
@@ -42,6 +43,7 @@ MIXPANEL = """\
 time = { path = "properties.time", unit = "auto" }   # UNIX seconds (ms in some exports)
 user = "properties.distinct_id"
 name = "event"
+id = "properties.$insert_id"                         # raw exports hold duplicates
 
 [session]
 rule = "gap"                 # no session in the export: Mixpanel's own inactivity rule
@@ -61,29 +63,31 @@ city = "properties.$city"
 """
 
 SEGMENT = """\
-# Segment track/identify/page/screen calls, e.g. from an S3 archive.
+# Segment track/identify/page/screen calls, e.g. from an S3 archive; the snake_case
+# alternatives are a warehouse dump's columns (tracks: user_id, context_app_version, ...).
 [event]
 time = { path = "timestamp", unit = "iso" }
-user = ["userId", "anonymousId"]
+user = ["userId", "anonymousId", "user_id", "anonymous_id"]
 name = "event"
+id = ["messageId", "id"]      # a retried call repeats its messageId (a warehouse's id)
 
 [session]
 rule = "marker"              # Application Opened starts a session; so does a pause
 markers = ["Application Opened"]
 
 [start]
-userId = "userId"
-deviceId = ["context.device.id", "anonymousId"]
-appVersion = "context.app.version"
-systemName = "context.os.name"
-systemVersion = "context.os.version"
-deviceModel = "context.device.model"
-locale = { path = "context.locale", transform = "locale" }
-country = { path = "context.location.country", transform = "country" }
-region = "context.location.region"
-city = "context.location.city"
-location = { lat = "context.location.latitude", lon = "context.location.longitude" }
-timezone = { path = "context.timezone", transform = "iana" }
+userId = ["userId", "user_id"]
+deviceId = ["context.device.id", "anonymousId", "context_device_id", "anonymous_id"]
+appVersion = ["context.app.version", "context_app_version"]
+systemName = ["context.os.name", "context_os_name"]
+systemVersion = ["context.os.version", "context_os_version"]
+deviceModel = ["context.device.model", "context_device_model"]
+locale = { path = ["context.locale", "context_locale"], transform = "locale" }
+country = { path = ["context.location.country", "context_location_country"], transform = "country" }
+region = ["context.location.region", "context_location_region"]
+city = ["context.location.city", "context_location_city"]
+location = { lat = ["context.location.latitude", "context_location_latitude"], lon = ["context.location.longitude", "context_location_longitude"] }
+timezone = { path = ["context.timezone", "context_timezone"], transform = "iana" }
 userAttributes = ["traits", "context.traits"]
 """
 
@@ -93,6 +97,7 @@ GA4 = """\
 time = { path = "event_timestamp", unit = "us" }
 user = "user_pseudo_id"
 name = "event_name"
+id = { all = ["event_bundle_sequence_id", "event_name", "event_timestamp"] }
 
 [session]
 rule = "key"                 # (user_pseudo_id, ga_session_id) identifies a session

@@ -18,6 +18,7 @@ class FileCounts:
     file: str
     events_read: int = 0
     sessions: int = 0  # sessions whose first event came from this file
+    duplicates: int = 0  # copies of an event read earlier (by time), dropped
     rejects: dict[str, int] = field(default_factory=dict)
 
 
@@ -27,11 +28,11 @@ class ConvertSummary:
 
     source: str
     session_gap_s: float
-    max_held: int
+    memory_limit: str
     events_read: int = 0
     events_in_sessions: int = 0
     sessions_written: int = 0
-    peak_held: int = 0
+    duplicates: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
     fields: FieldTally = field(default_factory=FieldTally)
     files: list[FileCounts] = field(default_factory=list)
@@ -52,18 +53,23 @@ class ConvertSummary:
         per_file = self.files[file_no].rejects
         per_file[reason] = per_file.get(reason, 0) + events
 
+    def drop_duplicates(self, file_no: int, count: int) -> None:
+        """Counts copies of file `file_no` that were dropped as duplicates."""
+        self.duplicates += count
+        self.files[file_no].duplicates += count
+
     def encode(self) -> dict[str, Any]:
         """The summary as JSON-ready data, keys in a fixed order (same input, same bytes)."""
         tally = self.fields
         return {
             "source": self.source,
             "session_gap_s": self.session_gap_s,
-            "max_held": self.max_held,
+            "memory_limit": self.memory_limit,
             "events_read": self.events_read,
             "events_in_sessions": self.events_in_sessions,
             "events_rejected": self.events_rejected,
+            "duplicates": self.duplicates,
             "sessions_written": self.sessions_written,
-            "peak_held": self.peak_held,
             "rejects": dict(sorted(self.rejects.items())),
             "unmapped": {
                 name: {"count": count, "examples": tally.examples.get(name, [])}
@@ -73,7 +79,7 @@ class ConvertSummary:
             "dropped_attributes": dict(sorted(tally.dropped.items())),
             "files": [
                 {"file": f.file, "events_read": f.events_read, "sessions": f.sessions,
-                 "rejects": dict(sorted(f.rejects.items()))}
+                 "duplicates": f.duplicates, "rejects": dict(sorted(f.rejects.items()))}
                 for f in self.files
             ],
         }
@@ -83,7 +89,7 @@ class ConvertSummary:
         out = [
             (f"{self.source}: {self.events_read} events read from {len(self.files)} file(s): "
              f"{self.events_in_sessions} in {self.sessions_written} sessions, "
-             f"{self.events_rejected} rejected"),
+             f"{self.events_rejected} rejected, {self.duplicates} duplicates dropped"),
         ]
         if self.rejects:
             out.append("  rejects: " + ", ".join(
