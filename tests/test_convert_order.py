@@ -110,7 +110,7 @@ def test_without_the_engine_convert_says_what_to_install(tmp_path: Path,
     result = CliRunner().invoke(convert, ["--from", "mixpanel", str(tmp_path / "e.json"),
                                           "-o", str(out)])
     assert result.exit_code == 2, result.output
-    assert "pip install 'replayer[convert]'" in result.output
+    assert "pip install 'duckdb>=1.1'" in result.output
     assert "Traceback" not in result.output and not out.exists()
 
 

@@ -20,7 +20,7 @@ from typing import IO, Any, Self
 
 import orjson
 
-ENGINE_HINT = "convert needs DuckDB: pip install 'replayer[convert]'"
+ENGINE_HINT = "convert needs DuckDB, a dependency of replayer: pip install 'duckdb>=1.1'"
 DEFAULT_MEMORY_LIMIT = "512MB"
 MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)", re.IGNORECASE)
 _FETCH_ROWS = 10_000
