@@ -1,4 +1,10 @@
-"""README.md says only what the code does: generated blocks, flags, commands, files, env vars."""
+"""The README and docs/ say only what the code does: generated blocks, flags, commands,
+files, env vars, links.
+
+The text the README held lives in README.md (what it is, Quickstart, exit codes), the guides
+(docs/guides/), docs/reference.md (record format, outputs, settings, help texts), docs/
+guarantees.md and docs/architecture.md: every check below runs over all of them.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,23 @@ import pytest
 from replayer import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+# Markdown in docs/ that is not ours to hold to the CLI: bench/run.py's output, and Leanplum's
+# API in our words. Their links are still checked.
+NOT_CLI_DOCS = frozenset({"docs/benchmarks.md", "docs/leanplum-api.md"})
+
+
+def _markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+MARKDOWN = {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8")
+            for p in _markdown_files()}
+# Every file that documents the CLI: what the README said, wherever it lives now.
+DOCS = {name: text for name, text in MARKDOWN.items() if name not in NOT_CLI_DOCS}
+README = MARKDOWN["README.md"]
+REFERENCE_FILE = "README.md"  # where the generated blocks, commands and outputs live
+REFERENCE = MARKDOWN[REFERENCE_FILE]
+ALL_DOCS = "\n".join(DOCS.values())
 QUICKSTART_RUN = (
     "python3 -m venv .venv && .venv/bin/pip install -q -e . && "
     ".venv/bin/replayer run samples/sessions.ndjson"
@@ -38,8 +60,8 @@ _ENV = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
 _ENV_ASSIGNED = re.compile(r"(?:^|[\s`])([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 _FENCE = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 _HELP_BLOCK = re.compile(r"<!-- help:start -->.*?<!-- help:end -->", re.DOTALL)
-# The README minus the help texts, which are the code's own words (test (a) holds them to it).
-README_PROSE = _HELP_BLOCK.sub("", README)
+# The docs minus the help texts, which are the code's own words (test (a) holds them to it).
+ALL_PROSE = _HELP_BLOCK.sub("", ALL_DOCS)
 
 
 @cache
@@ -63,19 +85,19 @@ def help_flags() -> dict[str, frozenset[str]]:
     return out
 
 
-def section(title: str) -> str:
-    """The text of README section `## title`, up to the next `## ` heading."""
+def section(title: str, name: str = "README.md") -> str:
+    """The text of section `## title` of file `name`, up to the next `## ` heading."""
     pattern = rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)"
-    match = re.search(pattern, README, re.MULTILINE | re.DOTALL)
-    assert match is not None, f"README has no section '## {title}'"
+    match = re.search(pattern, MARKDOWN[name], re.MULTILINE | re.DOTALL)
+    assert match is not None, f"{name} has no section '## {title}'"
     return match[1]
 
 
 def command_lines() -> list[str]:
-    """Each `replayer CMD ...` invocation in the README's code blocks, continuations joined,
+    """Each `replayer CMD ...` invocation in the docs' code blocks, continuations joined,
     cut at the next pipe, && or ;."""
     found = []
-    for block in _FENCE.findall(README_PROSE):
+    for block in _FENCE.findall(ALL_PROSE):
         text = block.replace("\\\n", " ")
         for line in text.splitlines():
             for match in re.finditer(r"(?:^|(?<=[\s/]))replayer [a-z].*", line):
@@ -89,10 +111,19 @@ def command_lines() -> list[str]:
 @pytest.mark.parametrize("name", ["reference", "help"])
 def test_generated_block_is_up_to_date(name: str) -> None:
     gen = gen_reference()
-    in_readme = gen.block_in(README, name)
-    assert in_readme is not None, f"README.md lacks the {name} markers"
-    assert in_readme == gen.blocks()[name], (
-        f"the {name} block of README.md is stale: run .venv/bin/python docs/gen_reference.py --write")
+    in_docs = gen.block_in(REFERENCE, name)
+    assert in_docs is not None, f"{REFERENCE_FILE} lacks the {name} markers"
+    assert in_docs == gen.blocks()[name], (
+        f"the {name} block of {REFERENCE_FILE} is stale: "
+        "run .venv/bin/python docs/gen_reference.py --write")
+
+
+def test_generated_blocks_live_only_in_the_reference() -> None:
+    gen = gen_reference()
+    for name, text in MARKDOWN.items():
+        if name != REFERENCE_FILE:
+            for block in gen.blocks():
+                assert gen.marker(block, "start") not in text, (name, block)
 
 
 def test_settings_table_covers_every_run_flag_and_setting() -> None:
@@ -115,8 +146,8 @@ def test_every_flag_exists_in_some_help() -> None:
     # Besides the commands' flags: those of docs/gen_reference.py, which its docstring lists.
     script_flags = _FLAG.findall(gen_reference().__doc__ or "")
     known = frozenset().union(*help_flags().values(), script_flags)
-    unknown = sorted(set(_FLAG.findall(README)) - known)
-    assert not unknown, f"README names flags no command has: {unknown}"
+    unknown = sorted(set(_FLAG.findall(ALL_DOCS)) - known)
+    assert not unknown, f"the docs name flags no command has: {unknown}"
 
 
 def test_every_command_line_uses_that_commands_flags() -> None:
@@ -131,15 +162,15 @@ def test_every_command_line_uses_that_commands_flags() -> None:
 
 
 def test_every_command_mentioned_exists() -> None:
-    mentioned = set(_COMMAND.findall(README_PROSE))
+    mentioned = set(_COMMAND.findall(ALL_PROSE))
     assert {"run", "validate", "generate", "report", "emulate"} <= mentioned
     assert not mentioned - set(cli.main.commands), sorted(mentioned - set(cli.main.commands))
 
 
 def test_every_command_has_a_help_text_and_a_row() -> None:
-    commands = section("Reference")
+    commands = section("Reference", REFERENCE_FILE)
     for name in cli.main.commands:
-        assert f"#### `replayer {name} --help`" in README, name
+        assert f"#### `replayer {name} --help`" in REFERENCE, name
         assert f"| `replayer {name}" in commands, name
 
 
@@ -152,7 +183,8 @@ def package_text() -> str:
 
 
 def test_every_output_file_listed_is_written_by_the_code() -> None:
-    listed = set(re.findall(r"`([\w-]+\.(?:ndjson|json|log|html|png))`", section("Outputs")))
+    listed = set(re.findall(r"`([\w-]+\.(?:ndjson|json|log|html|png))`",
+                            section("Outputs", REFERENCE_FILE)))
     assert {"results.ndjson", "failures.ndjson", "summary.json", "metrics.ndjson",
             "journal.log", "run.json", "requests.ndjson", "report.html"} <= listed
     source = package_text()
@@ -162,13 +194,13 @@ def test_every_output_file_listed_is_written_by_the_code() -> None:
     missing = [name for name in sorted(listed)
                if f'"{name}"' not in source and name != f"{DEFAULT_NAME}.html"
                and name not in charts]
-    assert not missing, f"README lists output files the code does not write: {missing}"
-    assert charts <= listed, "README misses a report chart"
+    assert not missing, f"{REFERENCE_FILE} lists output files the code does not write: {missing}"
+    assert charts <= listed, f"{REFERENCE_FILE} misses a report chart"
 
 
 def test_every_file_the_code_writes_is_listed() -> None:
     from replayer.output.layout import OUR_FILES
-    outputs = section("Outputs")
+    outputs = section("Outputs", REFERENCE_FILE)
     for name in OUR_FILES:
         assert f"`{name}`" in outputs, name
 
@@ -197,19 +229,91 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_every_environment_variable_is_known() -> None:
     from replayer.config import FIELDS
     known = {env for spec in FIELDS for env in spec.env} | OTHER_ENV
-    named = set(_ENV.findall(README)) | set(_ENV_ASSIGNED.findall(README_PROSE))
+    named = set(_ENV.findall(ALL_DOCS)) | set(_ENV_ASSIGNED.findall(ALL_PROSE))
     unknown = sorted(named - known)
-    assert not unknown, f"README names environment variables the code does not read: {unknown}"
+    assert not unknown, f"the docs name environment variables the code does not read: {unknown}"
 
 
-# ---- links within the README ---------------------------------------------------------------
+# ---- links: every relative link in README.md and docs/ resolves, anchors included ---------
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
 
 
-def test_every_anchor_link_has_its_heading() -> None:
-    headings = re.findall(r"^#+ (.+)$", README_PROSE, re.MULTILINE)
-    slugs = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
-    missing = sorted(set(re.findall(r"\]\(#([\w-]+)\)", README)) - slugs)
-    assert not missing, f"links to no heading: {missing}"
+def slugs(text: str) -> set[str]:
+    """The anchors of a Markdown file's headings, as GitHub makes them (code blocks left out)."""
+    headings = re.findall(r"^#+ (.+)$", _FENCE.sub("", text), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def links(text: str) -> list[str]:
+    """The targets of a Markdown file's inline links, outside code blocks and code spans."""
+    prose = _CODE_SPAN.sub("", _FENCE.sub("", text))
+    return _LINK.findall(prose)
+
+
+@pytest.mark.parametrize("name", sorted(MARKDOWN))
+def test_every_relative_link_resolves(name: str) -> None:
+    here = (ROOT / name).parent
+    broken = []
+    for target in links(MARKDOWN[name]):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not ours to check
+            continue
+        path, _, anchor = target.partition("#")
+        file = (here / path).resolve() if path else ROOT / name
+        if not file.exists() or ROOT not in file.parents:
+            broken.append(f"{target}: no such file")
+            continue
+        if anchor and anchor not in slugs(file.read_text(encoding="utf-8")):
+            broken.append(f"{target}: no heading #{anchor}")
+    assert not broken, f"{name}: {broken}"
+
+
+def test_links_are_found() -> None:
+    # The link test sees links: the README links to the guarantees and the design.
+    targets = {t.partition("#")[0] for t in links(README)}
+    assert {"docs/guarantees.md", "docs/architecture.md"} <= targets
+
+
+# ---- the design names only modules and packages that exist -----------------------------------
+
+_PY_PATH = re.compile(r"`((?:[\w.-]+/)*[\w-]+\.py)`|(?<![\w/.-])(replayer/(?:[\w-]+/)*[\w-]+\.py)\b")
+_PACKAGE_PATH = re.compile(r"`(replayer/(?:[\w-]+/)*)`")
+
+
+@pytest.mark.parametrize("name", sorted(MARKDOWN))
+def test_every_python_path_named_exists(name: str) -> None:
+    modules = {p.name for p in (ROOT / "replayer").rglob("*.py")}
+    missing = []
+    for quoted, bare in _PY_PATH.findall(MARKDOWN[name]):
+        path = quoted or bare
+        if "/" not in path:
+            found = path in modules
+        else:  # from the repository's root, or short for replayer/... (`engine/send.py`)
+            found = (ROOT / path).is_file() or (ROOT / "replayer" / path).is_file()
+        if not found:
+            missing.append(path)
+    for package in _PACKAGE_PATH.findall(MARKDOWN[name]):
+        if not (ROOT / package / "__init__.py").is_file():
+            missing.append(package)
+    assert not missing, f"{name} names files or packages that do not exist: {missing}"
+
+
+def test_the_architecture_covers_every_package() -> None:
+    architecture = MARKDOWN["docs/architecture.md"]
+    packages = sorted(p.parent.relative_to(ROOT).as_posix() + "/"
+                      for p in (ROOT / "replayer").rglob("__init__.py")
+                      if p.parent != ROOT / "replayer")
+    missing = [p for p in packages if f"`{p}`" not in architecture]
+    assert not missing, f"docs/architecture.md leaves out {missing}"
+    path = section("The way of one record", "docs/architecture.md")
+    stages = ["replayer/source/read.py", "replayer/source/validate.py",
+              "replayer/engine/lanes.py", "replayer/engine/dispatch.py",
+              "replayer/engine/attempt.py", "replayer/engine/classify.py",
+              "replayer/engine/decide.py", "replayer/engine/settle.py",
+              "replayer/engine/finish.py", "replayer/output/sinks.py"]
+    at = [path.find(f"`{stage}`") for stage in stages]
+    assert -1 not in at and at == sorted(at), dict(zip(stages, at, strict=True))
 
 
 # ---- exit codes ----------------------------------------------------------------------------
