@@ -1,10 +1,10 @@
-"""Generates README.md's reference blocks from the code: the settings table and each --help.
+"""Generates docs/reference.md's blocks from the code: the settings table and each --help.
 
     .venv/bin/python docs/gen_reference.py           print the blocks
-    .venv/bin/python docs/gen_reference.py --write   replace them in README.md, between their markers
+    .venv/bin/python docs/gen_reference.py --write   replace them in docs/reference.md
 
-tests/test_readme.py regenerates the blocks and compares them with README.md, so the README
-cannot drift from `replayer.config.FIELDS` and the click commands.
+tests/test_readme.py regenerates the blocks and compares them with docs/reference.md, so the
+reference cannot drift from `replayer.config.FIELDS` and the click commands.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from replayer.cli import main as cli_main
 from replayer.config import FIELDS, SPECS, FieldSpec, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+REFERENCE = ROOT / "docs" / "reference.md"
 CONFIG_TOML = ROOT / "config.toml"
 HELP_WIDTH = 100  # fixed, so that the text does not depend on the terminal that runs this
 COMMAND_ORDER = ("run", "validate", "generate", "report", "emulate")
@@ -174,7 +174,7 @@ def _help_section(title: str, args: list[str]) -> str:
     return f"#### `{title}`\n\n```text\n{command_help(tuple(args))}```"
 
 
-# ---- README.md --------------------------------------------------------------------------
+# ---- docs/reference.md ----------------------------------------------------------------
 
 
 def block_in(text: str, name: str) -> str | None:
@@ -191,7 +191,7 @@ def with_blocks(text: str, generated: dict[str, str]) -> str:
     for name, body in generated.items():
         start, end = marker(name, "start"), marker(name, "end")
         if block_in(text, name) is None:
-            raise SystemExit(f"README.md has no {start} ... {end} markers")
+            raise SystemExit(f"docs/reference.md has no {start} ... {end} markers")
         before, rest = text.split(start, 1)
         after = rest.split(end, 1)[1]
         text = f"{before}{start}\n\n{body}\n\n{end}{after}"
@@ -199,11 +199,11 @@ def with_blocks(text: str, generated: dict[str, str]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """Prints the blocks, or with --write replaces them in README.md."""
+    """Prints the blocks, or with --write replaces them in docs/reference.md."""
     generated = blocks()
     if argv == ["--write"]:
-        README.write_text(with_blocks(README.read_text(encoding="utf-8"), generated),
-                          encoding="utf-8")
+        REFERENCE.write_text(with_blocks(REFERENCE.read_text(encoding="utf-8"), generated),
+                             encoding="utf-8")
         return 0
     if argv:
         print(__doc__, file=sys.stderr)

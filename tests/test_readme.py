@@ -34,8 +34,7 @@ MARKDOWN = {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8")
 # Every file that documents the CLI: what the README said, wherever it lives now.
 DOCS = {name: text for name, text in MARKDOWN.items() if name not in NOT_CLI_DOCS}
 README = MARKDOWN["README.md"]
-REFERENCE_FILE = "README.md"  # where the generated blocks, commands and outputs live
-REFERENCE = MARKDOWN[REFERENCE_FILE]
+REFERENCE = MARKDOWN["docs/reference.md"]
 ALL_DOCS = "\n".join(DOCS.values())
 QUICKSTART_RUN = (
     "python3 -m venv .venv && .venv/bin/pip install -q -e . && "
@@ -112,16 +111,16 @@ def command_lines() -> list[str]:
 def test_generated_block_is_up_to_date(name: str) -> None:
     gen = gen_reference()
     in_docs = gen.block_in(REFERENCE, name)
-    assert in_docs is not None, f"{REFERENCE_FILE} lacks the {name} markers"
+    assert in_docs is not None, f"docs/reference.md lacks the {name} markers"
     assert in_docs == gen.blocks()[name], (
-        f"the {name} block of {REFERENCE_FILE} is stale: "
+        f"the {name} block of docs/reference.md is stale: "
         "run .venv/bin/python docs/gen_reference.py --write")
 
 
 def test_generated_blocks_live_only_in_the_reference() -> None:
     gen = gen_reference()
     for name, text in MARKDOWN.items():
-        if name != REFERENCE_FILE:
+        if name != "docs/reference.md":
             for block in gen.blocks():
                 assert gen.marker(block, "start") not in text, (name, block)
 
@@ -168,7 +167,7 @@ def test_every_command_mentioned_exists() -> None:
 
 
 def test_every_command_has_a_help_text_and_a_row() -> None:
-    commands = section("Reference", REFERENCE_FILE)
+    commands = section("Commands", "docs/reference.md")
     for name in cli.main.commands:
         assert f"#### `replayer {name} --help`" in REFERENCE, name
         assert f"| `replayer {name}" in commands, name
@@ -184,7 +183,7 @@ def package_text() -> str:
 
 def test_every_output_file_listed_is_written_by_the_code() -> None:
     listed = set(re.findall(r"`([\w-]+\.(?:ndjson|json|log|html|png))`",
-                            section("Outputs", REFERENCE_FILE)))
+                            section("Outputs", "docs/reference.md")))
     assert {"results.ndjson", "failures.ndjson", "summary.json", "metrics.ndjson",
             "journal.log", "run.json", "requests.ndjson", "report.html"} <= listed
     source = package_text()
@@ -194,13 +193,13 @@ def test_every_output_file_listed_is_written_by_the_code() -> None:
     missing = [name for name in sorted(listed)
                if f'"{name}"' not in source and name != f"{DEFAULT_NAME}.html"
                and name not in charts]
-    assert not missing, f"{REFERENCE_FILE} lists output files the code does not write: {missing}"
-    assert charts <= listed, f"{REFERENCE_FILE} misses a report chart"
+    assert not missing, f"docs/reference.md lists output files the code does not write: {missing}"
+    assert charts <= listed, "docs/reference.md misses a report chart"
 
 
 def test_every_file_the_code_writes_is_listed() -> None:
     from replayer.output.layout import OUR_FILES
-    outputs = section("Outputs", REFERENCE_FILE)
+    outputs = section("Outputs", "docs/reference.md")
     for name in OUR_FILES:
         assert f"`{name}`" in outputs, name
 
@@ -270,9 +269,9 @@ def test_every_relative_link_resolves(name: str) -> None:
 
 
 def test_links_are_found() -> None:
-    # The link test sees links: the README links to the guarantees and the design.
+    # The link test sees links: the README links to the reference, the guarantees, the design.
     targets = {t.partition("#")[0] for t in links(README)}
-    assert {"docs/guarantees.md", "docs/architecture.md"} <= targets
+    assert {"docs/reference.md", "docs/guarantees.md", "docs/architecture.md"} <= targets
 
 
 # ---- the design names only modules and packages that exist -----------------------------------
