@@ -204,6 +204,11 @@ def test_every_file_the_code_writes_is_listed() -> None:
         assert f"`{name}`" in outputs, name
 
 
+def test_the_readme_stays_short() -> None:
+    # Issue 24: a README people read. Guides, reference and design live in docs/.
+    assert len(README.splitlines()) <= 250
+
+
 # ---- (e) the Quickstart commands, and CI runs the same tests -------------------------------
 
 
