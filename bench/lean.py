@@ -108,6 +108,11 @@ _LINES = msgspec.json.Decoder(list[Record])
 _LINE = msgspec.json.Decoder(Record)
 _COUNTRY, _LOCATION = CHECKS["country"], CHECKS["location"]
 _ATTRIBUTES, _PUSH = CHECKS["userAttributes"], CHECKS["webPushSubscription"]
+# A user's lines repeat their country, location and attributes: each distinct value is
+# checked once (the caches are emptied when full, so they stay small).
+_CACHE_SIZE = 8192
+_good_places: set[str] = set()
+_spliced: dict[bytes, bytes | None] = {}
 
 
 class Variant(Struct):
@@ -144,9 +149,12 @@ def fast_line(r: Record, data: bytes, later_s: float) -> bytes | None:
             return None
     elif t is not UNSET:
         return None
-    if ((r.userId is UNSET and r.deviceId is UNSET)
-            or (r.country is not UNSET and type(_COUNTRY(r.country)) is Problem)
-            or (r.location is not UNSET and type(_LOCATION(r.location)) is Problem)):
+    if r.userId is UNSET and r.deviceId is UNSET:
+        return None
+    if ((r.country is not UNSET and r.country not in _good_places
+         and not _good(r.country, _COUNTRY))
+            or (r.location is not UNSET and r.location not in _good_places
+                and not _good(r.location, _LOCATION))):
         return None
     if r.userAttributes is not UNSET:
         data = _splice(data, b'"userAttributes":', bytes(r.userAttributes), _ATTRIBUTES)
@@ -155,16 +163,30 @@ def fast_line(r: Record, data: bytes, later_s: float) -> bytes | None:
     return data or None
 
 
+def _good(value: str, check: Any) -> bool:
+    if type(check(value)) is Problem:
+        return False
+    if len(_good_places) >= _CACHE_SIZE:
+        _good_places.clear()
+    _good_places.add(value)
+    return True
+
+
 def _splice(data: bytes, key: bytes, raw: bytes, check: Any) -> bytes:
     """`data` with the value `raw` of `key` replaced by what `check` makes of it (as JSON);
     b"" when the check finds a problem or the value is not where it is expected. A key
     cannot occur inside a string (its quotes would be escaped), only as a key."""
-    value = check(orjson.loads(raw))
     at = data.find(key) + len(key)
-    if (type(value) is Problem or data.count(key) != 1
-            or data[at:at + len(raw)] != raw):
+    if data[at:at + len(raw)] != raw or data.count(key) != 1:
         return b""
-    return data[:at] + orjson.dumps(value) + data[at + len(raw):]
+    made = _spliced.get(raw, b"")
+    if made == b"":
+        value = check(orjson.loads(raw))
+        made = None if type(value) is Problem else orjson.dumps(value)
+        if len(_spliced) >= _CACHE_SIZE:
+            _spliced.clear()
+        _spliced[raw] = made
+    return b"" if made is None else data[:at] + made + data[at + len(raw):]
 
 
 class Lean:
