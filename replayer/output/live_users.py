@@ -40,6 +40,7 @@ _SPLIT = 4  # a partition above PARTITION_BYTES at the end is split this many wa
 _MAX_DEPTH = 2  # ... at most this many times (so at most 512 sorted parts to merge)
 _LINE_BITS = 36  # line numbers below 2**36; then the file's index, then the pass
 _MAX_PACKED = 1 << 63  # packed positions are spilled as JSON integers
+_BUFFER_BYTES = 1 << 16
 
 
 class LiveUsers:
@@ -125,17 +126,18 @@ class LiveUsers:
         if self._spill_dir is None:
             self._give_up()
             return
-        lines: list[list[bytes]] = [[] for _ in range(self._partitions)]
-        for key, user in self._users.items():
-            i = zlib.crc32(key.encode("utf-8", "surrogatepass")) % self._partitions
-            lines[i].append(orjson.dumps(_doc(key, user)))
+        with ExitStack() as stack:
+            # Written at once: orjson's output holds ~8 KB until it is freed (see sinks).
+            files: list[BinaryIO] = [
+                stack.enter_context(open(self._spill_path(str(i)),
+                                         "ab" if i in self._spilled else "wb",
+                                         buffering=_BUFFER_BYTES))
+                for i in range(self._partitions)]
+            for key, user in self._users.items():
+                i = zlib.crc32(key.encode("utf-8", "surrogatepass")) % self._partitions
+                files[i].write(orjson.dumps(_doc(key, user)) + b"\n")
         self._users.clear()
-        for i, part in enumerate(lines):
-            if part:
-                mode = "ab" if i in self._spilled else "wb"
-                with open(self._spill_path(str(i)), mode) as out:
-                    out.write(b"\n".join(part) + b"\n")
-                self._spilled.add(i)
+        self._spilled.update(range(self._partitions))
 
     def _combine(self, part: Path, sorted_parts: list[Path], tally: Tally, depth: int) -> None:
         """Merges one partition's tallies per user into a part sorted by first position;
