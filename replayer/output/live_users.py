@@ -3,11 +3,11 @@
 The same users `write_users` would derive from the rows at the end, without reading
 them again: the Finisher hands each row's user and outcome here, and it updates that
 user's tally (a `UserSoFar` whose positions are packed into one int). Memory is bounded
-for any number of users: past `max_users` tallies in memory, all of them are spilled to
-hash partitions in the output folder and memory starts again. At the end each
-partition's tallies are merged per user (a partition too big for memory is split
-again), written in the order of the users' first lines, and the partitions merged;
-never a row read again.
+for any number of users: the first `max_users` users are tallied in memory; the rows of
+any later user go, as a few values, to that user's hash partition in the output folder
+(a user stays where it started, so no tally is ever split). At the end each partition
+is tallied on its own (one too big for memory is split again), every part is written in
+the order of its users' first lines, and the parts merged.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from replayer.output.users import (
 )
 from replayer.records import KeyText
 
-MAX_LIVE_USERS = 65_536  # tallies in memory (~20 MB); more users spill to the folder
-SPILL_PARTITIONS = 32  # hash partitions of the spilled tallies
+MAX_LIVE_USERS = 32_768  # users tallied in memory (~12 MB); later ones spill to the folder
+SPILL_PARTITIONS = 32  # hash partitions of the spilled rows
 _SPLIT = 4  # a partition above PARTITION_BYTES at the end is split this many ways ...
 _MAX_DEPTH = 2  # ... at most this many times (so at most 512 sorted parts to merge)
 _LINE_BITS = 36  # line numbers below 2**36; then the file's index, then the pass
+_MAX_LINE = (1 << _LINE_BITS) - 1
 _MAX_PACKED = 1 << 63  # packed positions are spilled as JSON integers
 _BUFFER_BYTES = 1 << 16
 
@@ -57,14 +58,18 @@ class LiveUsers:
         self._order = input_order(inputs)
         self._names = {index: name for name, index in self._order.items()}
         self._file_bits = max(1, len(self._order).bit_length())
-        self._key = key or KeyText(None)  # IDs as the rows show them: the key's text masked
+        self._pass_shift = self._file_bits + _LINE_BITS
+        self._bases = {name: index << _LINE_BITS for name, index in self._order.items()}
+        # IDs as the rows show them: the key's text masked (no call at all without a key)
+        self._mask = key.mask if key is not None and key.key else None
         self._max_users = MAX_LIVE_USERS if max_users is None else max_users
         self._users: dict[str, UserSoFar] = {}
         self._counts = RowCounts()
         self._spill_dir = spill_dir
         self._partitions = partitions
         self._partition_bytes = partition_bytes
-        self._spilled: set[int] = set()  # partitions written to so far
+        self._spills: list[BinaryIO] | None = None  # the partitions, once a user spills
+        self._spill_stack = ExitStack()
         self._parts = 0  # sorted parts made at the end
         self.gave_up = False  # the end derives users.ndjson from the rows instead
 
@@ -72,27 +77,32 @@ class LiveUsers:
             result: bool, what: str, vars: int = 0, variants: list[Any] | None = None) -> None:
         """One row written: a result (`what` its status) or a failure (`what` its kind)."""
         self._counts.rows += 1
-        user_id = self._key.mask(user_id) if isinstance(user_id, str) and user_id else None
-        device_id = self._key.mask(device_id) if isinstance(device_id, str) and device_id else None
+        if type(user_id) is not str or not user_id:
+            user_id = None
+        if type(device_id) is not str or not device_id:
+            device_id = None
+        if self._mask is not None:
+            user_id = user_id and self._mask(user_id)
+            device_id = device_id and self._mask(device_id)
         key = user_id or device_id
         if key is None:
             self._counts.without_user += 1
             return
         if self.gave_up:
             return
-        index = self._order.get(file)
-        if index is None:
-            index = self._unknown_file(file)
-        position = (((pass_no << self._file_bits) | index) << _LINE_BITS) | line
-        if position >= _MAX_PACKED or line >> _LINE_BITS:  # a --loop of ~2**20 passes
+        base = self._bases.get(file)
+        if base is None:
+            base = self._unknown_file(file) << _LINE_BITS
+        position = (pass_no << self._pass_shift) | base | line
+        if position >= _MAX_PACKED or line > _MAX_LINE:  # a --loop of ~2**20 passes
             self._give_up()
             return
         user = self._users.get(key)
         if user is None:
             if len(self._users) >= self._max_users:
-                self._spill()
-                if self.gave_up:
-                    return
+                self._spill(key, position, user_id is not None, device_id, result, what, vars,
+                            variants or [])
+                return
             user = self._users[key] = UserSoFar(position)
         user.count(position, user_id is not None, device_id, result, what, vars,
                    variants or [])
@@ -109,6 +119,7 @@ class LiveUsers:
     def _give_up(self) -> None:
         self.gave_up = True
         self._users.clear()
+        self._spill_stack.close()
 
     def _place(self, position: Where) -> Place:
         assert isinstance(position, int)
@@ -121,27 +132,24 @@ class LiveUsers:
         assert self._spill_dir is not None
         return self._spill_dir / f"{SPILL_PREFIX}{name}.tmp"
 
-    def _spill(self) -> None:
-        """Appends every tally in memory to its user's partition and forgets them."""
-        if self._spill_dir is None:
-            self._give_up()
-            return
-        with ExitStack() as stack:
-            # Written at once: orjson's output holds ~8 KB until it is freed (see sinks).
-            files: list[BinaryIO] = [
-                stack.enter_context(open(self._spill_path(str(i)),
-                                         "ab" if i in self._spilled else "wb",
-                                         buffering=_BUFFER_BYTES))
+    def _spill(self, key: str, *row: Any) -> None:
+        """Appends a row of a user not tallied in memory to that user's partition."""
+        spills = self._spills
+        if spills is None:
+            if self._spill_dir is None:
+                self._give_up()
+                return
+            spills = self._spills = [  # open for the rest of the run; closed by `write`
+                self._spill_stack.enter_context(open(  # noqa: SIM115
+                    self._spill_path(str(i)), "wb", buffering=_BUFFER_BYTES))
                 for i in range(self._partitions)]
-            for key, user in self._users.items():
-                i = zlib.crc32(key.encode("utf-8", "surrogatepass")) % self._partitions
-                files[i].write(orjson.dumps(_doc(key, user)) + b"\n")
-        self._users.clear()
-        self._spilled.update(range(self._partitions))
+        i = zlib.crc32(key.encode("utf-8", "surrogatepass")) % self._partitions
+        # written at once: orjson's output holds ~8 KB until it is freed (see sinks)
+        spills[i].write(orjson.dumps((key, *row)) + b"\n")
 
     def _combine(self, part: Path, sorted_parts: list[Path], tally: Tally, depth: int) -> None:
-        """Merges one partition's tallies per user into a part sorted by first position;
-        a partition too big for memory is split first."""
+        """Tallies one partition's rows into a part sorted by first position; a partition
+        too big for memory is split first."""
         if part.stat().st_size > self._partition_bytes and depth < _MAX_DEPTH:
             subs = [self._spill_path(f"{part.stem.removeprefix(SPILL_PREFIX)}.{i}")
                     for i in range(_SPLIT)]
@@ -158,13 +166,16 @@ class LiveUsers:
         users: dict[str, UserSoFar] = {}
         with open(part, "rb") as f:
             for line in f:
-                key, user = _of_doc(orjson.loads(line))
-                have = users.get(key)
-                if have is None:
-                    users[key] = user
-                else:
-                    have.merge(user)
+                key, position, *row = orjson.loads(line)
+                user = users.get(key)
+                if user is None:
+                    user = users[key] = UserSoFar(position)
+                user.count(position, *row)
         part.unlink()
+        self._write_part(users, sorted_parts, tally)
+
+    def _write_part(self, users: dict[str, UserSoFar], sorted_parts: list[Path],
+                    tally: Tally) -> None:
         target = self._spill_path(f"sorted-{self._parts}")
         self._parts += 1
         write_aggregated(users, target, tally, final=False, place=self._place)
@@ -178,13 +189,14 @@ class LiveUsers:
         if self.gave_up:
             return None
         tally = Tally()
-        if not self._spilled:
+        self._spill_stack.close()
+        if self._spills is None:
             write_aggregated(self._users, target, tally, final=True, place=self._place)
         else:
-            self._spill()
             sorted_parts: list[Path] = []
             try:
-                for i in sorted(self._spilled):
+                self._write_part(self._users, sorted_parts, tally)
+                for i in range(self._partitions):
                     self._combine(self._spill_path(str(i)), sorted_parts, tally, 0)
                 merge_sorted(sorted_parts, target)
             finally:
@@ -194,21 +206,4 @@ class LiveUsers:
         return UsersStats(users=tally.users, fully_delivered=tally.fully,
                           partly_delivered=tally.partly, none_delivered=tally.none,
                           rows=c.rows, rows_without_user=c.without_user, unreadable_rows=0,
-                          partitions=len(self._spilled))
-
-
-def _doc(key: str, user: UserSoFar) -> list[Any]:
-    """A tally as one spilled line (see `_of_doc`)."""
-    return [key, user.first, user.last, user.has_user_id, user.device,
-            sorted(user.devices) if user.devices else None, user.records, user.delivered,
-            user.dry_run, user.failed, user.response]
-
-
-def _of_doc(doc: list[Any]) -> tuple[str, UserSoFar]:
-    user = UserSoFar(doc[1])
-    user.last, user.has_user_id = doc[2], doc[3]
-    user.device = (doc[4][0], doc[4][1]) if doc[4] else None
-    user.devices = set(doc[5]) if doc[5] else None
-    user.records, user.delivered, user.dry_run, user.failed = doc[6], doc[7], doc[8], doc[9]
-    user.response = (doc[10][0], doc[10][1], doc[10][2]) if doc[10] else None
-    return doc[0], user
+                          partitions=0 if self._spills is None else self._partitions)

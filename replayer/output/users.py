@@ -173,8 +173,7 @@ class Tally:
 
 
 class UserSoFar:
-    """One user's rows so far; every choice depends on positions, never on row order, so
-    tallies of any split of the rows `merge` into the tally of all of them.
+    """One user's rows so far; every choice depends on positions, never on row order.
 
     Lean on purpose (a partition can hold hundreds of thousands of users): the set of
     deviceIds and the failure counts exist only once they are needed. Positions are all
@@ -216,9 +215,12 @@ class UserSoFar:
             self.first = position
         elif position > self.last:  # type: ignore[operator]
             self.last = position
-        self.has_user_id = self.has_user_id or has_user_id
+        if has_user_id:
+            self.has_user_id = True
         if device_id is not None:
-            self._add_device(device_id, position)
+            device = self.device
+            if device is None or device_id != device[1] or position < device[0]:  # type: ignore[operator]
+                self._add_device(device_id, position)
         self.records += 1
         if not result:
             if self.failed is None:
@@ -226,34 +228,12 @@ class UserSoFar:
             self.failed[what] = self.failed.get(what, 0) + 1
         elif what == "delivered":
             self.delivered += 1
-            if self.response is None or _later(position, vars, variants, self.response):
+            response = self.response  # the common case first: a later line than the last
+            if (response is None or position > response[0]  # type: ignore[operator]
+                    or (position == response[0] and _later(position, vars, variants, response))):
                 self.response = (position, vars, variants)
         else:
             self.dry_run += 1
-
-    def merge(self, other: UserSoFar) -> None:
-        """Adds the tally of other rows of the same user: as if they had been counted here."""
-        self.first = min(self.first, other.first)
-        self.last = max(self.last, other.last)
-        self.has_user_id = self.has_user_id or other.has_user_id
-        if other.device is not None:
-            if self.device is None:
-                self.device, self.devices = other.device, other.devices
-            else:
-                ids = (self.devices or {self.device[1]}) | (other.devices or {other.device[1]})
-                self.devices = ids if len(ids) > 1 else None
-                self.device = min(self.device, other.device)
-        self.records += other.records
-        self.delivered += other.delivered
-        self.dry_run += other.dry_run
-        if other.failed:
-            failed = self.failed = self.failed or {}
-            for kind, n in other.failed.items():
-                failed[kind] = failed.get(kind, 0) + n
-        theirs = other.response
-        if theirs is not None and (self.response is None
-                                   or _later(theirs[0], theirs[1], theirs[2], self.response)):
-            self.response = theirs
 
     def _add_device(self, device_id: str, position: Where) -> None:
         if self.device is None:
