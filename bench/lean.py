@@ -49,7 +49,7 @@ from replayer.engine.classify import Outcome, Verdict, classify
 from replayer.engine.retry import RetryPolicy
 from replayer.engine.send import auth_prefix, client_timeout, post
 from replayer.output.sinks import invalid_row
-from replayer.records import Attempt, RawLine, Session
+from replayer.records import Attempt, KeyText, RawLine, Session
 from replayer.source.fields import CHECKS, Problem
 from replayer.source.read import display_name
 from replayer.source.redact import may_name_secret
@@ -198,6 +198,7 @@ class Lean:
         self.file_json = orjson.dumps(self.file)
         self.url = f"{endpoint}?action=multi"
         self.auth = auth_prefix(app_id, key)
+        self.key = KeyText(key)  # the key's text never reaches a row (one search per write)
         self.concurrency, self.retry, self.timeout_s = concurrency, retry, timeout_s
         self.rng = random.Random(0)
         out.mkdir(parents=True, exist_ok=True)
@@ -428,7 +429,7 @@ class Lean:
     def flush(self) -> None:
         for fd, rows in ((self.results_fd, self.results), (self.failures_fd, self.failures)):
             if rows:
-                _write(fd, b"".join(rows))
+                _write(fd, self.key.mask_json(b"".join(rows)))
                 rows.clear()
         self.buffered = 0
 
