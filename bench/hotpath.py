@@ -1,7 +1,9 @@
-"""The hot path against an earlier revision: `replayer run` of a git revision and of this tree.
+"""The hot path against an earlier revision and a lean yardstick: `replayer run` of a git
+revision, of this tree, and bench/lean.py.
 
     .venv/bin/python bench/hotpath.py                       # against d2b2076, 1M records, 3 reps
     .venv/bin/python bench/hotpath.py --old REV --records 300000 --reps 5
+    .venv/bin/python bench/hotpath.py --only old-batch,new-batch,lean   # batched, and the yardstick
 
 The old revision is exported with `git archive` (read-only: the checkout is not touched)
 and installed into its own virtualenv under the cache folder. Every variant runs against
@@ -9,8 +11,10 @@ the same fixed-answer server (bench/fixed_server.py) on the same input, the clie
 pinned to one CPU and the server to the other, interleaved rep by rep (old, new, old,
 new, ...) so drift of this shared machine hits both alike. Per variant: the median
 records/s, CPU µs per record and peak RSS, and the ratio new/old of each rep's pair.
-The bare aiohttp client (bench/baseline_client.py) and wrk (when on PATH; one start body)
-are measured in the same reps. Stdlib only, plus what bench/run.py uses.
+The bare aiohttp client (bench/baseline_client.py), wrk (when on PATH; one start body) and
+bench/lean.py (our own lean batched replayer doing the same work as `replayer run`
+batched; needs the bench extra) are measured in the same reps. Stdlib only, plus what
+bench/run.py uses.
 """
 
 from __future__ import annotations
@@ -31,6 +35,21 @@ import orjson
 import run as bench
 
 ISSUE_START = "d2b2076"  # the revision the hot-path issue was measured against
+LEAN = bench.BENCH / "lean.py"
+
+
+def check_lean(expected: int) -> Callable[[Path], tuple[int, str | None, dict[str, Any]]]:
+    """Parses bench/lean.py's `lines=N delivered=N failed=N requests=N`: all delivered."""
+
+    def check(stdout: Path) -> tuple[int, str | None, dict[str, Any]]:
+        words = dict(w.split("=", 1) for w in stdout.read_text().split() if "=" in w)
+        delivered = int(words.get("delivered", 0))
+        extra = {"requests": int(words.get("requests", 0))}
+        if delivered != expected:
+            return delivered, f"delivered {delivered} of {expected}", extra
+        return delivered, None, extra
+
+    return check
 
 
 @dataclass(slots=True)
@@ -80,6 +99,10 @@ def variants(args: argparse.Namespace, tmp: Path, server: bench.Server, client: 
         return ([*client, sys.executable, str(bench.BASELINE), str(path), "--endpoint",
                  server.url, *conc], bench.check_baseline(args.records))
 
+    def lean(work: Path) -> tuple[list[str], Any]:
+        return ([*client, sys.executable, str(LEAN), str(path), "--endpoint", server.url,
+                 "--out", str(work / "out"), *conc], check_lean(args.records))
+
     found = [
         Variant("old-batch", f"replayer run (batched), {args.old}", replayer([str(old)])),
         Variant("new-batch", "replayer run (batched), this tree", replayer(new)),
@@ -87,6 +110,7 @@ def variants(args: argparse.Namespace, tmp: Path, server: bench.Server, client: 
                 replayer([str(old)], "--no-batch")),
         Variant("new-single", "replayer run --no-batch, this tree", replayer(new, "--no-batch")),
         Variant("baseline", "bare aiohttp client (one start per record)", baseline),
+        Variant("lean", "bench/lean.py (lean batched yardstick)", lean),
     ]
     wrk = shutil.which("wrk")
     if wrk:
@@ -140,6 +164,10 @@ def table(found: list[Variant]) -> list[str]:
     lines.append(f"| --no-batch records/s, new / bare aiohttp client | "
                  f"{pairs('new-single', 'baseline', rate)} |")
     lines.append(f"| batched records/s, new / wrk requests/s | {pairs('new-batch', 'wrk', rate)} |")
+    lines.append(f"| batched records/s, new / lean | {pairs('new-batch', 'lean', rate)} |")
+    lines.append(f"| batched CPU per record, lean / new | "
+                 f"{pairs('lean', 'new-batch', lambda m: m.cpu_us_per_record)} |")
+    lines.append(f"| batched records/s, old / lean | {pairs('old-batch', 'lean', rate)} |")
     return lines
 
 

@@ -15,6 +15,7 @@ import pytest
 from replayer.emulator import FaultConfig
 from replayer.engine.control import RunControl
 from replayer.engine.replay import replay
+from replayer.output import live_users
 from replayer.output import users as users_module
 from replayer.output.layout import FAILURES, RESULTS, USERS
 from replayer.output.user_rows import LastResponse, Place, UserRow, read_users
@@ -222,7 +223,7 @@ def test_temporary_files_are_removed_on_error_and_the_old_file_stays(
         target.write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(users_module, "_merge", disk_full)
+    monkeypatch.setattr(users_module, "merge_sorted", disk_full)
     with pytest.raises(OSError, match="No space"):
         write_users(out, inputs=(A, B), partition_bytes=2048)
 
@@ -320,23 +321,95 @@ async def test_a_run_with_workers_gives_the_users_of_a_single_run(
     assert len(read_rows(single / USERS)) > 50
 
 
+@pytest.mark.parametrize("max_users", [None, 4], ids=["in_memory", "spilled"])
 async def test_users_kept_live_equal_users_derived_from_the_rows(
-    start_emulator: StartEmulator, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    max_users: int | None
 ) -> None:
-    # A fresh run writes users.ndjson from tallies kept as rows were written; the end
-    # of a resume derives it from the rows. Both ways must give the same bytes, and a
-    # tally too small for the users gives up and derives.
-    from replayer.output import live_users
-
-    emulator = await start_emulator(blocked_users=frozenset({"u000003"}))
+    # A fresh run writes users.ndjson from tallies kept as rows were written (spilled to
+    # the folder past a number of users); the end of a resume derives it from the rows.
+    # Both ways must give the same bytes.
+    if max_users is not None:
+        monkeypatch.setattr(live_users, "MAX_LIVE_USERS", max_users)
+    emulator = await start_emulator(blocked_users=frozenset({"u000003"}),
+                                    faults=FaultConfig(status_503=0.2), seed=2)
     out = tmp_path / "out"
     out.mkdir()
-    await replay(settings_for(emulator.url), [str(SAMPLE)], out, control=RunControl())
+    await replay(settings_for(emulator.url, max_attempts=2), [str(SAMPLE)], out,
+                 control=RunControl(), rng=random.Random(3))
     live = (out / USERS).read_bytes()
     assert live.count(b"\n") > 10
+    assert not list(out.glob(".users-*")), "spills are removed"
     write_users(out, inputs=[str(SAMPLE)])
     assert (out / USERS).read_bytes() == live
-    small = live_users.LiveUsers([str(SAMPLE)], max_users=3)
+
+
+def live_users_of(rows: list[dict[str, Any]], spill_dir: Path, *,
+                  inputs: tuple[str, ...] = (A, B), **kw: Any) -> live_users.LiveUsers:
+    """A live tally fed `rows` as the Finisher would feed them."""
+    spill_dir.mkdir(parents=True, exist_ok=True)
+    live = live_users.LiveUsers(inputs, spill_dir=spill_dir, **kw)
+    for r in rows:
+        result = "status" in r
+        live.row(r["userId"], r["deviceId"], r["file"], r["line"], r.get("pass", 1),
+                 result=result, what=r["status"] if result else r["kind"],
+                 vars=r.get("vars", 0), variants=r.get("variants"))
+    return live
+
+
+RESUMED = [  # a line sent again after a kill: two rows, the tie broken by content
+    ok(A, 3, "u1", "d1", vars=1, variants=[1], possible_duplicate=True),
+    ok(A, 3, "u1", "d1", vars=2, variants=[2]), fail(A, 4, "u1", "d2", "timeout"),
+    ok(B, 1, "u2", None, **{"pass": 2}),
+]
+
+
+@pytest.mark.parametrize("max_users", [1_000_000, 1, 7], ids=["memory", "spill_1", "spill_7"])
+@pytest.mark.parametrize(("name", "rows"),
+                         [(c[0], c[1]) for c in CASES] + [("resumed", RESUMED),
+                                                          ("many", many_rows())],
+                         ids=[c[0] for c in CASES] + ["resumed", "many"])
+def test_live_tallies_write_the_bytes_derived_from_the_same_rows(
+    tmp_path: Path, name: str, rows: list[dict[str, Any]], max_users: int
+) -> None:
+    shuffled = rows[:]
+    random.Random(2).shuffle(shuffled)  # retries finish records out of input order
+    derived = write_users(write_rows(tmp_path / "rows", rows), inputs=(A, B))
+    live = live_users_of(shuffled, tmp_path / "live", max_users=max_users,
+                         partitions=3, partition_bytes=512)
+
+    stats = live.write(tmp_path / "live" / USERS)
+
+    assert stats is not None and not live.gave_up
+    assert (tmp_path / "live" / USERS).read_bytes() == (tmp_path / "rows" / USERS).read_bytes()
+    assert dataclasses.replace(stats, partitions=0) == dataclasses.replace(derived,
+                                                                           partitions=0)
+    assert (stats.partitions > 0) == (max_users < derived.users)
+    assert [p.name for p in (tmp_path / "live").iterdir()] == [USERS], "spills are removed"
+
+
+def test_a_live_tally_of_workers_rows_gives_the_users_of_the_merge(tmp_path: Path) -> None:
+    # The rows of workers, merged: each worker's rows stay together, so their order is
+    # not the input's; the tally does not depend on it.
+    rows = many_rows(200, seed=9)
+    by_worker = [r for r in rows if r["line"] % 2] + [r for r in rows if not r["line"] % 2]
+    write_users(write_rows(tmp_path / "rows", rows), inputs=(A, B))
+    live = live_users_of(by_worker, tmp_path / "live", max_users=16, partitions=2,
+                         partition_bytes=1024)
+    live.write(tmp_path / "live" / USERS)
+    assert (tmp_path / "live" / USERS).read_bytes() == (tmp_path / "rows" / USERS).read_bytes()
+
+
+def test_a_live_tally_without_a_folder_or_of_unknown_files_gives_up(tmp_path: Path) -> None:
+    # It gives up (and the end derives from the rows) only where it cannot be exact in
+    # bounded memory: no folder to spill to, or two files that are not the inputs.
+    no_folder = live_users.LiveUsers([str(SAMPLE)], max_users=3)
     for n in range(5):
-        small.row(f"user{n}", None, str(SAMPLE), n + 1, 1, result=True, what="delivered")
-    assert small.gave_up and small.write(tmp_path / "x") is None
+        no_folder.row(f"user{n}", None, str(SAMPLE), n + 1, 1, result=True, what="delivered")
+    assert no_folder.gave_up and no_folder.write(tmp_path / "x") is None
+    rows = [ok(A, 5, "u1"), ok(B, 1, "u1")]
+    assert live_users_of(rows, tmp_path / "two", inputs=()).write(tmp_path / "y") is None
+    write_users(write_rows(tmp_path / "one", rows[:1]), inputs=())
+    one = live_users_of(rows[:1], tmp_path / "one-live", inputs=())
+    assert one.write(tmp_path / "one-live" / USERS) is not None
+    assert (tmp_path / "one-live" / USERS).read_bytes() == (tmp_path / "one" / USERS).read_bytes()

@@ -111,7 +111,7 @@ class Replay:
                              probe_max_s=settings.outage_probe_max_s,
                              limit_s=settings.outage_limit_s, clock=clock, flow=flow)
         # A fresh run keeps users.ndjson as it goes; a resume derives it from all the rows.
-        self.users = (LiveUsers(reading.paths, key=KeyText(secret))
+        self.users = (LiveUsers(reading.paths, key=KeyText(secret), spill_dir=out_dir)
                       if keep_users and reading.resume is None else None)
         finisher = Finisher(results=self.results, failures=self.failures, stats=self.stats,
                             save_responses=settings.save_responses, dry_run=settings.dry_run,

@@ -1,76 +1,209 @@
 """users.ndjson kept as the rows are written, for a fresh run in one process.
 
 The same users `write_users` would derive from the rows at the end, without reading
-them again: the Finisher hands each row's user and outcome here. Memory is bounded: past
-`max_users` distinct users the tally gives up, and the end derives the file from the
-rows as before (so the bytes never depend on which way they were made).
+them again: the Finisher hands each row's user and outcome here, and it updates that
+user's tally (a `UserSoFar` whose positions are packed into one int). Memory is bounded
+for any number of users: the first `max_users` users are tallied in memory; the rows of
+any later user go, as a few values, to that user's hash partition in the output folder
+(a user stays where it started, so no tally is ever split). At the end each partition
+is tallied on its own (one too big for memory is split again), every part is written in
+the order of its users' first lines, and the parts merged.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from replayer.output.user_rows import UsersStats
+import orjson
+
+from replayer.output.user_rows import Place, UsersStats
 from replayer.output.users import (
-    Position,
+    PARTITION_BYTES,
+    SPILL_PREFIX,
     RowCounts,
     Tally,
     UserSoFar,
+    Where,
     input_order,
+    merge_sorted,
     write_aggregated,
 )
 from replayer.records import KeyText
 
-MAX_LIVE_USERS = 32_768  # about 10 MB of tallies; more users: derived at the end
+MAX_LIVE_USERS = 32_768  # users tallied in memory (~12 MB); later ones spill to the folder
+SPILL_PARTITIONS = 32  # hash partitions of the spilled rows
+_SPLIT = 4  # a partition above PARTITION_BYTES at the end is split this many ways ...
+_MAX_DEPTH = 2  # ... at most this many times (so at most 512 sorted parts to merge)
+_LINE_BITS = 36  # line numbers below 2**36; then the file's index, then the pass
+_MAX_LINE = (1 << _LINE_BITS) - 1
+_MAX_PACKED = 1 << 63  # packed positions are spilled as JSON integers
+_BUFFER_BYTES = 1 << 16
 
 
 class LiveUsers:
-    """Per-user tallies of this session's rows; `write` makes users.ndjson from them."""
+    """Per-user tallies of this session's rows; `write` makes users.ndjson from them.
 
-    def __init__(self, inputs: Sequence[str], *, max_users: int = MAX_LIVE_USERS,
-                 key: KeyText | None = None) -> None:
+    `spill_dir`: where tallies go past `max_users` (the output folder); without one the
+    tally gives up there, and the end derives the file from the rows instead.
+    """
+
+    def __init__(self, inputs: Sequence[str], *, max_users: int | None = None,
+                 key: KeyText | None = None, spill_dir: Path | None = None,
+                 partitions: int = SPILL_PARTITIONS, partition_bytes: int = PARTITION_BYTES,
+                 ) -> None:
         self._order = input_order(inputs)
-        self._key = key or KeyText(None)  # IDs as the rows show them: the key's text masked
-        self._max_users = max_users
+        self._names = {index: name for name, index in self._order.items()}
+        self._file_bits = max(1, len(self._order).bit_length())
+        self._pass_shift = self._file_bits + _LINE_BITS
+        self._bases = {name: index << _LINE_BITS for name, index in self._order.items()}
+        # IDs as the rows show them: the key's text masked (no call at all without a key)
+        self._mask = key.mask if key is not None and key.key else None
+        self._max_users = MAX_LIVE_USERS if max_users is None else max_users
         self._users: dict[str, UserSoFar] = {}
-        self._files: dict[str, str] = {}
         self._counts = RowCounts()
-        self.gave_up = False
+        self._spill_dir = spill_dir
+        self._partitions = partitions
+        self._partition_bytes = partition_bytes
+        self._spills: list[BinaryIO] | None = None  # the partitions, once a user spills
+        self._spill_stack = ExitStack()
+        self._parts = 0  # sorted parts made at the end
+        self.gave_up = False  # the end derives users.ndjson from the rows instead
 
     def row(self, user_id: Any, device_id: Any, file: str, line: int, pass_no: int, *,
             result: bool, what: str, vars: int = 0, variants: list[Any] | None = None) -> None:
         """One row written: a result (`what` its status) or a failure (`what` its kind)."""
         self._counts.rows += 1
-        user_id = self._key.mask(user_id) if isinstance(user_id, str) and user_id else None
-        device_id = self._key.mask(device_id) if isinstance(device_id, str) and device_id else None
+        if type(user_id) is not str or not user_id:
+            user_id = None
+        if type(device_id) is not str or not device_id:
+            device_id = None
+        if self._mask is not None:
+            user_id = user_id and self._mask(user_id)
+            device_id = device_id and self._mask(device_id)
         key = user_id or device_id
         if key is None:
             self._counts.without_user += 1
             return
         if self.gave_up:
             return
-        index = self._order.get(file, len(self._order))
-        position: Position = (pass_no, index, self._files.setdefault(file, file), line)
+        base = self._bases.get(file)
+        if base is None:
+            base = self._unknown_file(file) << _LINE_BITS
+        position = (pass_no << self._pass_shift) | base | line
+        if position >= _MAX_PACKED or line > _MAX_LINE:  # a --loop of ~2**20 passes
+            self._give_up()
+            return
         user = self._users.get(key)
         if user is None:
             if len(self._users) >= self._max_users:
-                self.gave_up = True
-                self._users.clear()
+                self._spill(key, position, user_id is not None, device_id, result, what, vars,
+                            variants or [])
                 return
             user = self._users[key] = UserSoFar(position)
-        user.add([key, pass_no, index, file, line, user_id, device_id, result, what, vars,
-                  variants or []], position)
+        user.count(position, user_id is not None, device_id, result, what, vars,
+                   variants or [])
+
+    def _unknown_file(self, file: str) -> int:
+        """Rows name the run's inputs; a name that is not one sorts after them, by name as
+        `write_users` does, which one packed index can say for one such name only."""
+        index = len(self._order)
+        known = self._names.setdefault(index, file)
+        if known != file:
+            self._give_up()
+        return index
+
+    def _give_up(self) -> None:
+        self.gave_up = True
+        self._users.clear()
+        self._spill_stack.close()
+
+    def _place(self, position: Where) -> Place:
+        assert isinstance(position, int)
+        index = (position >> _LINE_BITS) & ((1 << self._file_bits) - 1)
+        return Place(self._names[index], position & ((1 << _LINE_BITS) - 1))
+
+    # ---- spilling ----------------------------------------------------------------------
+
+    def _spill_path(self, name: str) -> Path:
+        assert self._spill_dir is not None
+        return self._spill_dir / f"{SPILL_PREFIX}{name}.tmp"
+
+    def _spill(self, key: str, *row: Any) -> None:
+        """Appends a row of a user not tallied in memory to that user's partition."""
+        spills = self._spills
+        if spills is None:
+            if self._spill_dir is None:
+                self._give_up()
+                return
+            spills = self._spills = [  # open for the rest of the run; closed by `write`
+                self._spill_stack.enter_context(open(  # noqa: SIM115
+                    self._spill_path(str(i)), "wb", buffering=_BUFFER_BYTES))
+                for i in range(self._partitions)]
+        i = zlib.crc32(key.encode("utf-8", "surrogatepass")) % self._partitions
+        # written at once: orjson's output holds ~8 KB until it is freed (see sinks)
+        spills[i].write(orjson.dumps((key, *row)) + b"\n")
+
+    def _combine(self, part: Path, sorted_parts: list[Path], tally: Tally, depth: int) -> None:
+        """Tallies one partition's rows into a part sorted by first position; a partition
+        too big for memory is split first."""
+        if part.stat().st_size > self._partition_bytes and depth < _MAX_DEPTH:
+            subs = [self._spill_path(f"{part.stem.removeprefix(SPILL_PREFIX)}.{i}")
+                    for i in range(_SPLIT)]
+            with ExitStack() as stack, open(part, "rb") as f:
+                outs: list[BinaryIO] = [stack.enter_context(open(s, "wb")) for s in subs]
+                for line in f:
+                    key = orjson.loads(line)[0]
+                    outs[zlib.crc32(key.encode("utf-8", "surrogatepass"), depth + 1)
+                         % _SPLIT].write(line)
+            part.unlink()
+            for sub in subs:
+                self._combine(sub, sorted_parts, tally, depth + 1)
+            return
+        users: dict[str, UserSoFar] = {}
+        with open(part, "rb") as f:
+            for line in f:
+                key, position, *row = orjson.loads(line)
+                user = users.get(key)
+                if user is None:
+                    user = users[key] = UserSoFar(position)
+                user.count(position, *row)
+        part.unlink()
+        self._write_part(users, sorted_parts, tally)
+
+    def _write_part(self, users: dict[str, UserSoFar], sorted_parts: list[Path],
+                    tally: Tally) -> None:
+        target = self._spill_path(f"sorted-{self._parts}")
+        self._parts += 1
+        write_aggregated(users, target, tally, final=False, place=self._place)
+        sorted_parts.append(target)
+
+    # ---- the end -----------------------------------------------------------------------
 
     def write(self, target: Path) -> UsersStats | None:
-        """Writes the users to `target`; None when the tally gave up (derive instead)."""
+        """Writes the users to `target`; None when the tally gave up (derive instead).
+        Spilled partitions are removed as they are merged."""
         if self.gave_up:
             return None
         tally = Tally()
-        write_aggregated(self._users, target, tally, final=True)
+        self._spill_stack.close()
+        if self._spills is None:
+            write_aggregated(self._users, target, tally, final=True, place=self._place)
+        else:
+            sorted_parts: list[Path] = []
+            try:
+                self._write_part(self._users, sorted_parts, tally)
+                for i in range(self._partitions):
+                    self._combine(self._spill_path(str(i)), sorted_parts, tally, 0)
+                merge_sorted(sorted_parts, target)
+            finally:
+                for path in sorted_parts:
+                    path.unlink(missing_ok=True)
         c = self._counts
         return UsersStats(users=tally.users, fully_delivered=tally.fully,
                           partly_delivered=tally.partly, none_delivered=tally.none,
                           rows=c.rows, rows_without_user=c.without_user, unreadable_rows=0,
-                          partitions=0)
+                          partitions=0 if self._spills is None else self._partitions)

@@ -28,10 +28,14 @@ from replayer.source.read import display_name
 PARTITION_BYTES = 8 << 20
 MAX_PARTITIONS = 256  # open files at once; a bigger run gets bigger partitions
 _TMP_PREFIX = ".users-"  # temporary files in the output folder: .users-part-N.tmp, ...
+SPILL_PREFIX = f"{_TMP_PREFIX}live-"  # a live tally's spills (output.live_users)
 _BUFFER_BYTES = 1 << 16
 
 # (pass, input file index, file name, line): a row's place in the input, comparable.
 Position = tuple[int, int, str, int]
+# A place as a UserSoFar keeps it: a Position, or one int that orders the same way
+# (output.live_users packs its positions so, for less memory per user).
+Where = Position | int
 
 
 def input_order(inputs: Sequence[str]) -> dict[str, int]:
@@ -52,7 +56,8 @@ def write_users(out_dir: Path, *, inputs: Sequence[str],
     total = sum(p.stat().st_size for p in sources)
     count = min(MAX_PARTITIONS, max(1, math.ceil(total / max(1, partition_bytes))))
     order = input_order(inputs)
-    _remove_temporaries(out_dir)  # left by a run killed while writing them
+    # left by a run killed while writing them (a live tally's spills are its own)
+    _remove_temporaries(out_dir, spills=live is None)
     try:
         stats = Tally()
         tmp = out_dir / f"{_TMP_PREFIX}out.tmp"
@@ -69,7 +74,7 @@ def write_users(out_dir: Path, *, inputs: Sequence[str],
             for i in range(count):
                 sorted_parts.append(out_dir / f"{_TMP_PREFIX}sorted-{i}.tmp")
                 _aggregate(out_dir / f"{_TMP_PREFIX}part-{i}.tmp", sorted_parts[-1], stats)
-            _merge(sorted_parts, tmp)
+            merge_sorted(sorted_parts, tmp)
         os.replace(tmp, out_dir / USERS)
     finally:
         _remove_temporaries(out_dir)
@@ -171,7 +176,8 @@ class UserSoFar:
     """One user's rows so far; every choice depends on positions, never on row order.
 
     Lean on purpose (a partition can hold hundreds of thousands of users): the set of
-    deviceIds and the failure counts exist only once they are needed.
+    deviceIds and the failure counts exist only once they are needed. Positions are all
+    Positions or all ints (see `Where`).
     """
 
     __slots__ = (
@@ -187,37 +193,49 @@ class UserSoFar:
         "response",
     )
 
-    def __init__(self, position: Position) -> None:
-        self.first = self.last = position
+    def __init__(self, position: Where) -> None:
+        self.first: Where = position
+        self.last: Where = position
         self.has_user_id = False
-        self.device: tuple[Position, str] | None = None  # the first deviceId, and where
+        self.device: tuple[Where, str] | None = None  # the first deviceId, and where
         self.devices: set[str] | None = None  # once a second distinct deviceId is seen
         self.records = self.delivered = self.dry_run = 0
         self.failed: dict[str, int] | None = None
-        self.response: tuple[Position, int, list[Any]] | None = None  # last delivered
+        self.response: tuple[Where, int, list[Any]] | None = None  # last delivered
 
-    def add(self, p: list[Any], position: Position) -> None:
+    def add(self, p: list[Any], position: Where) -> None:
         """Counts one projected row (see `_partition`) found at `position`."""
-        if position < self.first:
+        self.count(position, p[5] is not None, p[6], p[7], p[8], p[9], p[10])
+
+    def count(self, position: Where, has_user_id: bool, device_id: str | None, result: bool,
+              what: str, vars: int, variants: list[Any]) -> None:
+        """Counts one row found at `position`: a result (`what` its status) or a failure
+        (`what` its kind); `vars` and `variants` of a delivered one."""
+        if position < self.first:  # type: ignore[operator]  # all ints or all Positions
             self.first = position
-        elif position > self.last:
+        elif position > self.last:  # type: ignore[operator]
             self.last = position
-        self.has_user_id = self.has_user_id or p[5] is not None
-        if p[6] is not None:
-            self._add_device(p[6], position)
+        if has_user_id:
+            self.has_user_id = True
+        if device_id is not None:
+            device = self.device
+            if device is None or device_id != device[1] or position < device[0]:  # type: ignore[operator]
+                self._add_device(device_id, position)
         self.records += 1
-        if not p[7]:
+        if not result:
             if self.failed is None:
                 self.failed = {}
-            self.failed[p[8]] = self.failed.get(p[8], 0) + 1
-        elif p[8] == "delivered":
+            self.failed[what] = self.failed.get(what, 0) + 1
+        elif what == "delivered":
             self.delivered += 1
-            if self.response is None or _later(position, p[9], p[10], self.response):
-                self.response = (position, p[9], p[10])
+            response = self.response  # the common case first: a later line than the last
+            if (response is None or position > response[0]  # type: ignore[operator]
+                    or (position == response[0] and _later(position, vars, variants, response))):
+                self.response = (position, vars, variants)
         else:
             self.dry_run += 1
 
-    def _add_device(self, device_id: str, position: Position) -> None:
+    def _add_device(self, device_id: str, position: Where) -> None:
         if self.device is None:
             self.device = (position, device_id)
             return
@@ -227,8 +245,10 @@ class UserSoFar:
             self.devices = {self.device[1], device_id}
         self.device = min(self.device, (position, device_id))
 
-    def row(self, key: str) -> UserRow:
-        """The user's users.ndjson row."""
+    def row(self, key: str, place: Callable[[Where], Place] | None = None) -> UserRow:
+        """The user's users.ndjson row (`place` turns a position into its Place, if not a
+        Position)."""
+        place = place or _place
         response = None
         if self.response is not None:
             response = LastResponse(self.response[1], tuple(self.response[2]))
@@ -237,17 +257,21 @@ class UserSoFar:
             user_id=key if self.has_user_id else None,
             device_id=None if self.device is None else self.device[1],
             device_ids=device_ids, records=self.records, delivered=self.delivered,
-            failed=dict(self.failed or {}), first=Place(self.first[2], self.first[3]),
-            last=Place(self.last[2], self.last[3]), last_response=response,
-            dry_run=self.dry_run)
+            failed=dict(self.failed or {}), first=place(self.first),
+            last=place(self.last), last_response=response, dry_run=self.dry_run)
 
 
-def _later(position: Position, vars: int, variants: list[Any],
-           than: tuple[Position, int, list[Any]]) -> bool:
+def _place(position: Where) -> Place:
+    assert isinstance(position, tuple)
+    return Place(position[2], position[3])
+
+
+def _later(position: Where, vars: int, variants: list[Any],
+           than: tuple[Where, int, list[Any]]) -> bool:
     """Whether a delivered row comes after `than`; a tie (the same line twice) is broken
     by content, so that any order of the rows gives one answer."""
     if position != than[0]:
-        return position > than[0]
+        return position > than[0]  # type: ignore[operator]
     return (vars, orjson.dumps(variants)) > (than[1], orjson.dumps(than[2]))
 
 
@@ -273,19 +297,23 @@ def _aggregate_rows(rows: Iterable[list[Any]], target: Path, tally: Tally, *,
 
 
 def write_aggregated(users: dict[str, UserSoFar], target: Path, tally: Tally, *,
-                     final: bool) -> None:
+                     final: bool, place: Callable[[Where], Place] | None = None) -> None:
     """Writes users to `target` in the order of their first positions: as users.ndjson rows
-    (`final`), or as [first position, row] for `_merge`."""
+    (`final`), or as [first position, row] for `merge_sorted`."""
     with open(target, "wb", buffering=_BUFFER_BYTES) as out:
-        for key, user in sorted(users.items(), key=lambda item: (item[1].first, item[0])):
-            row = user.row(key)
+        for key, user in sorted(users.items(),
+                                key=lambda item: (item[1].first, item[0])):
+            row = user.row(key, place)
             tally.add(row)
-            doc = row.as_json() if final else [[*user.first, key], row.as_json()]
+            first = user.first
+            at = [*first, key] if isinstance(first, tuple) else [first, key]
+            doc = row.as_json() if final else [at, row.as_json()]
             out.write(orjson.dumps(doc) + b"\n")
 
 
-def _merge(parts: Sequence[Path], target: Path) -> None:
-    """Merges the sorted partitions into one file of user rows, first positions in order."""
+def merge_sorted(parts: Sequence[Path], target: Path) -> None:
+    """Merges partitions sorted by `write_aggregated` into one file of user rows, first
+    positions in order."""
     with ExitStack() as stack:
         streams = [_sorted_rows(stack.enter_context(open(p, "rb"))) for p in parts]
         merged = heapq.merge(*streams, key=lambda item: item[0])
@@ -298,9 +326,11 @@ def _sorted_rows(f: BinaryIO) -> Iterator[list[Any]]:
         yield orjson.loads(line)  # [[pass, file index, file, line, key], row]
 
 
-def _remove_temporaries(out_dir: Path) -> None:
+def _remove_temporaries(out_dir: Path, *, spills: bool = True) -> None:
+    """Removes the temporary files of users.ndjson (with `spills`, a live tally's too)."""
     for path in out_dir.glob(f"{_TMP_PREFIX}*.tmp"):
-        path.unlink(missing_ok=True)
+        if spills or not path.name.startswith(SPILL_PREFIX):
+            path.unlink(missing_ok=True)
 
 
 
