@@ -43,6 +43,7 @@ FIXTURES = {f.path: f for f in (
     # Ten events, three $insert_ids: Mixpanel drops a copy only when event name, distinct_id,
     # time and $insert_id all match, and no two of these events match on all four.
     Fixture("mixpanel", "mixpanel/adobe-experience-platform-docs.jsonl"),
+    Fixture("mixpanel", "mixpanel/camunda-docs-data-collection.jsonl"),
     # Typewriter's end-to-end snapshots strip the volatile fields (timestamp, messageId,
     # sentAt) so that they compare equal from run to run: without a time no event can be
     # placed in a session, so each of the six is rightly refused.
@@ -198,6 +199,11 @@ MAPPED = [
     ("mixpanel/airbyte-source-mixpanel.jsonl",
      ("userId", "1d694fd9-31a5-4b99-9eef-ae63112063ed"),
      {"browserName": "Chrome", "browserVersion": "91.0.4472.101"}),
+    ("mixpanel/camunda-docs-data-collection.jsonl",  # ID merge: $user_id and $device_id
+     ("userId", "auth0|669533a8339ceebe5e8f7fed"),
+     {"deviceId": "190b6d254651ec-0a7e1ef548a163-4c657b58-e1000-190b6d2518f1ec",
+      "time": 1721228056.002, "systemName": "Windows", "browserName": "Microsoft Edge",
+      "browserVersion": "126", "country": "US", "region": "New Jersey"}),
     ("segment/datart-s3-archive.jsonl",  # America/Los_Angeles in November
      ("deviceId", "1f45380a-ecee-4e74-a2f5-dcc9886698a4"),
      {"userId": "data-test-site", "locale": "en_US", "timezone": "PST",
