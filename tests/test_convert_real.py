@@ -50,6 +50,9 @@ FIXTURES = {f.path: f for f in (
     Fixture("segment", "segment/typewriter-ios-snapshots.jsonl",
             rejects=tuple((line, "no_time") for line in range(1, 7))),
     Fixture("segment", "segment/datart-s3-archive.jsonl"),
+    # The second line is the first one after a live plugin edited it: same messageId, so a
+    # copy of the same call.
+    Fixture("segment", "segment/substrata-kotlin-tests.jsonl", duplicates=1),
     # The publisher's test inputs repeat rows: the Swiss form_visibility row three times,
     # the German purchase row twice, and the Swedish page_view of user 950658449.1697698900
     # three times (same event_bundle_sequence_id, event_name and event_timestamp per user).
@@ -211,6 +214,11 @@ MAPPED = [
     ("segment/datart-s3-archive.jsonl",
      ("deviceId", "ce4ccb58-7780-468e-8751-159ca7378219"),
      {"timezone": "JST", "timezoneOffsetSeconds": 32400}),
+    ("segment/substrata-kotlin-tests.jsonl",  # Android: numbers as versions, userId ""
+     ("deviceId", "87bc73d4e4ca1608da083975d36421aef0411dff765c9766b9bfaf266b7c1586"),
+     {"userId": None, "time": 1714063255.994, "appVersion": "1", "systemName": "Android",
+      "systemVersion": "14", "deviceModel": "sdk_gphone64_arm64", "locale": "en_US",
+      "timezone": "CDT", "timezoneOffsetSeconds": -18000}),
     ("ga4/dataform-ga4-sessions.jsonl",
      ("deviceId", "107079580.1702642286"),
      {"locale": "de_CH", "country": "CH", "region": "Zurich", "deviceModel": "SM-G781B",
