@@ -304,3 +304,20 @@ def test_segment_browser_events_give_the_system_from_user_agent_data(
     record = _record("segment/datart-s3-archive.jsonl", converted,
                      key="deviceId", value="b230d590-d442-45a8-982e-6eb1b99bc12c")
     assert record.get("systemName") == "macOS"
+
+
+@pytest.mark.parametrize("vendor", sorted({f.vendor for f in FIXTURES.values()}))
+def test_a_vendors_fixtures_converted_together_give_the_union_of_their_sessions(
+        vendor: str, tmp_path: Path, converted: Conversions) -> None:
+    # No user appears in two fixtures of a vendor, so one conversion of the whole folder
+    # must give exactly the sessions of the fixtures converted one by one, in time order.
+    names = [name for name in NAMES if FIXTURES[name].vendor == vendor]
+    together = _convert(vendor, EXPORTS / vendor, tmp_path / "all.ndjson")
+    alone = [line for name in names for line in converted(name).data.splitlines()]
+    assert sorted(together.data.splitlines()) == sorted(alone)
+    times = [record["time"] for record in together.records]
+    assert times == sorted(times)
+    assert together.summary["events_read"] == sum(
+        converted(name).summary["events_read"] for name in names)
+    assert together.summary["duplicates"] == sum(
+        converted(name).summary["duplicates"] for name in names)
