@@ -41,7 +41,8 @@ FIXTURES = {f.path: f for f in (
     Fixture("mixpanel", "mixpanel/airbyte-source-mixpanel.jsonl"),
     Fixture("mixpanel", "mixpanel/numetric-connectors.jsonl"),
     # Ten events, three $insert_ids: Mixpanel drops a copy only when event name, distinct_id,
-    # time and $insert_id all match, and no two of these events match on all four.
+    # time and $insert_id all match (its "Event Deduplication" reference; raw exports keep
+    # every copy), and no two of these events match on all four.
     Fixture("mixpanel", "mixpanel/adobe-experience-platform-docs.jsonl"),
     Fixture("mixpanel", "mixpanel/camunda-docs-data-collection.jsonl"),
     # Typewriter's end-to-end snapshots strip the volatile fields (timestamp, messageId,
@@ -261,6 +262,8 @@ def test_sessions_of_real_lines_follow_each_vendors_rule(
 # --- gaps: the right behaviour on real lines, documented until the mapping does it ----------
 
 
+# Amplitude's browser SDK (Amplitude-JavaScript, `_logEvent`) sets os_name and os_version from
+# the user agent's browser name and major version, and device_model from its OS name.
 @pytest.mark.xfail(strict=True, reason=(
     "issue 23 part 7: Amplitude's os_name/os_version are the browser's on web events "
     "(platform Web), so they must feed browserName/browserVersion, not systemName"))
@@ -271,6 +274,8 @@ def test_amplitude_web_events_give_the_browser_as_browser(
         assert record.get("systemName") != "Chrome"
 
 
+# In these rows GA4 gives category "desktop", mobile_model_name "Edge"/"Chrome" and the same
+# name in web_info.browser: the model field holds the browser, not a device.
 @pytest.mark.xfail(strict=True, reason=(
     "issue 23 part 7: GA4 writes the browser into device.mobile_model_name for desktop web "
     "rows (Chrome, Edge), which is no device model"))
@@ -296,6 +301,8 @@ def test_ga4_system_version_is_the_version_alone(
     assert versions["8d59ce7133e03f6170eadbce40174c91"] == "11"
 
 
+# Segment's analytics.js adds context.userAgentData (the browser's user-agent client hints,
+# whose platform is the operating system) and sends no context.os from a browser.
 @pytest.mark.xfail(strict=True, reason=(
     "issue 23 part 7: browser events archived by Segment carry the system in "
     "context.userAgentData.platform (macOS) and no context.os; systemName stays unset"))
