@@ -35,7 +35,8 @@ class Fixture:
 FIXTURES = {f.path: f for f in (
     Fixture("amplitude", "amplitude/migrate-amplitude-to-posthog.jsonl"),
     # Ad-spend rows that Amplitude's Google Ads integration writes into the export: they have
-    # a device, a time and a session_id of -1, so they are valid events (see the report).
+    # a device, a time and a session_id of -1, so they are valid events and become sessions
+    # (whether rows that no person made should be replayed at all is left open).
     Fixture("amplitude", "amplitude/airbyte-source-amplitude.jsonl"),
     Fixture("amplitude", "amplitude/amplitude2split-readme.jsonl"),
     Fixture("mixpanel", "mixpanel/airbyte-source-mixpanel.jsonl"),
