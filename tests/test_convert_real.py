@@ -136,12 +136,7 @@ def test_each_fixture_rejects_exactly_the_events_that_are_invalid(
         FIXTURES[name].rejects)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 23 part 7: Mixpanel's duplicates share event name, distinct_id, time and "
-        "$insert_id; convert counts every event of a user with a seen $insert_id as a copy")))
-    if name == "mixpanel/adobe-experience-platform-docs.jsonl" else name
-    for name in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_each_fixture_drops_exactly_its_true_duplicates(
         name: str, converted: Conversions) -> None:
     assert converted(name).summary["duplicates"] == FIXTURES[name].duplicates

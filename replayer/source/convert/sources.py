@@ -43,7 +43,9 @@ MIXPANEL = """\
 time = { path = "properties.time", unit = "auto" }   # UNIX seconds (ms in some exports)
 user = "properties.distinct_id"
 name = "event"
-id = "properties.$insert_id"                         # raw exports hold duplicates
+# Raw exports hold duplicates; Mixpanel counts two events as one only when the name,
+# distinct_id, time and $insert_id all match (its Event Deduplication reference).
+id = { all = ["event", "properties.distinct_id", "properties.time", "properties.$insert_id"] }
 
 [session]
 rule = "gap"                 # no session in the export: Mixpanel's own inactivity rule
