@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -66,8 +67,10 @@ class FieldTally:
         self.dropped[shown] = self.dropped.get(shown, 0) + 1
 
 
-def read_event(mapping: Mapping, obj: Any, *, now_s: float) -> Event | Refusal:
-    """A parsed line as an `Event` (who, when, which session), or why it cannot be one."""
+def read_event(mapping: Mapping, obj: Any, *, now_s: float,
+               zone: ZoneInfo | None = None) -> Event | Refusal:
+    """A parsed line as an `Event` (who, when, which session), or why it cannot be one;
+    with `zone`, times without an offset are that zone's wall clock."""
     if type(obj) is not dict:
         return Refusal("not_an_object", "a JSON value that is not an object")
     user = text_value(first_present(obj, mapping.user))
@@ -81,14 +84,25 @@ def read_event(mapping: Mapping, obj: Any, *, now_s: float) -> Event | Refusal:
     raw_time = first_present(obj, mapping.time)
     if raw_time is None:
         return Refusal("no_time", "no time: the time field is missing")
-    time_s = unix_seconds(raw_time, mapping.time_unit)
+    time_s = unix_seconds(raw_time, mapping.time_unit, zone)
     if time_s is None:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is not a time after 1970 "
                                        f"(unit {mapping.time_unit})")
     if time_s > now_s + _MAX_FUTURE_S:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is more than a day ahead")
-    return Event(time_s, user, _session_key(mapping, obj), _is_marker(mapping, obj),
-                 user_id, device_id, _attributes(mapping, obj), obj, insert_id(mapping, obj))
+    key = _session_key(mapping, obj)
+    return Event(time_s, user, key, _is_marker(mapping, obj),
+                 user_id, device_id, _attributes(mapping, obj), obj, insert_id(mapping, obj),
+                 processed_s=_processed_s(mapping, obj),
+                 key_start_s=None if key is None or mapping.key_start is None
+                 else unix_seconds(key, mapping.key_start))
+
+
+def _processed_s(mapping: Mapping, obj: dict[str, Any]) -> float | None:
+    """The event's UTC processing time (Mixpanel's mp_processing_time_ms), if mapped."""
+    if not mapping.processed:
+        return None
+    return unix_seconds(first_present(obj, mapping.processed), mapping.processed_unit)
 
 
 def insert_id(mapping: Mapping, obj: dict[str, Any]) -> str | None:

@@ -63,6 +63,9 @@ class Mapping:
     attributes_shape: str = "object"
     insert_id: tuple[FieldPath, ...] = ()  # events of a user with the same id count once
     insert_id_all: bool = False  # the id is every path's value (else the first present)
+    processed: tuple[FieldPath, ...] = ()  # a UTC processing time: finds local event times
+    processed_unit: str = "ms"
+    key_start: str | None = None  # the session key is its session's start, in this unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,10 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
     latitude, longitude = _location(start.pop("location", None))
     attributes, shape = _attributes(start.pop("userAttributes", None))
     insert_id, insert_id_all = _insert_id(event.get("id"))
+    processed, processed_unit = _processed(event.get("processed"))
+    key_start = session.get("key_start")
+    if key_start is not None and (rule != "key" or key_start not in TIME_UNITS):
+        raise _Refused(f"session.key_start: with rule = \"key\", one of {', '.join(TIME_UNITS)}")
     return Mapping(
         name=name,
         time=_paths(time["path"], "event.time.path"),
@@ -221,7 +228,22 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         attributes_shape=shape,
         insert_id=insert_id,
         insert_id_all=insert_id_all,
+        processed=processed,
+        processed_unit=processed_unit,
+        key_start=key_start,
     )
+
+
+def _processed(spec: Any) -> tuple[tuple[FieldPath, ...], str]:
+    """event.processed: { path = "PATH", unit = "ms" }, a UTC processing time."""
+    if spec is None:
+        return (), "ms"
+    if type(spec) is not dict or "path" not in spec:
+        raise _Refused('event.processed: { path = "PATH", unit = "ms" }')
+    unit = spec.get("unit", "auto")
+    if unit not in TIME_UNITS:
+        raise _Refused(f"event.processed.unit: one of {', '.join(TIME_UNITS)}, got {unit!r}")
+    return _paths(spec["path"], "event.processed.path"), unit
 
 
 def _insert_id(spec: Any) -> tuple[tuple[FieldPath, ...], bool]:

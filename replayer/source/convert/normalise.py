@@ -98,14 +98,20 @@ def offset_seconds(value: Any) -> int | None:
     return seconds if -_MAX_OFFSET_S <= seconds <= _MAX_OFFSET_S else None
 
 
-def unix_seconds(value: Any, unit: str) -> float | None:
+def source_zone(name: str) -> ZoneInfo | None:
+    """The IANA zone `name` (`--source-timezone`), or None when it is not one."""
+    return _zone(name.strip()) if name.strip() else None
+
+
+def unix_seconds(value: Any, unit: str, zone: ZoneInfo | None = None) -> float | None:
     """UNIX seconds from a number (or numeric string) in `unit`, or a date string; else None.
 
     `iso` reads ISO-8601 and the vendors' `YYYY-MM-DD HH:MM:SS[.ffffff]` (no zone: UTC);
-    `auto` takes strings as dates and numbers by magnitude (s, ms or µs).
+    `auto` takes strings as dates and numbers by magnitude (s, ms or µs). With `zone`, a
+    number or a date without an offset is that zone's wall clock, not UTC.
     """
     if isinstance(value, str) and unit in ("iso", "auto") and not _DIGITS.fullmatch(value):
-        return _date_seconds(value)
+        return _date_seconds(value, zone)
     number = _number(value)
     if number is None:
         return None
@@ -116,10 +122,21 @@ def unix_seconds(value: Any, unit: str) -> float | None:
     if divisor is None:
         return None
     seconds = number / divisor
+    if zone is not None and seconds > 0:
+        seconds = _wall_clock(seconds, zone)
     return seconds if seconds > 0 else None
 
 
-def _date_seconds(text: str) -> float | None:
+def _wall_clock(seconds: float, zone: ZoneInfo) -> float:
+    """The UNIX time of `seconds` read as `zone`'s wall clock (as local-time exports write)."""
+    try:
+        wall = datetime.fromtimestamp(seconds, UTC).replace(tzinfo=zone)
+    except (OverflowError, OSError, ValueError):
+        return seconds
+    return wall.timestamp()
+
+
+def _date_seconds(text: str, zone: ZoneInfo | None = None) -> float | None:
     if len(text) > _MAX_ISO_CHARS:
         return None
     try:
@@ -127,7 +144,7 @@ def _date_seconds(text: str) -> float | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=zone or UTC)
     seconds = parsed.timestamp()
     return seconds if seconds > 0 else None
 

@@ -20,6 +20,7 @@ id = ["insert_id", "$insert_id"]               # raw exports hold duplicates: co
 [session]
 rule = "key"                 # session_id: the session's start in epoch ms
 key = "session_id"
+key_start = "ms"             # a session starts there when its first event is later
 no_key = [-1]                # -1: outside any session; the gap rule applies
 
 [start]
@@ -44,6 +45,8 @@ time = { path = "properties.time", unit = "auto" }   # UNIX seconds (ms in some 
 user = "properties.distinct_id"
 name = "event"
 id = "properties.$insert_id"                         # raw exports hold duplicates
+# UTC, whatever the project's zone: tells a local `time` (pass --source-timezone) apart
+processed = { path = "properties.mp_processing_time_ms", unit = "ms" }
 
 [session]
 rule = "gap"                 # no session in the export: Mixpanel's own inactivity rule
