@@ -136,6 +136,9 @@ def _source_zone(_ctx: click.Context, _param: click.Parameter,
 @click.option("--source-timezone", "zone", default=None, callback=_source_zone, metavar="TZ",
               help="The IANA zone whose wall clock the export's times are (older Mixpanel "
                    "projects) [UTC].")
+@click.option("--anonymous-as-user", is_flag=True,
+              help="Send anonymous IDs (Mixpanel's $device: IDs, a user ID that is the "
+                   "device's) as userId; by default they are deviceId.")
 @click.option("--memory-limit", default=DEFAULT_MEMORY_LIMIT, show_default=True,
               callback=_memory, metavar="SIZE",
               help="Memory for sorting the events; past it they spill to --temp-dir.")
@@ -153,7 +156,7 @@ def _source_zone(_ctx: click.Context, _param: click.Parameter,
               help="Print a built-in source's mapping (a --map file to start from) and exit.")
 def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
                     output: str | None, gap_s: float, zone: ZoneInfo | None,
-                    memory_limit: str, temp_dir: str | None,
+                    anonymous_as_user: bool, memory_limit: str, temp_dir: str | None,
                     max_line_bytes: int,
                     rejects_path: str | None, summary_path: str | None,
                     print_map: str | None) -> None:
@@ -179,7 +182,7 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         lines = iter_export_lines(files, columns=required_columns(mapping), temp_dir=temp_dir)
         options = ConvertOptions(now_s=time.time(), gap_s=gap_s, memory_limit=memory_limit,
                                  temp_dir=temp_dir, max_line_bytes=max_line_bytes,
-                                 source_zone=zone)
+                                 source_zone=zone, anonymous_as_user=anonymous_as_user)
         started = time.perf_counter()
         with _records_out(output) as out, _file_out(outputs.rejects, gzipped=False) as rejects:
             summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)

@@ -67,15 +67,15 @@ class FieldTally:
         self.dropped[shown] = self.dropped.get(shown, 0) + 1
 
 
-def read_event(mapping: Mapping, obj: Any, *, now_s: float,
-               zone: ZoneInfo | None = None) -> Event | Refusal:
+def read_event(mapping: Mapping, obj: Any, *, now_s: float, zone: ZoneInfo | None = None,
+               anonymous_as_user: bool = False) -> Event | Refusal:
     """A parsed line as an `Event` (who, when, which session), or why it cannot be one;
-    with `zone`, times without an offset are that zone's wall clock."""
+    with `zone`, times without an offset are that zone's wall clock. An anonymous user ID
+    is the device's ID, unless `anonymous_as_user`."""
     if type(obj) is not dict:
         return Refusal("not_an_object", "a JSON value that is not an object")
     user = text_value(first_present(obj, mapping.user))
-    user_id = text_value(first_present(obj, mapping.user_id))
-    device_id = text_value(first_present(obj, mapping.device_id))
+    user_id, device_id = identity(mapping, obj, anonymous_as_user=anonymous_as_user)
     if user is None or (user_id is None and device_id is None):
         return Refusal("no_user", "no user: none of the user and device ID fields is set")
     for value in (user_id, device_id):
@@ -103,6 +103,29 @@ def _processed_s(mapping: Mapping, obj: dict[str, Any]) -> float | None:
     if not mapping.processed:
         return None
     return unix_seconds(first_present(obj, mapping.processed), mapping.processed_unit)
+
+
+def identity(mapping: Mapping, obj: dict[str, Any], *,
+             anonymous_as_user: bool = False) -> tuple[str | None, str | None]:
+    """The event's user and device IDs. A user ID that is anonymous (it has one of the
+    mapping's anonymous prefixes, or it is the device ID) is no user's: it becomes the
+    device ID when there is none, prefix removed (`$device:abc` -> `abc`)."""
+    user_id = text_value(first_present(obj, mapping.user_id))
+    device_id = text_value(first_present(obj, mapping.device_id))
+    if not anonymous_as_user and user_id is not None and (
+            user_id == device_id or user_id.startswith(mapping.anonymous_prefixes)):
+        device_id = device_id or user_id
+        user_id = None
+    if device_id is not None and device_id.startswith(mapping.anonymous_prefixes):
+        device_id = _unprefixed(device_id, mapping.anonymous_prefixes)
+    return user_id, device_id
+
+
+def _unprefixed(text: str, prefixes: tuple[str, ...]) -> str | None:
+    for prefix in prefixes:
+        if text.startswith(prefix):
+            return text[len(prefix):] or None
+    return text
 
 
 def insert_id(mapping: Mapping, obj: dict[str, Any]) -> str | None:

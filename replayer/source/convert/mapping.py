@@ -66,6 +66,7 @@ class Mapping:
     processed: tuple[FieldPath, ...] = ()  # a UTC processing time: finds local event times
     processed_unit: str = "ms"
     key_start: str | None = None  # the session key is its session's start, in this unit
+    anonymous_prefixes: tuple[str, ...] = ()  # a user ID so prefixed is a device's
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +207,9 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
     attributes, shape = _attributes(start.pop("userAttributes", None))
     insert_id, insert_id_all = _insert_id(event.get("id"))
     processed, processed_unit = _processed(event.get("processed"))
+    anonymous = event.get("anonymous_prefix", [])
+    if type(anonymous) is not list or not all(type(p) is str and p for p in anonymous):
+        raise _Refused('event.anonymous_prefix: a list of prefixes, e.g. ["$device:"]')
     key_start = session.get("key_start")
     if key_start is not None and (rule != "key" or key_start not in TIME_UNITS):
         raise _Refused(f"session.key_start: with rule = \"key\", one of {', '.join(TIME_UNITS)}")
@@ -231,6 +235,7 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         processed=processed,
         processed_unit=processed_unit,
         key_start=key_start,
+        anonymous_prefixes=tuple(anonymous),
     )
 
 

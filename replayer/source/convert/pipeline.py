@@ -30,7 +30,8 @@ _RAW_CHARS = 1000  # how much of a rejected line its row keeps
 class ConvertOptions:
     """How to sessionise: the inactivity gap, now (to refuse futures), the engine's memory
     limit and where it spills; run's line limit, which every record written must meet; and
-    the zone whose wall clock the export's times are (None: UTC)."""
+    the zone whose wall clock the export's times are (None: UTC); whether anonymous IDs
+    are user IDs (else device IDs)."""
 
     now_s: float
     gap_s: float = DEFAULT_GAP_S
@@ -38,6 +39,7 @@ class ConvertOptions:
     temp_dir: str | None = None
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     source_zone: ZoneInfo | None = None
+    anonymous_as_user: bool = False
 
 
 def convert(mapping: Mapping, lines: Iterable[ExportLine], *, out: BinaryIO,
@@ -82,7 +84,8 @@ def _event(mapping: Mapping, line: ExportLine, options: ConvertOptions) -> Event
         obj = orjson.loads(line.data)
     except orjson.JSONDecodeError as exc:
         return Refusal("invalid_json", f"not JSON: {exc.msg} at column {exc.colno}")
-    return read_event(mapping, obj, now_s=options.now_s, zone=options.source_zone)
+    return read_event(mapping, obj, now_s=options.now_s, zone=options.source_zone,
+                      anonymous_as_user=options.anonymous_as_user)
 
 
 def _write(mapping: Mapping, session: OpenSession, out: BinaryIO, rejects: BinaryIO,

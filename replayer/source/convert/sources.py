@@ -47,13 +47,14 @@ name = "event"
 id = "properties.$insert_id"                         # raw exports hold duplicates
 # UTC, whatever the project's zone: tells a local `time` (pass --source-timezone) apart
 processed = { path = "properties.mp_processing_time_ms", unit = "ms" }
+anonymous_prefix = ["$device:"]                      # ID merge's anonymous distinct_id
 
 [session]
 rule = "gap"                 # no session in the export: Mixpanel's own inactivity rule
 
 [start]
-userId = ["properties.$user_id", "properties.distinct_id"]
-deviceId = "properties.$device_id"
+userId = ["properties.$user_id", "properties.distinct_id"]   # unless anonymous: a device's
+deviceId = ["properties.$device_id", "properties.$distinct_id_before_identity"]
 appVersion = ["properties.$app_version_string", "properties.$app_release"]
 systemName = "properties.$os"
 systemVersion = "properties.$os_version"

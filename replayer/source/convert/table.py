@@ -36,18 +36,20 @@ FROM read_json(?, format='newline_delimited', columns={columns})
 # to the lines and sorted once: the window functions stay small, the sort spills. Ties on
 # time are broken by the hash of the line's bytes, never by its place: the same events in
 # any order give the same sessions, the same first events and the same copy of a duplicate.
-# A session starts at its first event, or at the earlier start its key names (ks) when it
+# A change of user ID (a login, a logout, an identity merge) opens a session too: no
+# event is put under a user who did not do it. A session starts at its first event, or at the earlier start its key names (ks) when it
 # is its key's first session and that start is less than the gap earlier (no session spans
 # a pause of the gap: a key further back names no start this export can vouch for).
 _CUT = """
 CREATE TABLE cut AS
 WITH kept AS (
-    SELECT id, usr, k, t, mark, h, ks FROM ev
+    SELECT id, usr, k, t, mark, h, ks, uid FROM ev
     QUALIFY dup IS NULL OR row_number() OVER (PARTITION BY usr, dup ORDER BY t, h, data) = 1
 ),
 flagged AS (
     SELECT *, CASE WHEN lag(t) OVER w IS NULL OR t - lag(t) OVER w >= ?
-                     OR (? AND mark AND k IS NULL) THEN 1 ELSE 0 END AS opens,
+                     OR (? AND mark AND k IS NULL)
+                     OR uid IS DISTINCT FROM lag(uid) OVER w THEN 1 ELSE 0 END AS opens,
            lag(t) OVER w IS NULL AS key_first
     FROM kept WINDOW w AS (PARTITION BY usr, k ORDER BY t, h)
 ),
@@ -198,8 +200,8 @@ class EventTable:
 
     def rows(self, *, gap_s: float, markers: bool) -> Iterator[Row]:
         """Every kept event, sessions by start time, each session's events by time; a pause of
-        `gap_s` or more, or a marker (with `markers`, for events without a session key),
-        opens a session."""
+        `gap_s` or more, a marker (with `markers`, for events without a session key) or a
+        change of user ID opens a session."""
         self._load()
         if not self.events:
             return
