@@ -188,7 +188,7 @@ FIELD_CASES = [
                 user_properties=[{"key": "tier", "value": {"string_value": "gold"}},
                                  {"key": "n", "value": {"int_value": "3"}}]),
      {"userId": "g", "deviceId": "p", "locale": "en_US", "timezoneOffsetSeconds": -18000,
-      "systemName": "iOS", "city": "Moscow", "appVersion": "5",
+      "systemName": "iOS", "city": "Moscow", "appVersion": "5", "country": "RU",
       "userAttributes": {"tier": "gold", "n": 3}}),
     ("ga4", ga4("p", T, 7), {"deviceId": "p"}),  # missing fields: only the IDs and time
 ]

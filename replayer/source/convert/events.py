@@ -7,12 +7,14 @@ nothing raises for bad input, a line that cannot be an event is a `Refusal`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from replayer.records import redact_text
+from replayer.source.convert.agents import agent_fields
 from replayer.source.convert.mapping import Field, Mapping, first_present
 from replayer.source.convert.normalise import (
     attribute_name,
@@ -21,6 +23,7 @@ from replayer.source.convert.normalise import (
     country_code,
     locale_tag,
     offset_seconds,
+    os_version,
     text_value,
     unix_seconds,
     zone_at,
@@ -33,6 +36,11 @@ _MAX_ID_CHARS = 400  # docs/leanplum-api.md: user and device IDs
 _MAX_FUTURE_S = 86400.0
 _EXAMPLES = 5  # distinct unmapped values kept per field, for the summary
 _KV_VALUES = ("string_value", "int_value", "float_value", "double_value")
+# Vendors' bookkeeping, not facts about a user: they would change every session.
+BOOKKEEPING = ("ga_session_*", "first_open_time", "engaged_session_event", "session_engaged",
+               "mp_*", "$mp_*", "$insert_id", "insert_id", "$schema")
+_MAX_NESTING = 4  # levels of nested objects flattened into `a.b.c` attribute names
+_NOT_AN_OS = frozenset({"web"})  # GA4's operating system of web rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +198,14 @@ def start_record(mapping: Mapping, session: OpenSession, tally: FieldTally) -> d
         record["deviceId"] = session.device_id
     start_s = round(session.first_s, 3)
     record["time"] = int(start_s) if start_s.is_integer() else start_s
-    for spec in mapping.fields:
+    for spec in mapping.fields_for(session.obj):
         if spec.target in record:
             continue
         value = first_present(session.obj, spec.paths)
         if value is None:
             continue
         _put(record, spec, value, session.first_s, tally)
+    _put_agent(record, mapping, session.obj)
     _put_location(record, mapping, session.obj, tally)
     attributes = _valid_attributes(session.attributes, tally)
     if attributes:
@@ -224,6 +233,10 @@ def _put(record: dict[str, Any], spec: Field, value: Any, time_s: float,
         out = country_code(text)
     elif transform == "locale":
         out = locale_tag(text)
+    elif spec.target == "systemName" and text.strip().lower() in _NOT_AN_OS:
+        return  # a web row's platform, not an OS: absent, as a placeholder is
+    elif spec.target == "systemVersion":
+        out = os_version(text)
     else:
         out = text
     if out is not None:  # the validator's own check: what it refuses is not mapped
@@ -232,6 +245,17 @@ def _put(record: dict[str, Any], spec: Field, value: Any, time_s: float,
         tally.miss(spec.target, value)
     else:
         record[spec.target] = out
+
+
+def _put_agent(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any]) -> None:
+    """A web event's browser and OS from its user agent, when it carries no OS of its own."""
+    if not mapping.user_agent or "systemName" in record:
+        return
+    agent = first_present(obj, mapping.user_agent)
+    if type(agent) is not str:
+        return
+    for target, value in agent_fields(agent).items():
+        record.setdefault(target, value)
 
 
 def _put_location(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any],
@@ -249,10 +273,24 @@ def _put_location(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any],
     record["location"] = f"{lat!r},{lon!r}"
 
 
+def _flat(attributes: dict[str, Any], prefix: str = "",
+          depth: int = 0) -> list[tuple[str, Any]]:
+    """Nested objects as `a.b` names (traits' address.city); bookkeeping names left out."""
+    out: list[tuple[str, Any]] = []
+    for name, value in attributes.items():
+        if any(fnmatchcase(name, pattern) for pattern in BOOKKEEPING):
+            continue
+        if type(value) is dict and value and depth < _MAX_NESTING:
+            out.extend(_flat(value, f"{prefix}{name}.", depth + 1))
+        else:
+            out.append((prefix + name, value))
+    return out
+
+
 def _valid_attributes(attributes: dict[str, Any], tally: FieldTally) -> dict[str, Any]:
     out: dict[str, Any] = {}
     renames: list[tuple[str, str]] = []
-    for name, value in attributes.items():
+    for name, value in _flat(attributes):
         if not attribute_value(value):
             tally.miss("userAttributes", name)
             continue

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
 
+from replayer.source.convert.countries import cldr_country
+
 TIME_UNITS = ("s", "ms", "us", "iso", "auto")
 _MAX_ATTRIBUTE_NAME_CHARS = 139  # docs/leanplum-api.md "Limits on names"
 _MAX_OFFSET_S = 14 * 3600
@@ -27,11 +29,26 @@ _ATTRIBUTE_FORBIDDEN = re.compile(r'[,|"{\t\n\r]')
 _NUMERIC = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DIGITS = re.compile(r"-?[0-9]+(?:\.[0-9]*)?")
 _UNIT_DIVISOR = {"s": 1.0, "ms": 1e3, "us": 1e6}
+# Vendors' words for "no value" (GA4's "(not set)"): an absent value, not a city or an OS.
+PLACEHOLDERS = frozenset({"(not set)", "(none)", "(not provided)"})
+_OS_PREFIX = re.compile(r"[^\d]*?\s(?=\d)")  # "Android 11", "Mac OS X 10.15": the name
+
+
+def is_placeholder(value: Any) -> bool:
+    """Whether `value` is an empty string or a vendor's placeholder for no value."""
+    return isinstance(value, str) and (not value.strip()
+                                       or value.strip().lower() in PLACEHOLDERS)
+
+
+def os_version(text: str) -> str:
+    """An OS version without its OS name: `Android 11` -> `11`, `iOS 17.2` -> `17.2`."""
+    return _OS_PREFIX.sub("", text.strip(), count=1)
 
 
 @lru_cache(maxsize=4096)
 def country_code(text: str) -> str | None:
-    """An ISO 3166-1 alpha-2 code for a code or an exact name (official or common); else None.
+    """An ISO 3166-1 alpha-2 code for a code or an exact name (ISO's official or common,
+    or CLDR's as the vendors write them: "Russia", "UK", "Bosnia & Herzegovina"); else None.
 
     pycountry's `lookup` matches codes and names case-insensitively and exactly: no fuzzy
     matching, so "Untied States" stays unmapped rather than guessed.
@@ -42,7 +59,7 @@ def country_code(text: str) -> str | None:
     try:
         country = pycountry.countries.lookup(name)
     except LookupError:
-        return None
+        return cldr_country(name)
     code: str = country.alpha_2
     return code
 

@@ -36,6 +36,14 @@ region = "region"
 city = "city"
 location = { lat = "location_lat", lon = "location_lng" }
 userAttributes = "user_properties"
+
+[web]                        # the web SDK: os_name is the browser, device_model the OS
+when = { path = "platform", values = ["Web"] }
+browserName = "os_name"
+browserVersion = "os_version"
+systemName = "device_model"
+systemVersion = false
+deviceModel = false
 """
 
 MIXPANEL = """\
@@ -93,6 +101,7 @@ city = ["context.location.city", "context_location_city"]
 location = { lat = ["context.location.latitude", "context_location_latitude"], lon = ["context.location.longitude", "context_location_longitude"] }
 timezone = { path = ["context.timezone", "context_timezone"], transform = "iana" }
 userAttributes = ["traits", "context.traits"]
+userAgent = ["context.userAgent", "context_user_agent"]   # browser and OS without context.os
 """
 
 GA4 = """\
@@ -122,6 +131,10 @@ region = "geo.region"
 city = "geo.city"
 timezoneOffsetSeconds = { path = "device.time_zone_offset_seconds", transform = "offset" }
 userAttributes = { path = "user_properties", shape = "key_value_list" }
+
+[web]                        # web rows: mobile_model_name is the browser
+when = { path = "platform", values = ["WEB"] }
+deviceModel = false
 """
 
 SOURCE_TOML: dict[str, str] = {
