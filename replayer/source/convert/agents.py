@@ -12,12 +12,16 @@ _MAX_UA_CHARS = 1000  # longer strings are no browser's; the rules would only co
 _UNKNOWN = "Other"  # ua-parser's family when no rule matches
 
 
-@lru_cache(maxsize=4096)
 def agent_fields(user_agent: str) -> dict[str, str]:
     """browserName, browserVersion, systemName and systemVersion that `user_agent` names
     (each only when known); an empty dict for a string no rule reads."""
+    return dict(_parsed(user_agent))
+
+
+@lru_cache(maxsize=4096)  # a site's visitors share a few agents; parsing one is not cheap
+def _parsed(user_agent: str) -> tuple[tuple[str, str], ...]:
     if not user_agent.strip() or len(user_agent) > _MAX_UA_CHARS:
-        return {}
+        return ()
     parsed = ua_parser.parse(user_agent)
     out: dict[str, str] = {}
     browser, system = parsed.user_agent, parsed.os
@@ -31,7 +35,7 @@ def agent_fields(user_agent: str) -> dict[str, str]:
         version = _version(system.major, system.minor, system.patch)
         if version:
             out["systemVersion"] = version
-    return out
+    return tuple(out.items())
 
 
 def _version(*parts: str | None) -> str:
