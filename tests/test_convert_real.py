@@ -260,9 +260,6 @@ def test_sessions_of_real_lines_follow_each_vendors_rule(
 
 # Amplitude's browser SDK (Amplitude-JavaScript, `_logEvent`) sets os_name and os_version from
 # the user agent's browser name and major version, and device_model from its OS name.
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 23 part 7: Amplitude's os_name/os_version are the browser's on web events "
-    "(platform Web), so they must feed browserName/browserVersion, not systemName"))
 def test_amplitude_web_events_give_the_browser_as_browser(
         converted: Conversions) -> None:
     for record in converted("amplitude/amplitude2split-readme.jsonl").records:
@@ -272,9 +269,6 @@ def test_amplitude_web_events_give_the_browser_as_browser(
 
 # In these rows GA4 gives category "desktop", mobile_model_name "Edge"/"Chrome" and the same
 # name in web_info.browser: the model field holds the browser, not a device.
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 23 part 7: GA4 writes the browser into device.mobile_model_name for desktop web "
-    "rows (Chrome, Edge), which is no device model"))
 def test_ga4_desktop_rows_give_no_browser_as_device_model(
         converted: Conversions) -> None:
     records = converted("ga4/dataform-ga4-sessions.jsonl").records
@@ -284,9 +278,6 @@ def test_ga4_desktop_rows_give_no_browser_as_device_model(
     assert all(r.get("deviceModel") not in ("Chrome", "Edge") for r in desktop)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 23 part 7: GA4's device.operating_system_version repeats the system's name "
-    "('Android 13.0.0', 'iOS 17.0'); systemVersion is the version alone"))
 def test_ga4_system_version_is_the_version_alone(
         converted: Conversions) -> None:
     versions = {r["deviceId"]: r.get("systemVersion") for name in (

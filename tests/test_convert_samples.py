@@ -59,7 +59,8 @@ def test_every_event_of_each_sample_is_accounted_for(source: str, tmp_path: Path
     assert summary["sessions_written"] == len(out.read_bytes().splitlines())
     assert sum(f["events_read"] for f in summary["files"]) == summary["events_read"]
     assert sum(f["sessions"] for f in summary["files"]) == summary["sessions_written"]
-    assert summary["unmapped"], "each sample has a value that cannot be mapped"
+    # GA4's sample maps every value since CLDR's names ("Russia") are known.
+    assert summary["unmapped"] or source == "ga4", "a sample has a value that cannot be mapped"
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -87,7 +88,7 @@ def test_stdout_output_and_the_stderr_summary(tmp_path: Path) -> None:
         "--rejects", str(tmp_path / "r.ndjson"), "--summary", str(tmp_path / "s.json")])
     assert result.stdout.encode() == (EXPECTED / "ga4.ndjson").read_bytes()
     assert "ga4: 11 events read from 1 file(s): 9 in 6 sessions, 2 rejected" in result.stderr
-    assert "not mapped: country in 2 session(s), e.g. 'Russia'" in result.stderr
+    assert "not mapped" not in result.stderr  # "Russia" is CLDR's name of RU
     assert (tmp_path / "r.ndjson").exists() and (tmp_path / "s.json").exists()
 
 

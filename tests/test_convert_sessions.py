@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -46,6 +47,7 @@ def ga4(user: str, t: float, session: int | None = None, **fields: Any) -> dict[
 
 
 def run(source: str, files: dict[str, list[Any]], *, memory_limit: str = "256MB",
+        source_zone: str | None = None,
         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], ConvertSummary]:
     """Converts rows (objects, or raw bytes) given per file; returns records, rejects, summary."""
     lines = [ExportLine(name, no, row if isinstance(row, bytes) else orjson.dumps(row))
@@ -53,7 +55,8 @@ def run(source: str, files: dict[str, list[Any]], *, memory_limit: str = "256MB"
     out, rejects = io.BytesIO(), io.BytesIO()
     summary = convert(builtin_mapping(source), lines, out=out, rejects=rejects,
                       options=ConvertOptions(now_s=T + 365 * 86400, gap_s=GAP,
-                                             memory_limit=memory_limit))
+                                             memory_limit=memory_limit,
+                                             source_zone=source_zone and ZoneInfo(source_zone)))
     records = [orjson.loads(line) for line in out.getvalue().splitlines()]
     refused = [orjson.loads(line) for line in rejects.getvalue().splitlines()]
     assert summary.events_read == (summary.events_in_sessions + summary.events_rejected
@@ -185,7 +188,7 @@ FIELD_CASES = [
                 user_properties=[{"key": "tier", "value": {"string_value": "gold"}},
                                  {"key": "n", "value": {"int_value": "3"}}]),
      {"userId": "g", "deviceId": "p", "locale": "en_US", "timezoneOffsetSeconds": -18000,
-      "systemName": "iOS", "city": "Moscow", "appVersion": "5",
+      "systemName": "iOS", "city": "Moscow", "appVersion": "5", "country": "RU",
       "userAttributes": {"tier": "gold", "n": 3}}),
     ("ga4", ga4("p", T, 7), {"deviceId": "p"}),  # missing fields: only the IDs and time
 ]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+from zoneinfo import ZoneInfo
 
 import click
 import orjson
@@ -25,6 +26,7 @@ from replayer.source.convert.mapping import (
     load_mapping,
     required_columns,
 )
+from replayer.source.convert.normalise import source_zone
 from replayer.source.convert.outputs import (
     PART_SUFFIX,
     STDOUT,
@@ -72,6 +74,12 @@ Exit codes:
 """
 
 
+class BadFlag(click.ClickException):
+    """A flag's value that cannot be used: exit code 2 with one line."""
+
+    exit_code = ExitCode.USAGE
+
+
 class OutputClash(click.ClickException):
     """An output that is an input or another output: exit code 2, before anything is written."""
 
@@ -103,6 +111,17 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
         raise click.BadParameter(str(exc)) from exc
 
 
+def _source_zone(_ctx: click.Context, _param: click.Parameter,
+                 value: str | None) -> ZoneInfo | None:
+    if value is None:
+        return None
+    zone = source_zone(value)
+    if zone is None:
+        raise BadFlag(f"--source-timezone {value!r}: not an IANA time zone name "
+                      "(such as America/Los_Angeles)")
+    return zone
+
+
 @click.command("convert", epilog=_EPILOG)
 @click.argument("paths", nargs=-1, metavar="PATH...")
 @click.option("--from", "source", type=click.Choice(sorted(SOURCE_TOML)), default=None,
@@ -114,6 +133,12 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--session-gap", "gap_s", default="30m", show_default=True, callback=_gap,
               metavar="DURATION",
               help="Inactivity that ends a session.")
+@click.option("--source-timezone", "zone", default=None, callback=_source_zone, metavar="TZ",
+              help="The IANA zone whose wall clock the export's times are (older Mixpanel "
+                   "projects) [UTC].")
+@click.option("--anonymous-as-user", is_flag=True,
+              help="Send anonymous IDs (Mixpanel's $device: IDs, a user ID that is the "
+                   "device's) as userId; by default they are deviceId.")
 @click.option("--memory-limit", default=DEFAULT_MEMORY_LIMIT, show_default=True,
               callback=_memory, metavar="SIZE",
               help="Memory for sorting the events; past it they spill to --temp-dir.")
@@ -130,7 +155,8 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--print-map", type=click.Choice(sorted(SOURCE_TOML)), default=None,
               help="Print a built-in source's mapping (a --map file to start from) and exit.")
 def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
-                    output: str | None, gap_s: float, memory_limit: str, temp_dir: str | None,
+                    output: str | None, gap_s: float, zone: ZoneInfo | None,
+                    anonymous_as_user: bool, memory_limit: str, temp_dir: str | None,
                     max_line_bytes: int,
                     rejects_path: str | None, summary_path: str | None,
                     print_map: str | None) -> None:
@@ -155,7 +181,8 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
             raise OutputClash(why)
         lines = iter_export_lines(files, columns=required_columns(mapping), temp_dir=temp_dir)
         options = ConvertOptions(now_s=time.time(), gap_s=gap_s, memory_limit=memory_limit,
-                                 temp_dir=temp_dir, max_line_bytes=max_line_bytes)
+                                 temp_dir=temp_dir, max_line_bytes=max_line_bytes,
+                                 source_zone=zone, anonymous_as_user=anonymous_as_user)
         started = time.perf_counter()
         with _records_out(output) as out, _file_out(outputs.rejects, gzipped=False) as rejects:
             summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)

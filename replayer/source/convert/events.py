@@ -7,11 +7,14 @@ nothing raises for bad input, a line that cannot be an event is a `Refusal`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
 from replayer.records import redact_text
+from replayer.source.convert.agents import agent_fields
 from replayer.source.convert.mapping import Field, Mapping, first_present
 from replayer.source.convert.normalise import (
     attribute_name,
@@ -20,6 +23,7 @@ from replayer.source.convert.normalise import (
     country_code,
     locale_tag,
     offset_seconds,
+    os_version,
     text_value,
     unix_seconds,
     zone_at,
@@ -32,6 +36,11 @@ _MAX_ID_CHARS = 400  # docs/leanplum-api.md: user and device IDs
 _MAX_FUTURE_S = 86400.0
 _EXAMPLES = 5  # distinct unmapped values kept per field, for the summary
 _KV_VALUES = ("string_value", "int_value", "float_value", "double_value")
+# Vendors' bookkeeping, not facts about a user: they would change every session.
+BOOKKEEPING = ("ga_session_*", "first_open_time", "engaged_session_event", "session_engaged",
+               "mp_*", "$mp_*", "$insert_id", "insert_id", "$schema")
+_MAX_NESTING = 4  # levels of nested objects flattened into `a.b.c` attribute names
+_NOT_AN_OS = frozenset({"web"})  # GA4's operating system of web rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +75,15 @@ class FieldTally:
         self.dropped[shown] = self.dropped.get(shown, 0) + 1
 
 
-def read_event(mapping: Mapping, obj: Any, *, now_s: float) -> Event | Refusal:
-    """A parsed line as an `Event` (who, when, which session), or why it cannot be one."""
+def read_event(mapping: Mapping, obj: Any, *, now_s: float, zone: ZoneInfo | None = None,
+               anonymous_as_user: bool = False) -> Event | Refusal:
+    """A parsed line as an `Event` (who, when, which session), or why it cannot be one;
+    with `zone`, times without an offset are that zone's wall clock. An anonymous user ID
+    is the device's ID, unless `anonymous_as_user`."""
     if type(obj) is not dict:
         return Refusal("not_an_object", "a JSON value that is not an object")
     user = text_value(first_present(obj, mapping.user))
-    user_id = text_value(first_present(obj, mapping.user_id))
-    device_id = text_value(first_present(obj, mapping.device_id))
+    user_id, device_id = identity(mapping, obj, anonymous_as_user=anonymous_as_user)
     if user is None or (user_id is None and device_id is None):
         return Refusal("no_user", "no user: none of the user and device ID fields is set")
     for value in (user_id, device_id):
@@ -81,14 +92,48 @@ def read_event(mapping: Mapping, obj: Any, *, now_s: float) -> Event | Refusal:
     raw_time = first_present(obj, mapping.time)
     if raw_time is None:
         return Refusal("no_time", "no time: the time field is missing")
-    time_s = unix_seconds(raw_time, mapping.time_unit)
+    time_s = unix_seconds(raw_time, mapping.time_unit, zone)
     if time_s is None:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is not a time after 1970 "
                                        f"(unit {mapping.time_unit})")
     if time_s > now_s + _MAX_FUTURE_S:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is more than a day ahead")
-    return Event(time_s, user, _session_key(mapping, obj), _is_marker(mapping, obj),
-                 user_id, device_id, _attributes(mapping, obj), obj, insert_id(mapping, obj))
+    key = _session_key(mapping, obj)
+    return Event(time_s, user, key, _is_marker(mapping, obj),
+                 user_id, device_id, _attributes(mapping, obj), obj, insert_id(mapping, obj),
+                 processed_s=_processed_s(mapping, obj),
+                 key_start_s=None if key is None or mapping.key_start is None
+                 else unix_seconds(key, mapping.key_start))
+
+
+def _processed_s(mapping: Mapping, obj: dict[str, Any]) -> float | None:
+    """The event's UTC processing time (Mixpanel's mp_processing_time_ms), if mapped."""
+    if not mapping.processed:
+        return None
+    return unix_seconds(first_present(obj, mapping.processed), mapping.processed_unit)
+
+
+def identity(mapping: Mapping, obj: dict[str, Any], *,
+             anonymous_as_user: bool = False) -> tuple[str | None, str | None]:
+    """The event's user and device IDs. A user ID that is anonymous (it has one of the
+    mapping's anonymous prefixes, or it is the device ID) is no user's: it becomes the
+    device ID when there is none, prefix removed (`$device:abc` -> `abc`)."""
+    user_id = text_value(first_present(obj, mapping.user_id))
+    device_id = text_value(first_present(obj, mapping.device_id))
+    if not anonymous_as_user and user_id is not None and (
+            user_id == device_id or user_id.startswith(mapping.anonymous_prefixes)):
+        device_id = device_id or user_id
+        user_id = None
+    if device_id is not None and device_id.startswith(mapping.anonymous_prefixes):
+        device_id = _unprefixed(device_id, mapping.anonymous_prefixes)
+    return user_id, device_id
+
+
+def _unprefixed(text: str, prefixes: tuple[str, ...]) -> str | None:
+    for prefix in prefixes:
+        if text.startswith(prefix):
+            return text[len(prefix):] or None
+    return text
 
 
 def insert_id(mapping: Mapping, obj: dict[str, Any]) -> str | None:
@@ -153,13 +198,14 @@ def start_record(mapping: Mapping, session: OpenSession, tally: FieldTally) -> d
         record["deviceId"] = session.device_id
     start_s = round(session.first_s, 3)
     record["time"] = int(start_s) if start_s.is_integer() else start_s
-    for spec in mapping.fields:
+    for spec in mapping.fields_for(session.obj):
         if spec.target in record:
             continue
         value = first_present(session.obj, spec.paths)
         if value is None:
             continue
         _put(record, spec, value, session.first_s, tally)
+    _put_agent(record, mapping, session.obj)
     _put_location(record, mapping, session.obj, tally)
     attributes = _valid_attributes(session.attributes, tally)
     if attributes:
@@ -187,6 +233,10 @@ def _put(record: dict[str, Any], spec: Field, value: Any, time_s: float,
         out = country_code(text)
     elif transform == "locale":
         out = locale_tag(text)
+    elif spec.target == "systemName" and text.strip().lower() in _NOT_AN_OS:
+        return  # a web row's platform, not an OS: absent, as a placeholder is
+    elif spec.target == "systemVersion":
+        out = os_version(text)
     else:
         out = text
     if out is not None:  # the validator's own check: what it refuses is not mapped
@@ -195,6 +245,17 @@ def _put(record: dict[str, Any], spec: Field, value: Any, time_s: float,
         tally.miss(spec.target, value)
     else:
         record[spec.target] = out
+
+
+def _put_agent(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any]) -> None:
+    """A web event's browser and OS from its user agent, when it carries no OS of its own."""
+    if not mapping.user_agent or "systemName" in record:
+        return
+    agent = first_present(obj, mapping.user_agent)
+    if type(agent) is not str:
+        return
+    for target, value in agent_fields(agent).items():
+        record.setdefault(target, value)
 
 
 def _put_location(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any],
@@ -212,10 +273,24 @@ def _put_location(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any],
     record["location"] = f"{lat!r},{lon!r}"
 
 
+def _flat(attributes: dict[str, Any], prefix: str = "",
+          depth: int = 0) -> list[tuple[str, Any]]:
+    """Nested objects as `a.b` names (traits' address.city); bookkeeping names left out."""
+    out: list[tuple[str, Any]] = []
+    for name, value in attributes.items():
+        if any(fnmatchcase(name, pattern) for pattern in BOOKKEEPING):
+            continue
+        if type(value) is dict and value and depth < _MAX_NESTING:
+            out.extend(_flat(value, f"{prefix}{name}.", depth + 1))
+        else:
+            out.append((prefix + name, value))
+    return out
+
+
 def _valid_attributes(attributes: dict[str, Any], tally: FieldTally) -> dict[str, Any]:
     out: dict[str, Any] = {}
     renames: list[tuple[str, str]] = []
-    for name, value in attributes.items():
+    for name, value in _flat(attributes):
         if not attribute_value(value):
             tally.miss("userAttributes", name)
             continue

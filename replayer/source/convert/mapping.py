@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from replayer.source.convert.normalise import TIME_UNITS
+from replayer.source.convert.normalise import TIME_UNITS, is_placeholder
 
 # One step of a path: a key of an object, or the element of a list whose `field` is `value`
 # (written `event_params[key=ga_session_id]`).
@@ -63,6 +63,24 @@ class Mapping:
     attributes_shape: str = "object"
     insert_id: tuple[FieldPath, ...] = ()  # events of a user with the same id count once
     insert_id_all: bool = False  # the id is every path's value (else the first present)
+    processed: tuple[FieldPath, ...] = ()  # a UTC processing time: finds local event times
+    processed_unit: str = "ms"
+    key_start: str | None = None  # the session key is its session's start, in this unit
+    anonymous_prefixes: tuple[str, ...] = ()  # a user ID so prefixed is a device's
+    user_agent: tuple[FieldPath, ...] = ()  # read for browser and OS when no OS is mapped
+    web_when: tuple[FieldPath, ...] = ()  # [web]: an event whose field here is one of
+    web_values: frozenset[str] = frozenset()  # these (any case) is a web event, whose
+    web_fields: tuple[Field, ...] = ()  # fields these replace (no paths: not mapped)
+
+    def fields_for(self, obj: dict[str, Any]) -> tuple[Field, ...]:
+        """The [start] fields, with [web]'s in their place when `obj` is a web event."""
+        if not self.web_when:
+            return self.fields
+        kind = first_present(obj, self.web_when)
+        if not isinstance(kind, str) or kind.strip().lower() not in self.web_values:
+            return self.fields
+        web = {spec.target for spec in self.web_fields}
+        return (*[spec for spec in self.fields if spec.target not in web], *self.web_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +139,11 @@ def lookup(obj: Any, path: FieldPath) -> Any:
 
 
 def first_present(obj: Any, paths: tuple[FieldPath, ...]) -> Any:
-    """The value of the first of `paths` that is present (not null, not "") in `obj`."""
+    """The value of the first of `paths` that is present in `obj`: not null, not "", not a
+    vendor's placeholder such as "(not set)"."""
     for path in paths:
         value = lookup(obj, path)
-        if value is not None and value != "":
+        if value is not None and not is_placeholder(value):
             return value
     return None
 
@@ -150,14 +169,15 @@ def load_mapping(path: Path) -> Mapping | MappingError:
 
 def parse_mapping(document: dict[str, Any], *, name: str) -> Mapping | MappingError:
     """A TOML document ([event], [session], [start] tables) -> a `Mapping` or the first error."""
-    unknown = set(document) - {"event", "session", "start"}
+    unknown = set(document) - {"event", "session", "start", "web"}
     if unknown:
         return MappingError(f"unknown table(s): {', '.join(sorted(unknown))}")
-    event, session, start = (document.get(k, {}) for k in ("event", "session", "start"))
-    if not all(type(t) is dict for t in (event, session, start)):
-        return MappingError("[event], [session] and [start] must be tables")
+    event, session, start, web = (document.get(k, {})
+                                  for k in ("event", "session", "start", "web"))
+    if not all(type(t) is dict for t in (event, session, start, web)):
+        return MappingError("[event], [session], [start] and [web] must be tables")
     try:
-        return _build(name, event, session, dict(start))
+        return _build(name, event, session, dict(start), dict(web))
     except _Refused as refused:
         return MappingError(str(refused))
 
@@ -181,7 +201,7 @@ def _optional_paths(table: dict[str, Any], key: str, where: str) -> tuple[FieldP
 
 
 def _build(name: str, event: dict[str, Any], session: dict[str, Any],
-           start: dict[str, Any]) -> Mapping:
+           start: dict[str, Any], web: dict[str, Any]) -> Mapping:
     time = event.get("time")
     if type(time) is not dict or "path" not in time:
         raise _Refused('event.time: required, e.g. { path = "ts", unit = "ms" }')
@@ -200,8 +220,17 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
     if not user_id and not device_id:
         raise _Refused("start: userId or deviceId must be mapped")
     latitude, longitude = _location(start.pop("location", None))
+    user_agent = _identity(start.pop("userAgent", None), "start.userAgent")
+    web_when, web_values = _web_when(web.pop("when", None), bool(web))
     attributes, shape = _attributes(start.pop("userAttributes", None))
     insert_id, insert_id_all = _insert_id(event.get("id"))
+    processed, processed_unit = _processed(event.get("processed"))
+    anonymous = event.get("anonymous_prefix", [])
+    if type(anonymous) is not list or not all(type(p) is str and p for p in anonymous):
+        raise _Refused('event.anonymous_prefix: a list of prefixes, e.g. ["$device:"]')
+    key_start = session.get("key_start")
+    if key_start is not None and (rule != "key" or key_start not in TIME_UNITS):
+        raise _Refused(f"session.key_start: with rule = \"key\", one of {', '.join(TIME_UNITS)}")
     return Mapping(
         name=name,
         time=_paths(time["path"], "event.time.path"),
@@ -221,7 +250,39 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         attributes_shape=shape,
         insert_id=insert_id,
         insert_id_all=insert_id_all,
+        processed=processed,
+        processed_unit=processed_unit,
+        key_start=key_start,
+        anonymous_prefixes=tuple(anonymous),
+        user_agent=user_agent,
+        web_when=web_when,
+        web_values=web_values,
+        web_fields=tuple(_field(target, spec, where="web") for target, spec in web.items()),
     )
+
+
+def _web_when(spec: Any, has_fields: bool) -> tuple[tuple[FieldPath, ...], frozenset[str]]:
+    """[web] when = { path = "PATH", values = ["Web", ...] }: which events are web events."""
+    if spec is None:
+        if has_fields:
+            raise _Refused('web.when: required, e.g. { path = "platform", values = ["Web"] }')
+        return (), frozenset()
+    values = spec.get("values") if type(spec) is dict else None
+    if type(values) is not list or not values or not all(type(v) is str for v in values):
+        raise _Refused('web.when: { path = "PATH", values = ["Web", ...] }')
+    return _paths(spec.get("path"), "web.when.path"), frozenset(v.lower() for v in values)
+
+
+def _processed(spec: Any) -> tuple[tuple[FieldPath, ...], str]:
+    """event.processed: { path = "PATH", unit = "ms" }, a UTC processing time."""
+    if spec is None:
+        return (), "ms"
+    if type(spec) is not dict or "path" not in spec:
+        raise _Refused('event.processed: { path = "PATH", unit = "ms" }')
+    unit = spec.get("unit", "auto")
+    if unit not in TIME_UNITS:
+        raise _Refused(f"event.processed.unit: one of {', '.join(TIME_UNITS)}, got {unit!r}")
+    return _paths(spec["path"], "event.processed.path"), unit
 
 
 def _insert_id(spec: Any) -> tuple[tuple[FieldPath, ...], bool]:
@@ -259,14 +320,17 @@ def _attributes(spec: Any) -> tuple[tuple[FieldPath, ...], str]:
     return _paths(spec.get("path"), "start.userAttributes.path"), shape
 
 
-def _field(target: str, spec: Any) -> Field:
+def _field(target: str, spec: Any, *, where: str = "start") -> Field:
+    """One parameter's spec; in [web], `false` leaves the parameter out of web events."""
     if target not in START_FIELDS:
-        raise _Refused(f"start.{target}: not a start parameter this mapping can feed")
+        raise _Refused(f"{where}.{target}: not a start parameter this mapping can feed")
+    if where == "web" and spec is False:
+        return Field(target, ())
     if type(spec) is not dict:
         spec = {"path": spec}
     transform = spec.get("transform", "text")
     if transform not in TRANSFORMS:
-        raise _Refused(f"start.{target}.transform: one of {', '.join(TRANSFORMS)}")
+        raise _Refused(f"{where}.{target}.transform: one of {', '.join(TRANSFORMS)}")
     if (transform == "iana") != (target == "timezone" and transform == "iana"):
-        raise _Refused(f"start.{target}: transform iana feeds only timezone")
-    return Field(target, _paths(spec.get("path"), f"start.{target}.path"), transform)
+        raise _Refused(f"{where}.{target}: transform iana feeds only timezone")
+    return Field(target, _paths(spec.get("path"), f"{where}.{target}.path"), transform)

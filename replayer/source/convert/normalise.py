@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
 
+from replayer.source.convert.countries import cldr_country
+
 TIME_UNITS = ("s", "ms", "us", "iso", "auto")
 _MAX_ATTRIBUTE_NAME_CHARS = 139  # docs/leanplum-api.md "Limits on names"
 _MAX_OFFSET_S = 14 * 3600
@@ -27,11 +29,26 @@ _ATTRIBUTE_FORBIDDEN = re.compile(r'[,|"{\t\n\r]')
 _NUMERIC = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DIGITS = re.compile(r"-?[0-9]+(?:\.[0-9]*)?")
 _UNIT_DIVISOR = {"s": 1.0, "ms": 1e3, "us": 1e6}
+# Vendors' words for "no value" (GA4's "(not set)"): an absent value, not a city or an OS.
+PLACEHOLDERS = frozenset({"(not set)", "(none)", "(not provided)"})
+_OS_PREFIX = re.compile(r"[^\d]*?\s(?=\d)")  # "Android 11", "Mac OS X 10.15": the name
+
+
+def is_placeholder(value: Any) -> bool:
+    """Whether `value` is an empty string or a vendor's placeholder for no value."""
+    return isinstance(value, str) and (not value.strip()
+                                       or value.strip().lower() in PLACEHOLDERS)
+
+
+def os_version(text: str) -> str:
+    """An OS version without its OS name: `Android 11` -> `11`, `iOS 17.2` -> `17.2`."""
+    return _OS_PREFIX.sub("", text.strip(), count=1)
 
 
 @lru_cache(maxsize=4096)
 def country_code(text: str) -> str | None:
-    """An ISO 3166-1 alpha-2 code for a code or an exact name (official or common); else None.
+    """An ISO 3166-1 alpha-2 code for a code or an exact name (ISO's official or common,
+    or CLDR's as the vendors write them: "Russia", "UK", "Bosnia & Herzegovina"); else None.
 
     pycountry's `lookup` matches codes and names case-insensitively and exactly: no fuzzy
     matching, so "Untied States" stays unmapped rather than guessed.
@@ -42,7 +59,7 @@ def country_code(text: str) -> str | None:
     try:
         country = pycountry.countries.lookup(name)
     except LookupError:
-        return None
+        return cldr_country(name)
     code: str = country.alpha_2
     return code
 
@@ -98,14 +115,20 @@ def offset_seconds(value: Any) -> int | None:
     return seconds if -_MAX_OFFSET_S <= seconds <= _MAX_OFFSET_S else None
 
 
-def unix_seconds(value: Any, unit: str) -> float | None:
+def source_zone(name: str) -> ZoneInfo | None:
+    """The IANA zone `name` (`--source-timezone`), or None when it is not one."""
+    return _zone(name.strip()) if name.strip() else None
+
+
+def unix_seconds(value: Any, unit: str, zone: ZoneInfo | None = None) -> float | None:
     """UNIX seconds from a number (or numeric string) in `unit`, or a date string; else None.
 
     `iso` reads ISO-8601 and the vendors' `YYYY-MM-DD HH:MM:SS[.ffffff]` (no zone: UTC);
-    `auto` takes strings as dates and numbers by magnitude (s, ms or µs).
+    `auto` takes strings as dates and numbers by magnitude (s, ms or µs). With `zone`, a
+    number or a date without an offset is that zone's wall clock, not UTC.
     """
     if isinstance(value, str) and unit in ("iso", "auto") and not _DIGITS.fullmatch(value):
-        return _date_seconds(value)
+        return _date_seconds(value, zone)
     number = _number(value)
     if number is None:
         return None
@@ -116,10 +139,21 @@ def unix_seconds(value: Any, unit: str) -> float | None:
     if divisor is None:
         return None
     seconds = number / divisor
+    if zone is not None and seconds > 0:
+        seconds = _wall_clock(seconds, zone)
     return seconds if seconds > 0 else None
 
 
-def _date_seconds(text: str) -> float | None:
+def _wall_clock(seconds: float, zone: ZoneInfo) -> float:
+    """The UNIX time of `seconds` read as `zone`'s wall clock (as local-time exports write)."""
+    try:
+        wall = datetime.fromtimestamp(seconds, UTC).replace(tzinfo=zone)
+    except (OverflowError, OSError, ValueError):
+        return seconds
+    return wall.timestamp()
+
+
+def _date_seconds(text: str, zone: ZoneInfo | None = None) -> float | None:
     if len(text) > _MAX_ISO_CHARS:
         return None
     try:
@@ -127,7 +161,7 @@ def _date_seconds(text: str) -> float | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=zone or UTC)
     seconds = parsed.timestamp()
     return seconds if seconds > 0 else None
 

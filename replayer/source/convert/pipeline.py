@@ -8,9 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
+from zoneinfo import ZoneInfo
 
 import orjson
 
+from replayer.source.convert.clock import LagTally
 from replayer.source.convert.events import Refusal, read_event, start_record
 from replayer.source.convert.mapping import Mapping
 from replayer.source.convert.readers import ExportLine
@@ -27,13 +29,17 @@ _RAW_CHARS = 1000  # how much of a rejected line its row keeps
 @dataclass(frozen=True, slots=True)
 class ConvertOptions:
     """How to sessionise: the inactivity gap, now (to refuse futures), the engine's memory
-    limit and where it spills; and run's line limit, which every record written must meet."""
+    limit and where it spills; run's line limit, which every record written must meet; and
+    the zone whose wall clock the export's times are (None: UTC); whether anonymous IDs
+    are user IDs (else device IDs)."""
 
     now_s: float
     gap_s: float = DEFAULT_GAP_S
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     temp_dir: str | None = None
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    source_zone: ZoneInfo | None = None
+    anonymous_as_user: bool = False
 
 
 def convert(mapping: Mapping, lines: Iterable[ExportLine], *, out: BinaryIO,
@@ -44,6 +50,7 @@ def convert(mapping: Mapping, lines: Iterable[ExportLine], *, out: BinaryIO,
     summary = ConvertSummary(mapping.name, options.gap_s, options.memory_limit)
     with EventTable(memory_limit=options.memory_limit, temp_dir=options.temp_dir) as table:
         file_numbers: dict[str, int] = {}
+        lags = LagTally()
         for line in lines:
             file_no = file_numbers.get(line.file)
             if file_no is None:
@@ -51,15 +58,19 @@ def convert(mapping: Mapping, lines: Iterable[ExportLine], *, out: BinaryIO,
                 summary.files.append(FileCounts(line.file))
             summary.events_read += 1
             summary.files[file_no].events_read += 1
-            event = _event(mapping, line, options.now_s)
+            event = _event(mapping, line, options)
             if isinstance(event, Refusal):
                 summary.reject(file_no, event.reason)
                 rejects.write(_reject_row(line, event))
                 continue
+            if event.processed_s is not None:
+                lags.add(event.time_s, event.processed_s)
             table.add(user=event.user, key=event.key, time_s=event.time_s, marker=event.marker,
                       duplicate_key=event.duplicate_key, file_no=file_no,
                       line_no=line.line_no, user_id=event.user_id,
-                      device_id=event.device_id, attributes=event.attributes, data=line.data)
+                      device_id=event.device_id, attributes=event.attributes, data=line.data,
+                      key_start_s=event.key_start_s)
+        summary.local_times = lags.detected()
         for file_no, count in table.duplicates().items():
             summary.drop_duplicates(file_no, count)
         rows = table.rows(gap_s=options.gap_s, markers=mapping.rule == "marker")
@@ -68,12 +79,13 @@ def convert(mapping: Mapping, lines: Iterable[ExportLine], *, out: BinaryIO,
     return summary
 
 
-def _event(mapping: Mapping, line: ExportLine, now_s: float) -> Event | Refusal:
+def _event(mapping: Mapping, line: ExportLine, options: ConvertOptions) -> Event | Refusal:
     try:
         obj = orjson.loads(line.data)
     except orjson.JSONDecodeError as exc:
         return Refusal("invalid_json", f"not JSON: {exc.msg} at column {exc.colno}")
-    return read_event(mapping, obj, now_s=now_s)
+    return read_event(mapping, obj, now_s=options.now_s, zone=options.source_zone,
+                      anonymous_as_user=options.anonymous_as_user)
 
 
 def _write(mapping: Mapping, session: OpenSession, out: BinaryIO, rejects: BinaryIO,

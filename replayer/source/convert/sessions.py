@@ -28,12 +28,15 @@ class Event:
     attributes: dict[str, Any] | None
     obj: dict[str, Any]
     duplicate_key: str | None = None  # the vendor's insert id: copies count once
+    processed_s: float | None = None  # a UTC processing time, to detect local event times
+    key_start_s: float | None = None  # the start its session key names (Amplitude's)
 
 
 @dataclass(slots=True)
 class OpenSession:
-    """A session: its first event (by time) and where it was read, its events' count, the
-    first user and device IDs of its events, their attributes (the latest wins)."""
+    """A session: its start (its first event's time, or the earlier start its key names),
+    its first event (by time) and where it was read, its events' count, the first user and
+    device IDs of its events, their attributes (the latest wins)."""
 
     first_s: float
     obj: dict[str, Any]
@@ -54,7 +57,7 @@ class OpenSession:
 
 
 def _open(row: Row) -> OpenSession:
-    return OpenSession(row.time_s, orjson.loads(row.data), row.file_no, row.line_no, 1,
+    return OpenSession(row.start_s, orjson.loads(row.data), row.file_no, row.line_no, 1,
                        row.user_id, row.device_id, dict(row.attributes or {}))
 
 

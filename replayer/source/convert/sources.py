@@ -20,6 +20,7 @@ id = ["insert_id", "$insert_id"]               # raw exports hold duplicates: co
 [session]
 rule = "key"                 # session_id: the session's start in epoch ms
 key = "session_id"
+key_start = "ms"             # a session starts there when its first event is later
 no_key = [-1]                # -1: outside any session; the gap rule applies
 
 [start]
@@ -35,6 +36,14 @@ region = "region"
 city = "city"
 location = { lat = "location_lat", lon = "location_lng" }
 userAttributes = "user_properties"
+
+[web]                        # the web SDK: os_name is the browser, device_model the OS
+when = { path = "platform", values = ["Web"] }
+browserName = "os_name"
+browserVersion = "os_version"
+systemName = "device_model"
+systemVersion = false
+deviceModel = false
 """
 
 MIXPANEL = """\
@@ -46,13 +55,16 @@ name = "event"
 # Raw exports hold duplicates; Mixpanel counts two events as one only when the name,
 # distinct_id, time and $insert_id all match (its Event Deduplication reference).
 id = { all = ["event", "properties.distinct_id", "properties.time", "properties.$insert_id"] }
+# UTC, whatever the project's zone: tells a local `time` (pass --source-timezone) apart
+processed = { path = "properties.mp_processing_time_ms", unit = "ms" }
+anonymous_prefix = ["$device:"]                      # ID merge's anonymous distinct_id
 
 [session]
 rule = "gap"                 # no session in the export: Mixpanel's own inactivity rule
 
 [start]
-userId = ["properties.$user_id", "properties.distinct_id"]
-deviceId = "properties.$device_id"
+userId = ["properties.$user_id", "properties.distinct_id"]   # unless anonymous: a device's
+deviceId = ["properties.$device_id", "properties.$distinct_id_before_identity"]
 appVersion = ["properties.$app_version_string", "properties.$app_release"]
 systemName = "properties.$os"
 systemVersion = "properties.$os_version"
@@ -91,6 +103,7 @@ city = ["context.location.city", "context_location_city"]
 location = { lat = ["context.location.latitude", "context_location_latitude"], lon = ["context.location.longitude", "context_location_longitude"] }
 timezone = { path = ["context.timezone", "context_timezone"], transform = "iana" }
 userAttributes = ["traits", "context.traits"]
+userAgent = ["context.userAgent", "context_user_agent"]   # browser and OS without context.os
 """
 
 GA4 = """\
@@ -120,6 +133,10 @@ region = "geo.region"
 city = "geo.city"
 timezoneOffsetSeconds = { path = "device.time_zone_offset_seconds", transform = "offset" }
 userAttributes = { path = "user_properties", shape = "key_value_list" }
+
+[web]                        # desktop web rows: mobile_model_name is the browser ("Chrome");
+when = { path = "device.category", values = ["desktop"] }   # mobile web rows name the phone
+deviceModel = false
 """
 
 SOURCE_TOML: dict[str, str] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from replayer.source.convert.clock import LocalTimes
 from replayer.source.convert.events import FieldTally
 
 
@@ -36,6 +37,7 @@ class ConvertSummary:
     rejects: dict[str, int] = field(default_factory=dict)
     fields: FieldTally = field(default_factory=FieldTally)
     files: list[FileCounts] = field(default_factory=list)
+    local_times: LocalTimes | None = None  # event times that look like a local wall clock
 
     @property
     def events_rejected(self) -> int:
@@ -77,6 +79,7 @@ class ConvertSummary:
             },
             "renamed_attributes": dict(sorted(tally.renamed.items())),
             "dropped_attributes": dict(sorted(tally.dropped.items())),
+            "local_times": None if self.local_times is None else self.local_times.encode(),
             "files": [
                 {"file": f.file, "events_read": f.events_read, "sessions": f.sessions,
                  "duplicates": f.duplicates, "rejects": dict(sorted(f.rejects.items()))}
@@ -97,6 +100,8 @@ class ConvertSummary:
         for name, count in sorted(self.fields.unmapped.items()):
             examples = ", ".join(repr(e) for e in self.fields.examples.get(name, []))
             out.append(f"  not mapped: {name} in {count} session(s), e.g. {examples}")
+        if self.local_times is not None:
+            out.append(self.local_times.line())
         for old, new in sorted(self.fields.renamed.items()):
             out.append(f"  renamed attribute {old!r} -> {new!r}")
         for name, count in sorted(self.fields.dropped.items()):

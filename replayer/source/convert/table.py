@@ -26,7 +26,7 @@ MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)", re.I
 _FETCH_ROWS = 10_000
 _COLUMNS = ("{usr: 'VARCHAR', k: 'VARCHAR', t: 'DOUBLE', mark: 'BOOLEAN', dup: 'VARCHAR', "
             "f: 'INTEGER', n: 'BIGINT', uid: 'VARCHAR', did: 'VARCHAR', attrs: 'VARCHAR', "
-            "data: 'VARCHAR'}")
+            "ks: 'DOUBLE', data: 'VARCHAR'}")
 _LOAD = """
 CREATE TABLE ev AS
 SELECT row_number() OVER () AS id, *, md5(data) AS h
@@ -36,27 +36,38 @@ FROM read_json(?, format='newline_delimited', columns={columns})
 # to the lines and sorted once: the window functions stay small, the sort spills. Ties on
 # time are broken by the hash of the line's bytes, never by its place: the same events in
 # any order give the same sessions, the same first events and the same copy of a duplicate.
+# A change of user ID (a login, a logout, an identity merge) opens a session too: no
+# event is put under a user who did not do it. A session starts at its first event, or at the earlier start its key names (ks) when it
+# is its key's first session and that start is less than the gap earlier (no session spans
+# a pause of the gap: a key further back names no start this export can vouch for).
 _CUT = """
 CREATE TABLE cut AS
 WITH kept AS (
-    SELECT id, usr, k, t, mark, h FROM ev
+    SELECT id, usr, k, t, mark, h, ks, uid FROM ev
     QUALIFY dup IS NULL OR row_number() OVER (PARTITION BY usr, dup ORDER BY t, h, data) = 1
 ),
 flagged AS (
     SELECT *, CASE WHEN lag(t) OVER w IS NULL OR t - lag(t) OVER w >= ?
-                     OR (? AND mark AND k IS NULL) THEN 1 ELSE 0 END AS opens
+                     OR (? AND mark AND k IS NULL)
+                     OR uid IS DISTINCT FROM lag(uid) OVER w THEN 1 ELSE 0 END AS opens,
+           lag(t) OVER w IS NULL AS key_first
     FROM kept WINDOW w AS (PARTITION BY usr, k ORDER BY t, h)
 ),
 numbered AS (
     SELECT *, sum(opens) OVER (PARTITION BY usr, k ORDER BY t, h
                                ROWS UNBOUNDED PRECEDING) AS s
     FROM flagged
+),
+timed AS (
+    SELECT *, min(t) OVER p AS first_t, bool_or(key_first) OVER p AS keyed
+    FROM numbered WINDOW p AS (PARTITION BY usr, k, s)
 )
-SELECT id, usr, k, s, t, h, opens, min(t) OVER (PARTITION BY usr, k, s) AS start
-FROM numbered
+SELECT id, usr, k, s, t, h, opens,
+       CASE WHEN keyed AND ks < first_t AND first_t - ks < ? THEN ks ELSE first_t END AS start
+FROM timed
 """
 _SESSIONS = """
-SELECT c.opens, e.t, e.uid, e.did, e.attrs, e.data, e.f, e.n
+SELECT c.opens, c.start, e.t, e.uid, e.did, e.attrs, e.data, e.f, e.n
 FROM cut c JOIN ev e USING (id)
 ORDER BY c.start, c.usr, c.k NULLS FIRST, c.s, c.t, c.h, e.data
 """
@@ -93,6 +104,7 @@ class Row:
     """One accepted event as the table holds it; `opens` marks its session's first event."""
 
     opens: bool
+    start_s: float  # its session's start
     time_s: float
     user_id: str | None
     device_id: str | None
@@ -140,14 +152,16 @@ class EventTable:
 
     def add(self, *, user: str, key: str | None, time_s: float, marker: bool,
             duplicate_key: str | None, file_no: int, line_no: int, user_id: str | None,
-            device_id: str | None, attributes: dict[str, Any] | None, data: bytes) -> None:
-        """Spools one accepted event (its line as read, to map its fields later)."""
+            device_id: str | None, attributes: dict[str, Any] | None, data: bytes,
+            key_start_s: float | None = None) -> None:
+        """Spools one accepted event (its line as read, to map its fields later);
+        `key_start_s` is the start its session key names, if it names one."""
         assert self._spool is not None, "add() after rows()"
         self._spool.write(orjson.dumps({
             "usr": user, "k": key, "t": time_s, "mark": marker, "dup": duplicate_key,
             "f": file_no, "n": line_no, "uid": user_id, "did": device_id,
             "attrs": None if attributes is None else orjson.dumps(attributes).decode(),
-            "data": data.decode()}, option=orjson.OPT_APPEND_NEWLINE))
+            "ks": key_start_s, "data": data.decode()}, option=orjson.OPT_APPEND_NEWLINE))
         self.events += 1
 
     def _load(self) -> None:
@@ -186,18 +200,18 @@ class EventTable:
 
     def rows(self, *, gap_s: float, markers: bool) -> Iterator[Row]:
         """Every kept event, sessions by start time, each session's events by time; a pause of
-        `gap_s` or more, or a marker (with `markers`, for events without a session key),
-        opens a session."""
+        `gap_s` or more, a marker (with `markers`, for events without a session key) or a
+        change of user ID opens a session."""
         self._load()
         if not self.events:
             return
         with self._engine_errors():
-            self._db.execute(_CUT, [gap_s, markers])
+            self._db.execute(_CUT, [gap_s, markers, gap_s])
             result = self._db.execute(_SESSIONS)
             batch = result.fetchmany(_FETCH_ROWS)
         while batch:
-            for opens, time_s, uid, did, attrs, data, file_no, line_no in batch:
-                yield Row(bool(opens), time_s, uid, did,
+            for opens, start_s, time_s, uid, did, attrs, data, file_no, line_no in batch:
+                yield Row(bool(opens), start_s, time_s, uid, did,
                           None if attrs is None else orjson.loads(attrs),
                           data.encode(), file_no, line_no)
             with self._engine_errors():
