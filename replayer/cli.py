@@ -25,21 +25,27 @@ from typing import Any
 
 import click
 
-from replayer import __version__, run_setup
+from replayer import __version__
+from replayer.commands import run_setup
+from replayer.commands.console import print_summary
+from replayer.commands.convert import convert
+from replayer.commands.emulate import emulate
+from replayer.commands.merge import merge
+from replayer.commands.report import report
+from replayer.commands.run_setup import SetupError
+from replayer.commands.source import check_paths, generate, validate
+from replayer.commands.spark import spark
+from replayer.commands.watch import watching
 from replayer.config import ConfigError, Settings, load_settings
-from replayer.emulator.command import emulate
 from replayer.engine.control import RunControl
 from replayer.engine.loop import loop_factory
 from replayer.engine.rate_control import auto_rate_of, is_auto, parse_auto
 from replayer.engine.replay import RunReport, replay, tune_gc
 from replayer.engine.schedule import parse_duration, parse_rate
-from replayer.observe.console import print_summary
 from replayer.observe.logs import say, setup_logging
 from replayer.observe.thresholds import parse_threshold
-from replayer.observe.watch import watching
 from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir
 from replayer.output.lock import FolderLock
-from replayer.output.merge_command import merge
 from replayer.output.resume import ResumeState, check_workers, read_resume, retry_kinds
 from replayer.output.runfile import (
     ResumeError,
@@ -52,12 +58,7 @@ from replayer.output.runfile import (
 )
 from replayer.output.sinks import OutputError
 from replayer.records import ExitCode
-from replayer.report.command import report
-from replayer.run_setup import SetupError
-from replayer.source.commands import check_paths, generate, validate
-from replayer.source.convert.command import convert
 from replayer.source.shard import Shard, parse_shard
-from replayer.spark.command import spark
 from replayer.workers.parent import run_workers, worker_count
 
 RUN_EPILOG = """\b

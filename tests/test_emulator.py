@@ -17,6 +17,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
+from replayer.commands import emulate as command_module
+from replayer.commands.emulate import emulate
 from replayer.emulator import (
     DEFAULT_APP_ID,
     DEFAULT_CLIENT_KEY,
@@ -25,8 +27,6 @@ from replayer.emulator import (
     create_app,
     embedded,
 )
-from replayer.emulator import command as command_module
-from replayer.emulator.command import emulate
 from replayer.emulator.store import Invalid, StartAction, UserStore, Verdict, parse_start
 from tests.conftest import DATA
 

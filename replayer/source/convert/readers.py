@@ -22,8 +22,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import click
-
 from replayer.records import BOM
 from replayer.source import objects
 from replayer.source.convert.documents import (
@@ -109,8 +107,8 @@ def _objects(url: str) -> list[str]:
     """A URL's objects in name order (a glob's, or a folder's export objects)."""
     try:
         return [o.url for o in objects.expand(url, suffixes=EXPORT_SUFFIXES)]
-    except objects.ObjectsUnavailable as exc:
-        raise click.UsageError(str(exc)) from None
+    except objects.ObjectsUnavailable:
+        raise  # no client library, or no credentials: the command says it (exit 2)
     except objects.ObjectError as exc:
         raise InputError(str(exc)) from None
 

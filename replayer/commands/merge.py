@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from replayer.observe.console import print_summary
+from replayer.commands.console import print_summary
 from replayer.observe.logs import setup_logging
 from replayer.output.closing import close_folder
 from replayer.output.layout import OutDirError, prepare_out_dir

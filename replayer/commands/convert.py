@@ -19,6 +19,7 @@ import orjson
 
 from replayer.engine.schedule import parse_duration
 from replayer.records import ExitCode
+from replayer.source import objects
 from replayer.source.convert.mapping import (
     Mapping,
     MappingError,
@@ -160,6 +161,8 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         with _records_out(output) as out, _file_out(outputs.rejects, gzipped=False) as rejects:
             summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)
         _write_summary(outputs.summary, summary)
+    except objects.ObjectsUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
     except InputError as exc:
         raise InputFailure(str(exc)) from exc
     except EngineFailure as exc:

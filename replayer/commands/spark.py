@@ -14,15 +14,15 @@ from typing import Any
 
 import click
 
+from replayer.commands.console import print_summary
+from replayer.commands.source import check_paths
 from replayer.config import ConfigError, load_settings
-from replayer.observe.console import print_summary
 from replayer.observe.logs import setup_logging
 from replayer.output.layout import OutDirError, check_inputs, prepare_out_dir
 from replayer.output.lock import FolderLock
 from replayer.output.runfile import ResumeError, check_writer
 from replayer.output.sinks import OutputError
 from replayer.records import ExitCode
-from replayer.source.commands import check_paths
 from replayer.spark import INSTALL
 
 EXIT_AFTER_ENV = "REPLAYER_SPARK_TEST_EXIT_AFTER"  # test hook: see spark.task._hook
