@@ -15,7 +15,7 @@ from replayer.engine.lanes import Work
 from replayer.engine.outage import Outage
 from replayer.engine.pacing import Clock
 from replayer.engine.schedule import OriginalPace
-from replayer.observe.stats import RunStats
+from replayer.engine.stats import RunStats
 from replayer.output.journal import ResumeState
 from replayer.records import ExitCode, FailureKind, RawLine, RecordFailure
 from replayer.source.read import ChunkReader, ReadCounts, iter_lines
