@@ -35,3 +35,9 @@ def test_click_only_in_the_command_layer(path: Path) -> None:
     in_commands = path == PACKAGE / "cli.py" or (PACKAGE / "commands") in path.parents
     if not in_commands:
         assert _imports_of(path, "click") == []
+
+
+@pytest.mark.parametrize("path", _modules(PACKAGE / "output"),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_output_imports_nothing_from_the_engine(path: Path) -> None:
+    assert _imports_of(path, "replayer.engine") == []
