@@ -37,11 +37,12 @@ from replayer.commands.source import check_paths, generate, validate
 from replayer.commands.spark import spark
 from replayer.commands.watch import watching
 from replayer.config import ConfigError, Settings, load_settings
+from replayer.config.duration import parse_duration
 from replayer.engine.control import RunControl
 from replayer.engine.loop import loop_factory
 from replayer.engine.rate_control import auto_rate_of, is_auto, parse_auto
 from replayer.engine.replay import RunReport, replay, tune_gc
-from replayer.engine.schedule import parse_duration, parse_rate
+from replayer.engine.schedule import parse_rate
 from replayer.observe.logs import say, setup_logging
 from replayer.observe.thresholds import parse_threshold
 from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir

@@ -17,7 +17,7 @@ from typing import BinaryIO
 import click
 import orjson
 
-from replayer.engine.schedule import parse_duration
+from replayer.config.duration import parse_duration
 from replayer.records import ExitCode
 from replayer.source import objects
 from replayer.source.convert.mapping import (
