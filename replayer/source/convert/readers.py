@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from replayer.records import BOM
+from replayer.records import line_body
 from replayer.source import objects
 from replayer.source.convert.documents import (
     DocumentError,
@@ -239,6 +239,6 @@ class _Prefixed(io.RawIOBase):
 def _lines(name: str, stream: Iterable[bytes]) -> Iterator[ExportLine]:
     for line_no, line in enumerate(stream, start=1):
         # As `run` does: a BOM that starts a line is no data.
-        data = line.rstrip(b"\r\n").removeprefix(BOM)
+        data = bytes(line_body(line.removesuffix(b"\n")))
         if data.strip():
             yield ExportLine(name, line_no, data)
