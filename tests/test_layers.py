@@ -4,6 +4,7 @@ engine/. Read from the source's import statements, so a new module is checked to
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,12 @@ def test_click_only_in_the_command_layer(path: Path) -> None:
                          ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_output_imports_nothing_from_the_engine(path: Path) -> None:
     assert _imports_of(path, "replayer.engine") == []
+
+
+def test_the_api_limits_are_defined_once() -> None:
+    """400, 139, 50 and 500 are named in limits.py; nobody else gives them a name of their own."""
+    spelled = re.compile(r"^\s*\w*(id|name|users|actions)\w*\s*(:[^=]+)?=\s*(400|139|50|500)\b",
+                         re.MULTILINE | re.IGNORECASE)
+    found = [str(p.relative_to(PACKAGE)) for p in _modules(PACKAGE)
+             if p.name != "limits.py" and spelled.search(p.read_text(encoding="utf-8"))]
+    assert found == []

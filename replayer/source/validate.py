@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from replayer.limits import MAX_FUTURE_S
 from replayer.records import (
     SECRET_NAMES_FOLDED,
     FailureKind,
@@ -47,7 +48,6 @@ VALIDATION_KINDS: tuple[FailureKind, ...] = tuple(map(FailureKind, (
 )))
 _RANK: dict[str, int] = {kind: rank for rank, kind in enumerate(VALIDATION_KINDS)}
 
-_MAX_FUTURE_S = 86400.0
 
 # A problem found in a record: its rank in VALIDATION_KINDS and its message.
 _Ranked = tuple[int, str]
@@ -139,7 +139,7 @@ def _check_record(
         problems.append(_MISSING_ID)
     if now_s is not None:
         seconds = params.get("time")
-        if seconds is not None and seconds > now_s + _MAX_FUTURE_S:
+        if seconds is not None and seconds > now_s + MAX_FUTURE_S:
             problems.append(_future_problem(seconds))
 
     if not problems:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from replayer.limits import MAX_FUTURE_S, MAX_ID_CHARS
 from replayer.records import redact_text
 from replayer.source.convert.mapping import Field, Mapping, first_present
 from replayer.source.convert.normalise import (
@@ -28,8 +29,6 @@ from replayer.source.convert.sessions import Event, OpenSession
 from replayer.source.fields import CHECKS, Problem
 from replayer.source.redact import may_name_secret, nested_secret_problems
 
-_MAX_ID_CHARS = 400  # docs/leanplum-api.md: user and device IDs
-_MAX_FUTURE_S = 86400.0
 _EXAMPLES = 5  # distinct unmapped values kept per field, for the summary
 _KV_VALUES = ("string_value", "int_value", "float_value", "double_value")
 
@@ -76,8 +75,8 @@ def read_event(mapping: Mapping, obj: Any, *, now_s: float) -> Event | Refusal:
     if user is None or (user_id is None and device_id is None):
         return Refusal("no_user", "no user: none of the user and device ID fields is set")
     for value in (user_id, device_id):
-        if value is not None and len(value) > _MAX_ID_CHARS:
-            return Refusal("id_too_long", f"an ID of {len(value)} characters (at most 400)")
+        if value is not None and len(value) > MAX_ID_CHARS:
+            return Refusal("id_too_long", f"an ID of {len(value)} characters (at most {MAX_ID_CHARS})")
     raw_time = first_present(obj, mapping.time)
     if raw_time is None:
         return Refusal("no_time", "no time: the time field is missing")
@@ -85,7 +84,7 @@ def read_event(mapping: Mapping, obj: Any, *, now_s: float) -> Event | Refusal:
     if time_s is None:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is not a time after 1970 "
                                        f"(unit {mapping.time_unit})")
-    if time_s > now_s + _MAX_FUTURE_S:
+    if time_s > now_s + MAX_FUTURE_S:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is more than a day ahead")
     return Event(time_s, user, _session_key(mapping, obj), _is_marker(mapping, obj),
                  user_id, device_id, _attributes(mapping, obj), obj, insert_id(mapping, obj))
