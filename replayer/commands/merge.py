@@ -189,7 +189,8 @@ def merge(dirs: tuple[Path, ...], out_dir: Path, partial: bool) -> None:
             raise MergeError(f"{out_dir}: --out must be a folder of its own, not a shard's")
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = click.get_current_context().with_resource(FolderLock(out_dir))
-        prepare_out_dir(lock, resume=False, overwrite=False)
+        prepare_out_dir(lock, resume=False, overwrite=False,
+                        choices="give a new or empty folder as --out")
     except (MergeError, OutDirError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(ExitCode.USAGE)
