@@ -27,6 +27,7 @@ import click
 
 from replayer import __version__
 from replayer.commands import run_setup
+from replayer.commands.base import Group, OutputFailure
 from replayer.commands.console import print_summary
 from replayer.commands.convert import convert
 from replayer.commands.emulate import emulate
@@ -56,7 +57,6 @@ from replayer.output.runfile import (
     record_for,
 )
 from replayer.output.sinks import OutputError
-from replayer.records import ExitCode
 from replayer.source.shard import Shard, parse_shard
 from replayer.workers.parent import run_workers, worker_count
 
@@ -90,16 +90,10 @@ Exit codes:
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="replayer")
 def main() -> None:
     """Replay NDJSON session records into Leanplum's start API, in bulk."""
-
-
-class OutputFailure(click.ClickException):
-    """An output that cannot be written before the run starts (folder, port): exit code 7."""
-
-    exit_code = ExitCode.OUTPUT
 
 
 @main.command(epilog=RUN_EPILOG)

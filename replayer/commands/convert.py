@@ -17,6 +17,7 @@ from typing import BinaryIO
 import click
 import orjson
 
+from replayer.commands.base import InputFailure, OutputFailure, cannot_write
 from replayer.config.duration import parse_duration
 from replayer.records import ExitCode
 from replayer.source import objects
@@ -77,18 +78,6 @@ class OutputClash(click.ClickException):
     """An output that is an input or another output: exit code 2, before anything is written."""
 
     exit_code = ExitCode.USAGE
-
-
-class InputFailure(click.ClickException):
-    """An input that cannot be found or read: exit code 4."""
-
-    exit_code = ExitCode.INPUT
-
-
-class OutputFailure(click.ClickException):
-    """An output that cannot be written: exit code 7."""
-
-    exit_code = ExitCode.OUTPUT
 
 
 def _memory(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -168,7 +157,7 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
     except EngineFailure as exc:
         raise OutputFailure(str(exc)) from exc
     except OSError as exc:
-        raise OutputFailure(f"cannot write {exc.filename or 'the output'}: {exc.strerror}") from exc
+        raise cannot_write("the output", exc) from exc
     elapsed_s = time.perf_counter() - started
     for line in summary.lines():
         click.echo(line, err=True)

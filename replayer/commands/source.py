@@ -10,19 +10,14 @@ from typing import Any
 
 import click
 
+from replayer.commands.base import InputFailure, cannot_write
 from replayer.output.layout import repeated_input
-from replayer.records import ExitCode, RecordFailure
+from replayer.records import RecordFailure
 from replayer.source import objects
 from replayer.source.checkfile import check_files, kind_table
 from replayer.source.generate import write_records
 from replayer.source.objects import is_url
-from replayer.source.read import STDIN, display_name
-
-
-class InputUnavailable(click.ClickException):
-    """An object or bucket that cannot be found or read before anything starts: exit 4."""
-
-    exit_code = ExitCode.INPUT
+from replayer.source.read import STDIN, InputUnreadable, display_name
 
 
 def check_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
@@ -57,7 +52,7 @@ def _expand_urls(paths: tuple[str, ...]) -> tuple[str, ...]:
         except objects.ObjectsUnavailable as exc:
             raise click.UsageError(str(exc)) from None
         except objects.ObjectError as exc:
-            raise InputUnavailable(str(exc)) from None
+            raise InputFailure(str(exc)) from None
     seen: set[str] = set()
     for url in expanded:
         name = display_name(url)  # rows name an input so: two inputs may not share a name
@@ -88,8 +83,11 @@ def generate(records: int, users: int, seed: int, with_time: bool, output: str) 
                       with_time=with_time)
         return
     opener: Any = gzip.open if output.endswith(".gz") else open
-    with opener(output, "wb") as out:
-        write_records(out, records=records, users=users, seed=seed, with_time=with_time)
+    try:
+        with opener(output, "wb") as out:
+            write_records(out, records=records, users=users, seed=seed, with_time=with_time)
+    except OSError as exc:
+        raise cannot_write(output, exc) from None
 
 
 @click.command()
@@ -117,8 +115,10 @@ def validate(paths: tuple[str, ...], allow_unknown_fields: bool, max_line_bytes:
     try:
         tally = check_files(paths, allow_unknown_fields=allow_unknown_fields,
                             max_line_bytes=max_line_bytes, on_invalid=report)
+    except InputUnreadable as exc:  # names the file
+        raise InputFailure(str(exc)) from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise InputUnavailable(f"reading the input failed: {exc}") from None
+        raise InputFailure(f"reading the input failed: {exc}") from None
     counts = tally.counts
     click.echo(f"{counts.lines} lines ({counts.blank_lines} blank): {tally.valid} valid records "
                f"for {len(tally.users)} distinct users, {tally.invalid} invalid")

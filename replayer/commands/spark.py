@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from replayer.commands.base import Command
 from replayer.commands.console import print_summary
 from replayer.commands.flags import ShownDefault, settings_flags, shown
 from replayer.commands.source import check_paths
@@ -34,7 +35,7 @@ def _fail(message: str, code: ExitCode) -> None:
     sys.exit(code)
 
 
-@click.command("spark")
+@click.command("spark", cls=Command)
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               required=True, help="Output folder on storage every executor can reach; the "
