@@ -18,6 +18,7 @@ import click
 import orjson
 
 from replayer.commands.base import InputFailure, OutputFailure, cannot_write
+from replayer.commands.flags import ShownDefault
 from replayer.config.duration import parse_duration
 from replayer.records import ExitCode
 from replayer.source import objects
@@ -71,6 +72,7 @@ Exit codes:
   4  an input could not be read
   7  an output could not be written, or the events could not be
      sorted (--memory-limit too small, --temp-dir not writable)
+  130  stopped by SIGINT (Ctrl-C)
 """
 
 
@@ -109,21 +111,23 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
               help="Memory for sorting the events; past it they spill to --temp-dir.")
 @click.option("--temp-dir", type=click.Path(file_okay=False), default=None,
               help="Where events are spooled and spilled while sorted, and zip members or "
-                   "objects that are arrays or Parquet copied [the system's].")
+                   "objects that are arrays or Parquet copied.",
+              cls=ShownDefault, show_default="the system's")
 @click.option("--max-line-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_LINE_BYTES,
               show_default=True,
               help="run's line limit: a longer start record is rejected (line_too_long).")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
-              help="Rejects file [FILE.rejects.ndjson].")
+              cls=ShownDefault, show_default="FILE.rejects.ndjson", help="Rejects file.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
-              help="Summary file [FILE.summary.json].")
+              cls=ShownDefault, show_default="FILE.summary.json", help="Summary file.")
 @click.option("--print-map", type=click.Choice(sorted(SOURCE_TOML)), default=None,
               help="Print a built-in source's mapping (a --map file to start from) and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
                     output: str | None, gap_s: float, memory_limit: str, temp_dir: str | None,
                     max_line_bytes: int,
                     rejects_path: str | None, summary_path: str | None,
-                    print_map: str | None) -> None:
+                    print_map: str | None, quiet: bool) -> None:
     """Convert Amplitude, Mixpanel, Segment or GA4 exports (JSON lines or arrays, .gz, .zip,
     .parquet, folders, globs) into start records, one per session, that `replayer run`
     replays."""
@@ -159,6 +163,8 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
     except OSError as exc:
         raise cannot_write("the output", exc) from exc
     elapsed_s = time.perf_counter() - started
+    if quiet:
+        sys.exit(ExitCode.OK if summary.all_kept else ExitCode.FAILURES)
     for line in summary.lines():
         click.echo(line, err=True)
     rate = summary.events_read / elapsed_s if elapsed_s > 0 else 0.0

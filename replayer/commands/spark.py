@@ -35,7 +35,22 @@ def _fail(message: str, code: ExitCode) -> None:
     sys.exit(code)
 
 
-@click.command("spark", cls=Command)
+_EPILOG = """\b
+Exit codes (those of `replayer run`, for the whole job):
+  0    every record delivered
+  1    some records failed (each is a row of failures.ndjson)
+  2    usage or configuration error (pyspark or Java missing, a --rate
+       Spark cannot honour, a folder of another job)
+  3    stopped: the API refused the access key
+  4    stopped: an input could not be read
+  5    a Spark task failed; its partition resumes with the same command
+  7    stopped: an output could not be written
+  8    stopped: the server stayed down for the outage limit (outage_limit_s)
+  130  stopped by SIGINT (Ctrl-C); the same command resumes
+"""
+
+
+@click.command("spark", cls=Command, epilog=_EPILOG)
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               required=True, help="Output folder on storage every executor can reach; the "
