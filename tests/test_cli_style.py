@@ -66,7 +66,9 @@ def test_every_option_is_explained_and_its_default_shown_by_click(name: str) -> 
         assert text, f"{name} {option.opts}: no help text"
         assert not re.search(r"\[[^\]]*\]\.?$", text), f"{name} {option.opts}: a hand-written default"
         assert "(default" not in text, f"{name} {option.opts}: a hand-written default"
-    assert "[default: " in _help(name) or name in ("merge",)
+        value = option.default
+        if isinstance(value, (int, float, str)) and value not in ("", False) and not option.is_flag:
+            assert option.show_default, f"{name} {option.opts}: its default {value!r} is not shown"
 
 
 @pytest.mark.parametrize("name", COMMANDS)
