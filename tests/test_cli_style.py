@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 COMMANDS = sorted(cli.main.commands)
 QUIET = ("run", "spark", "validate", "convert", "report", "merge")  # they print results
-CONFIG = ("run", "spark", "validate")  # they read settings
+CONFIG = ("run", "spark", "validate", "convert")  # they read settings
 
 
 def _options(name: str) -> list[click.Option]:

@@ -18,7 +18,8 @@ import click
 import orjson
 
 from replayer.commands.base import InputFailure, OutputFailure, cannot_write
-from replayer.commands.flags import ShownDefault
+from replayer.commands.flags import ShownDefault, given_flags, shown
+from replayer.config import CONFIG_ENV, ConfigError, load_settings
 from replayer.config.duration import parse_duration
 from replayer.records import ExitCode
 from replayer.source import objects
@@ -47,7 +48,6 @@ from replayer.source.convert.table import (
     EngineMissing,
     engine_available,
 )
-from replayer.source.convert.verdict import DEFAULT_MAX_LINE_BYTES
 
 _EPILOG = """\b
 Examples:
@@ -113,8 +113,11 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
               help="Where events are spooled and spilled while sorted, and zip members or "
                    "objects that are arrays or Parquet copied.",
               cls=ShownDefault, show_default="the system's")
-@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_LINE_BYTES,
-              show_default=True,
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, cls=ShownDefault, show_default=f"${CONFIG_ENV} if set",
+              help="A config.toml: its max_line_bytes applies, as it does to run.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=None,
+              cls=ShownDefault, show_default=shown("max_line_bytes"),
               help="run's line limit: a longer start record is rejected (line_too_long).")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
               cls=ShownDefault, show_default="FILE.rejects.ndjson", help="Rejects file.")
@@ -125,7 +128,7 @@ def _gap(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
                     output: str | None, gap_s: float, memory_limit: str, temp_dir: str | None,
-                    max_line_bytes: int,
+                    config_path: Path | None, max_line_bytes: int | None,
                     rejects_path: str | None, summary_path: str | None,
                     print_map: str | None, quiet: bool) -> None:
     """Convert Amplitude, Mixpanel, Segment or GA4 exports (JSON lines or arrays, .gz, .zip,
@@ -135,6 +138,11 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         click.echo(SOURCE_TOML[print_map], nl=False)
         return
     mapping = _mapping(source, map_path)
+    try:  # run's line limit, from the same layers as run's: flag, environment, config.toml
+        max_line_bytes = load_settings(flags=given_flags(max_line_bytes=max_line_bytes),
+                                       env=os.environ, config_path=config_path).max_line_bytes
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     if not paths or output is None:
         raise click.UsageError("give PATH... and -o FILE")
     if not engine_available():
