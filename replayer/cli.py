@@ -25,21 +25,27 @@ from typing import Any
 
 import click
 
-from replayer import __version__, run_setup
-from replayer.config import ConfigError, Settings, load_settings
-from replayer.emulator.command import emulate
+from replayer import __version__
+from replayer.commands import run_setup
+from replayer.commands.base import Group, OutputFailure
+from replayer.commands.console import print_summary
+from replayer.commands.convert import convert
+from replayer.commands.emulate import emulate
+from replayer.commands.flags import ShownDefault, settings_flags, shown
+from replayer.commands.merge import merge
+from replayer.commands.report import report
+from replayer.commands.run_setup import SetupError
+from replayer.commands.source import check_paths, generate, validate
+from replayer.commands.spark import spark
+from replayer.commands.watch import watching
+from replayer.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from replayer.engine.control import RunControl
 from replayer.engine.loop import loop_factory
-from replayer.engine.rate_control import auto_rate_of, is_auto, parse_auto
+from replayer.engine.rate_control import auto_rate_of
 from replayer.engine.replay import RunReport, replay, tune_gc
-from replayer.engine.schedule import parse_duration, parse_rate
-from replayer.observe.console import print_summary
 from replayer.observe.logs import say, setup_logging
-from replayer.observe.thresholds import parse_threshold
-from replayer.observe.watch import watching
 from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir
 from replayer.output.lock import FolderLock
-from replayer.output.merge_command import merge
 from replayer.output.resume import ResumeState, check_workers, read_resume, retry_kinds
 from replayer.output.runfile import (
     ResumeError,
@@ -51,13 +57,7 @@ from replayer.output.runfile import (
     record_for,
 )
 from replayer.output.sinks import OutputError
-from replayer.records import ExitCode
-from replayer.report.command import report
-from replayer.run_setup import SetupError
-from replayer.source.commands import check_paths, generate, validate
-from replayer.source.convert.command import convert
 from replayer.source.shard import Shard, parse_shard
-from replayer.spark.command import spark
 from replayer.workers.parent import run_workers, worker_count
 
 RUN_EPILOG = """\b
@@ -90,55 +90,17 @@ Exit codes:
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="replayer")
 def main() -> None:
     """Replay NDJSON session records into Leanplum's start API, in bulk."""
 
 
-class OutputFailure(click.ClickException):
-    """An output that cannot be written before the run starts (folder, port): exit code 7."""
-
-    exit_code = ExitCode.OUTPUT
-
-
-def _flags(**given: Any) -> dict[str, Any]:
-    """The flags the user actually gave: click passes None (or () for repeatable) otherwise."""
-    return {k: v for k, v in given.items() if v is not None and v != ()}
-
-
-def _load_flags(given: dict[str, Any]) -> dict[str, Any]:
-    """Flags as settings: --rate is a number or a schedule, --duration takes units."""
-    flags = _flags(**given)
-    rate = flags.pop("rate_per_s", None)
-    if rate is not None and is_auto(rate):
-        flags["rate"] = _checked(parse_auto, rate, "--rate")
-    elif rate is not None:
-        try:
-            flags["rate_per_s"] = float(rate)
-        except ValueError:
-            flags["rate_schedule"] = _checked(parse_rate, rate, "--rate")
-    duration = flags.get("duration_s")
-    if duration is not None:
-        flags["duration_s"] = _checked(parse_duration, duration, "--duration")
-    for spec in flags.get("fail_if", ()):
-        _checked(parse_threshold, spec, "--fail-if")
-    return flags
-
-
-def _checked(parse: Any, text: str, flag: str) -> Any:
-    """`parse(text)`, or a usage error naming the flag."""
-    try:
-        value = parse(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=flag) from None
-    return text if parse is not parse_duration else value
-
-
 @main.command(epilog=RUN_EPILOG)
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default: a new folder under ./replay-out/).")
+              cls=ShownDefault, show_default="a new folder under ./replay-out/",
+              help="Output folder.")
 @click.option("--resume", is_flag=True, default=None,
               help="Continue the run in --out: skip lines already done.")
 @click.option("--retry-failed", is_flag=True, default=None,
@@ -151,11 +113,13 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
 @click.option("--yes", "-y", is_flag=True, default=None,
               help="Do not ask before a large run against the real API.")
 @click.option("--confirm-over", type=int, default=None,
-              help="Ask before a real run of more records than this [10000].")
+              help="Ask before a real run of more records than this.",
+              cls=ShownDefault, show_default=shown("confirm_over"))
 @click.option("--overwrite", is_flag=True, default=None,
               help="Start over in a non-empty --out (removes replayer's files in it).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="A config.toml (default: $REPLAYER_CONFIG if set).")
+              default=None, cls=ShownDefault, show_default=f"${CONFIG_ENV} if set",
+              help="A config.toml.")
 @click.option("--endpoint", default=None,
               help="'embedded' (an in-process emulator, the default) or the API URL.")
 @click.option("--app-id", default=None, help="Leanplum app ID (or LEANPLUM_APP_ID).")
@@ -167,66 +131,85 @@ def _checked(parse: Any, text: str, flag: str) -> Any:
 @click.option("--preflight/--no-preflight", default=None,
               help="Check the endpoint and key with one call that creates nothing, before "
                    "the first record (not for embedded or --dry-run).")
-@click.option("--concurrency", type=int, default=None, help="Requests in flight at most [64].")
+@click.option("--concurrency", type=int, default=None, help="Requests in flight at most.",
+              cls=ShownDefault, show_default=shown("concurrency"))
 @click.option("--rate", "rate_per_s", default=None, metavar="RATE|SCHEDULE",
-              help="Requests per second at most [unpaced], or a schedule: 100..1000/60s "
+              help="Requests per second at most, or a schedule: 100..1000/60s "
                    "ramps over 60 s then holds; stages chain: 100..1000/60s,1000/5m,1000..0/30s. "
-                   "auto finds the highest rate the API accepts (auto:MAX: never above MAX).")
+                   "auto finds the highest rate the API accepts (auto:MAX: never above MAX).",
+              cls=ShownDefault, show_default=shown("rate_per_s", unset="unpaced"))
 @click.option("--timeout", "timeout_s", type=float, default=None,
-              help="Seconds per request before it counts as timed out [30].")
+              help="Seconds per request before it counts as timed out.",
+              cls=ShownDefault, show_default=shown("timeout_s"))
 @click.option("--batch/--no-batch", default=None,
               help="Send through multi (many users per call) or one start call per record.")
-@click.option("--batch-users", type=int, default=None, help="Users per multi call [50].")
-@click.option("--batch-actions", type=int, default=None, help="Actions per multi call [500].")
+@click.option("--batch-users", type=int, default=None, help="Users per multi call.",
+              cls=ShownDefault, show_default=shown("batch_users"))
+@click.option("--batch-actions", type=int, default=None, help="Actions per multi call.",
+              cls=ShownDefault, show_default=shown("batch_actions"))
 @click.option("--batch-linger-ms", type=float, default=None,
-              help="How long a multi call may wait to fill [20].")
+              help="How long a multi call may wait to fill.",
+              cls=ShownDefault, show_default=shown("batch_linger_ms"))
 @click.option("--max-attempts", type=int, default=None,
-              help="Attempts per record, the first included [5].")
+              help="Attempts per record, the first included.",
+              cls=ShownDefault, show_default=shown("max_attempts"))
 @click.option("--on-ambiguous", type=click.Choice(["retry", "fail"]), default=None,
               help="After a timeout or dropped connection: retry (at-least-once) or fail.")
 @click.option("--outage-window", "outage_window_s", type=float, default=None,
               help="Seconds of nothing but failures after which the server counts as down: "
-                   "intake pauses and one probe at a time checks for recovery [60].")
+                   "intake pauses and one probe at a time checks for recovery.",
+              cls=ShownDefault, show_default=shown("outage_window_s"))
 @click.option("--outage-limit", "outage_limit_s", type=float, default=None,
               help="Seconds an outage may last (an unreachable endpoint is one at once) "
-                   "before the run stops with exit 8; --resume goes on [900].")
+                   "before the run stops with exit 8; --resume goes on.",
+              cls=ShownDefault, show_default=shown("outage_limit_s"))
 @click.option("--drain-timeout", "drain_timeout_s", type=float, default=None,
-              help="On SIGINT/SIGTERM, seconds to let in-flight requests finish [30].")
+              help="On SIGINT/SIGTERM, seconds to let in-flight requests finish.",
+              cls=ShownDefault, show_default=shown("drain_timeout_s"))
 @click.option("--allow-unknown-fields", is_flag=True, default=None,
               help="Pass fields that are not start parameters through instead of failing.")
 @click.option("--save-responses", is_flag=True, default=None,
               help="Keep each whole response element in results.ndjson.")
 @click.option("--max-line-bytes", type=int, default=None,
-              help="Longer lines fail as line_too_long [1048576].")
+              help="Longer lines fail as line_too_long.",
+              cls=ShownDefault, show_default=shown("max_line_bytes"))
 @click.option("--workers", type=int, default=None,
-              help="Processes sharing the users by a stable hash [0: one per CPU]; "
-                   "1 when reading stdin.")
+              help="Processes sharing the users by a stable hash (0: one per CPU); "
+                   "1 when reading stdin.",
+              cls=ShownDefault, show_default=shown("workers"))
 @click.option("--event-loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default=None,
               help="A one-process run's loop: auto (uvloop where installed), uvloop, asyncio.")
 @click.option("--shard", default=None, metavar="I/N",
               help="Replay only shard I of N (1..N) of the users, by the same stable hash "
                    "as --workers; combine the N folders with `replayer merge`.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
-              help="Log lines on stderr as text or JSON [text].")
+              help="Log lines on stderr as text or JSON.",
+              cls=ShownDefault, show_default=shown("log_format"))
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default=None, help="debug: every record; info: failures and events [info].")
+              default=None, help="debug: every record; info: failures and events.",
+              cls=ShownDefault, show_default=shown("log_level"))
 @click.option("--progress-interval", "progress_interval_s", type=float, default=None,
-              help="Seconds between progress lines when stderr is not a terminal [10].")
+              help="Seconds between progress lines when stderr is not a terminal.",
+              cls=ShownDefault, show_default=shown("progress_interval_s"))
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus metrics on this port while the run goes on (0: any).")
 @click.option("--metrics-host", default=None,
-              help="Address for --metrics-port [127.0.0.1].")
+              help="Address for --metrics-port.",
+              cls=ShownDefault, show_default=shown("metrics_host"))
 @click.option("--pace", type=click.Choice(["rate", "original"]), default=None,
               help="original: send each record at its recorded time (offset from the first, "
-                   "divided by --speed) [rate].")
+                   "divided by --speed).",
+              cls=ShownDefault, show_default=shown("pace"))
 @click.option("--speed", type=float, default=None,
-              help="With --pace original: times faster than recorded [1].")
+              help="With --pace original: times faster than recorded.",
+              cls=ShownDefault, show_default=shown("speed"))
 @click.option("--duration", "duration_s", default=None, metavar="DURATION",
               help="Stop after this long (e.g. 90s, 10m, 1h30m), as gracefully as on SIGTERM.")
 @click.option("--loop", is_flag=True, default=None,
               help="Replay the input again and again until --duration ends; later passes "
                    "suffix the user and device IDs (--loop-suffix, default -pass{n}).")
-@click.option("--loop-suffix", default=None, help="Suffix of IDs in pass n [-pass{n}].")
+@click.option("--loop-suffix", default=None, help="Suffix of IDs in pass n.",
+              cls=ShownDefault, show_default=shown("loop_suffix"))
 @click.option("--fail-if", multiple=True, metavar="THRESHOLD",
               help="Fail (exit 6) if e.g. 'p99>500ms', 'error_rate>1%', 'rps<900' holds at "
                    "the end. Repeatable.")
@@ -287,7 +270,7 @@ class Prepared:
 def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, Any]) -> Prepared:
     """Settings, the folder (locked for the rest of the command), and a checked resume."""
     try:
-        settings = load_settings(flags=_load_flags(given), env=os.environ,
+        settings = load_settings(flags=settings_flags(given), env=os.environ,
                                  config_path=config_path, sending=True)
         if settings.loop and not settings.duration_s:
             raise ConfigError("--loop replays until --duration ends: give a --duration")

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from replayer.source.convert.command import convert
+from replayer.commands.convert import convert
 
 T = 1767261600  # 2026-01-01 10:00:00 UTC
 ROWS = b"".join(orjson.dumps({"event": "e", "properties": {"time": T + i, "distinct_id": u}})

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from replayer.source.convert.command import convert
+from replayer.commands.convert import convert
 from replayer.source.convert.pipeline import ConvertOptions
 from replayer.source.convert.pipeline import convert as run_conversion
 from replayer.source.convert.readers import ExportLine

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from replayer.source.convert.command import convert
+from replayer.commands.convert import convert
 from tests.test_convert_sessions import BUILD, T
 
 

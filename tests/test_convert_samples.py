@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from replayer import cli
+from replayer.commands.convert import convert
 from replayer.records import RawLine, Session
-from replayer.source.convert.command import convert
 from replayer.source.convert.sources import SOURCE_TOML
 from replayer.source.validate import parse_line
 

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from replayer import cli
+from replayer.commands.convert import convert
 from replayer.records import RecordFailure
 from replayer.source.checkfile import check_files
-from replayer.source.convert.command import convert
 from replayer.source.convert.sources import SOURCE_TOML
 
 T = 1767261600  # 2026-01-01 10:00:00 UTC

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from replayer.commands.console import print_summary
 from replayer.emulator import LatencyModel
 from replayer.engine import intake
 from replayer.engine.control import RunControl
 from replayer.engine.replay import replay
-from replayer.observe.console import print_summary
 from replayer.output.summary import ESTIMATED, RunSummary
 from tests.conftest import REPO, StartEmulator, generated, settings_for
 

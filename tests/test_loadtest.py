@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from replayer.cli import main
+from replayer.commands.console import print_summary
 from replayer.config.settings import holds_schedule
 from replayer.emulator import FaultConfig
 from replayer.engine.control import RunControl
@@ -20,7 +21,6 @@ from replayer.engine.dispatch import FILL_WAIT_S
 from replayer.engine.pacing import Pacer, ScheduleEnded, SchedulePacer
 from replayer.engine.replay import replay
 from replayer.engine.schedule import parse_rate
-from replayer.observe.console import print_summary
 from replayer.output.layout import FAILURES, METRICS, RESULTS, SUMMARY
 from replayer.records import ExitCode
 from tests.conftest import FakeClock, StartEmulator, generated, read_rows, settings_for

@@ -82,7 +82,7 @@ def test_a_large_real_run_needs_a_yes(tmp_path: Path) -> None:
 def test_a_declined_confirmation_sends_nothing(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     data = generated(tmp_path / "in.ndjson", records=30, users=10)
-    monkeypatch.setattr("replayer.run_setup.interactive", lambda: True)
+    monkeypatch.setattr("replayer.commands.run_setup.interactive", lambda: True)
 
     result = CliRunner().invoke(main, ["run", str(data), "--out", str(tmp_path / "out"),
                                        "--confirm-over", "20", "--endpoint",

@@ -14,7 +14,7 @@ from replayer.engine.flow import Flow
 from replayer.engine.health import Health
 from replayer.engine.lanes import Lane, Lanes, Work
 from replayer.engine.outage import Outage
-from replayer.observe.stats import RunStats
+from replayer.engine.stats import RunStats
 from replayer.output.layout import FAILURES, RESULTS
 from replayer.records import Attempt, ExitCode, Session
 from tests.conftest import (

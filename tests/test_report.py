@@ -16,6 +16,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from replayer.commands.report import report
 from replayer.config import Secret
 from replayer.emulator import FaultConfig
 from replayer.engine.control import RunControl
@@ -25,7 +26,6 @@ from replayer.output.users import write_users
 from replayer.records import ExitCode
 from replayer.report import NotAnOutputDir, ReportFiles, build_report, text_summary
 from replayer.report.charts import throughput_figure
-from replayer.report.command import report
 from replayer.report.load import (
     TOP_FAILING_USERS,
     Metrics,

@@ -8,7 +8,8 @@ from itertools import pairwise
 
 import pytest
 
-from replayer.engine.schedule import OriginalPace, RateSchedule, Stage, parse_duration, parse_rate
+from replayer.config.duration import parse_duration
+from replayer.engine.schedule import OriginalPace, RateSchedule, Stage, parse_rate
 
 CHAIN = "100..1000/60s,1000/300s,1000..0/30s"
 

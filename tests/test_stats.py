@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from replayer.observe.stats import Histogram, RunStats
+from replayer.engine.stats import RunStats
+from replayer.observe.stats import Histogram
 
 PERCENTILES = [0, 1, 10, 25, 50, 75, 90, 95, 99, 99.9, 100]
 

@@ -15,7 +15,7 @@ import jsonschema
 import orjson
 import pytest
 
-from replayer.records import CONFIG_FIELDS, RawLine, RecordFailure, Session
+from replayer.records import CONFIG_FIELDS, RawLine, RecordFailure, Session, line_body
 from replayer.source.generate import write_records
 from replayer.source.validate import VALIDATION_KINDS, parse_line
 from tests.conftest import DATA
@@ -829,3 +829,19 @@ def test_never_raises_on_mangled_lines() -> None:
             assert result.kind in VALIDATION_KINDS
             orjson.dumps(result.record)  # what the failure sink will write
             assert_no_secret(result)
+
+
+@pytest.mark.parametrize(
+    ("line", "body"),
+    [
+        (b'{"a":1}', b'{"a":1}'),
+        (b'\xef\xbb\xbf{"a":1}', b'{"a":1}'),
+        (b'{"a":1}\r', b'{"a":1}'),
+        (b'\xef\xbb\xbf{"a":1}\r', b'{"a":1}'),
+        (b'{"a":1}\r\r', b'{"a":1}\r'),  # one CR, as a CRLF file leaves it
+        (b"\xef\xbb\xbf", b""),
+    ],
+    ids=["plain", "bom", "cr", "bom-and-cr", "two-crs", "bom-only"],
+)
+def test_line_body_drops_a_leading_bom_and_a_trailing_cr(line: bytes, body: bytes) -> None:
+    assert bytes(line_body(line)) == body

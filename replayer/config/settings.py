@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from replayer.limits import MAX_MULTI_ACTIONS, MAX_MULTI_USERS
+
 EMBEDDED = "embedded"
 # Must match the emulator's defaults (replayer.emulator.config DEFAULT_APP_ID and
 # DEFAULT_CLIENT_KEY); kept as literals so that loading settings does not import the
@@ -106,8 +108,8 @@ class Settings:
     rate_max_per_s: float = 10_000.0  # --rate auto: the ceiling, unless auto:MAX gives one
     timeout_s: float = 30.0
     batch: bool = True
-    batch_users: int = 50
-    batch_actions: int = 500
+    batch_users: int = MAX_MULTI_USERS
+    batch_actions: int = MAX_MULTI_ACTIONS
     batch_linger_ms: float = 20.0
     max_attempts: int = 5
     backoff_base_s: float = 2.0

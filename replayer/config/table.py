@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from replayer.config.settings import EventLoop, LogFormat, LogLevel, OnAmbiguous, Pace
+from replayer.limits import MAX_MULTI_ACTIONS, MAX_MULTI_USERS
 
 Kind = Literal["str", "int", "float", "bool", "path", "secret", "strs"]
 
@@ -122,11 +123,11 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("timeout_s", "float", "--timeout", "send", ("REPLAYER_TIMEOUT_S",), _above(0)),
     FieldSpec("batch", "bool", "--batch", "batch", ("REPLAYER_BATCH",)),
     FieldSpec(
-        "batch_users", "int", "--batch-users", "batch", ("REPLAYER_BATCH_USERS",), _between(1, 50)
+        "batch_users", "int", "--batch-users", "batch", ("REPLAYER_BATCH_USERS",), _between(1, MAX_MULTI_USERS)
     ),
     FieldSpec(
         "batch_actions", "int", "--batch-actions", "batch",
-        ("REPLAYER_BATCH_ACTIONS",), _between(1, 500),
+        ("REPLAYER_BATCH_ACTIONS",), _between(1, MAX_MULTI_ACTIONS),
     ),
     FieldSpec(
         "batch_linger_ms", "float", "--batch-linger-ms", "batch",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from replayer.emulator.faults import FaultConfig
 from replayer.emulator.limit import RateLimit
+from replayer.limits import MAX_MULTI_ACTIONS, MAX_MULTI_USERS
 
 # The test credentials the client's `embedded` mode sends; never a real app's.
 DEFAULT_APP_ID = "emulator-app"
@@ -65,8 +66,8 @@ class EmulatorConfig:
     latency_ms: LatencyModel = field(default_factory=LatencyModel)
     blocked_users: frozenset[str] = frozenset()
     known_users: frozenset[str] = frozenset()  # exist before any request (for CreateNever)
-    multi_max_users: int = 50
-    multi_max_actions: int = 500
+    multi_max_users: int = MAX_MULTI_USERS
+    multi_max_actions: int = MAX_MULTI_ACTIONS
     devmode_min_interval_s: float = 1.0
     record_requests: bool = False  # keep every request body, clientKey redacted
     faults: FaultConfig = field(default_factory=FaultConfig)

@@ -15,9 +15,10 @@ from typing import Any
 
 import orjson
 
+from replayer.limits import MAX_ID_CHARS
+
 JSONObject = dict[str, Any]
 
-MAX_ID_CHARS = 400  # docs/leanplum-api.md: userId and deviceId are at most 400 characters
 _FLAG_WORDS = {"true": True, "1": True, "false": False, "0": False}
 
 

@@ -12,7 +12,7 @@ from replayer.engine.lanes import Lane, Work
 from replayer.engine.outage import Outage
 from replayer.engine.pacing import Clock
 from replayer.engine.retry import parse_retry_after
-from replayer.observe.stats import RunStats
+from replayer.engine.stats import RunStats
 
 Parts = tuple[tuple[Lane, tuple[Work, ...]], ...]
 # Called with the lines a request carries before it goes out (the journal), and with

@@ -6,8 +6,8 @@ import logging
 
 from replayer.engine.classify import Outcome
 from replayer.engine.lanes import Work
+from replayer.engine.stats import RunStats
 from replayer.observe.logs import about, log
-from replayer.observe.stats import RunStats
 from replayer.output.live_users import LiveUsers
 from replayer.output.sinks import NdjsonSink, failure_row, invalid_row, result_row
 from replayer.records import FailureKind, RecordFailure

@@ -15,10 +15,10 @@ from replayer.engine.lanes import Work
 from replayer.engine.outage import Outage
 from replayer.engine.pacing import Clock
 from replayer.engine.schedule import OriginalPace
-from replayer.observe.stats import RunStats
+from replayer.engine.stats import RunStats
 from replayer.output.journal import ResumeState
 from replayer.records import ExitCode, FailureKind, RawLine, RecordFailure
-from replayer.source.read import ChunkReader, ReadCounts, iter_lines
+from replayer.source.read import ChunkReader, InputUnreadable, ReadCounts, iter_lines
 from replayer.source.shard import Shard
 from replayer.source.validate import parse_line
 
@@ -68,6 +68,8 @@ async def _read(reader: ChunkReader) -> list[RawLine] | None:
     """The next chunk of lines; an error of the input itself (not of an output) as InputError."""
     try:
         return await reader.next_chunk()
+    except InputUnreadable as exc:  # names the file
+        raise InputError(str(exc)) from None
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"reading the input failed: {exc}") from None
 

@@ -13,10 +13,11 @@ from replayer.engine.flow import Flow
 from replayer.engine.outage import Outage
 from replayer.engine.pacing import Clock, Pacing
 from replayer.engine.rate_control import LimitCounts
+from replayer.engine.stats import RunStats
 from replayer.observe import thresholds
 from replayer.observe.logs import log
-from replayer.observe.stats import RunStats
 from replayer.output.metrics import MetricsRow, encode_row
+from replayer.output.resume import PriorRows
 from replayer.output.sinks import NdjsonSink
 from replayer.source.read import ReadCounts
 
@@ -31,7 +32,7 @@ class Monitor:
                  pacer: Pacing | None, clock: Clock, control: RunControl, metrics: NdjsonSink,
                  flushed: Sequence[NdjsonSink], fail_if: Sequence[str], abort_on_fail: bool,
                  bytes_total: int | None, limits: LimitCounts | None = None,
-                 auto: AutoRateFeed | None = None, prior: RunStats | None = None) -> None:
+                 auto: AutoRateFeed | None = None, prior: PriorRows | None = None) -> None:
         self._flow = flow
         self._stats = stats
         self._counts = counts
@@ -47,7 +48,7 @@ class Monitor:
         self._bytes_total = bytes_total
         self._limits = limits if limits is not None else LimitCounts()
         self.auto = auto
-        self._prior = prior if prior is not None else RunStats()  # a resume's earlier rows
+        self._prior = prior if prior is not None else PriorRows()  # a resume's earlier rows
         self.rate_seconds: list[float] = []  # --rate auto: the controller's rate, each second
         self._planned_total = 0.0
         self.started_s = clock.now()

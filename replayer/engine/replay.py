@@ -40,14 +40,15 @@ from replayer.engine.retry import RetryPolicy
 from replayer.engine.schedule import parse_rate
 from replayer.engine.settle import Settler
 from replayer.engine.spill import FileSpill
+from replayer.engine.stats import RunStats
 from replayer.observe.logs import log
-from replayer.observe.stats import RunStats
 from replayer.observe.thresholds import any_failed
 from replayer.output import summary as run_summary
 from replayer.output.closing import close_folder
 from replayer.output.journal import Journal, ResumeState
 from replayer.output.layout import FAILURES, METRICS, REQUESTS, RESULTS
 from replayer.output.live_users import LiveUsers
+from replayer.output.resume import PriorRows
 from replayer.output.runfile import RunRecord, record_for
 from replayer.output.sinks import NdjsonSink, OutputError
 from replayer.output.summary import Counts, RunSummary
@@ -219,7 +220,7 @@ class Replay:
     def part(self, code: ExitCode, *, run_id: str, resume_command: str | None) -> RunSummary:
         """This process's summary (one part of the run's)."""
         stats, resume = self.stats, self.reading.resume
-        prior = resume.prior if resume is not None else RunStats()
+        prior = resume.prior if resume is not None else PriorRows()
         this_session = stats.by_status["delivered"] + stats.by_status["failed"]
         counts = Counts(
             delivered=stats.by_status["delivered"] + prior.by_status["delivered"],

@@ -10,27 +10,10 @@ import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_DURATION = re.compile(
-    rf"(?:(?P<h>{_NUMBER})h)?(?:(?P<m>{_NUMBER})m)?(?:(?P<s>{_NUMBER})s)?(?:(?P<ms>{_NUMBER})ms)?"
-)
-_RATE = re.compile(_NUMBER)
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+from replayer.config.duration import NUMBER, parse_duration
+
+_RATE = re.compile(NUMBER)
 _END_EPS = 1e-9  # relative slack so that a total of 14999.999999 still plans 15000 requests
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in `90s`, `5m`, `1h30m`, `250ms`, `1.5h` (units h, m, s, ms, in that order); > 0."""
-    body = text.strip()
-    match = _DURATION.fullmatch(body)
-    if not body or match is None:
-        raise ValueError(
-            f"bad duration {text!r}: use a number and a unit (ms, s, m, h), e.g. 90s, 5m, 1h30m"
-        )
-    seconds = sum(float(v) * _UNIT_S[unit] for unit, v in match.groupdict().items() if v)
-    if not seconds > 0.0 or not math.isfinite(seconds):
-        raise ValueError(f"bad duration {text!r}: must be greater than 0")
-    return seconds
 
 
 @dataclass(frozen=True, slots=True)

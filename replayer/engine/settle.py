@@ -16,8 +16,8 @@ from replayer.engine.flow import Flow
 from replayer.engine.lanes import Lane, Work
 from replayer.engine.outage import Outage
 from replayer.engine.pacing import Clock
+from replayer.engine.stats import RunStats
 from replayer.observe.logs import about, log
-from replayer.observe.stats import RunStats
 from replayer.records import ExitCode
 
 

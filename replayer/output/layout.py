@@ -150,11 +150,16 @@ def _existing_ours(out_dir: Path) -> Iterator[Path]:
             yield entry
 
 
-def prepare_out_dir(lock: FolderLock, *, resume: bool, overwrite: bool) -> Path:
+RUN_CHOICES = "use --resume to continue the run in it, --overwrite to start over, or another --out"
+
+
+def prepare_out_dir(lock: FolderLock, *, resume: bool, overwrite: bool,
+                    choices: str = RUN_CHOICES) -> Path:
     """Readies the locked folder: continued (resume), refused if not empty, or cleared (overwrite).
 
     Runs under the folder's lock, so no other run is reading or writing it. --overwrite
-    removes replayer's own files only (never the lock, never anything else).
+    removes replayer's own files only (never the lock, never anything else). `choices` is
+    what the refusal suggests: only flags the calling command has.
     """
     if not lock.held:
         raise RuntimeError("prepare_out_dir needs the folder's lock held")
@@ -163,10 +168,7 @@ def prepare_out_dir(lock: FolderLock, *, resume: bool, overwrite: bool) -> Path:
         return out_dir
     if any(entry.name != LOCK for entry in out_dir.iterdir()):
         if not overwrite:
-            raise OutDirError(
-                f"{out_dir} is not empty; use --resume to continue the run in it, "
-                "--overwrite to start over, or another --out"
-            )
+            raise OutDirError(f"{out_dir} is not empty; {choices}")
         _remove_ours(out_dir)
         for name in (WORKERS_DIR, PARTS_DIR):
             folders = out_dir / name

@@ -10,6 +10,7 @@ With --retry-failed, the failure rows of passing kinds are taken out of failures
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import Any, BinaryIO
 import orjson
 
 from replayer.config import Settings
-from replayer.observe.stats import RunStats
 from replayer.output.layout import FAILURES, JOURNAL, RESULTS, RUN, WORKERS_DIR
 from replayer.output.runfile import InputPrint, ResumeError, RunRecord, check_resume
 from replayer.output.sinks import OutputError
@@ -72,12 +72,26 @@ class LineSet:
 
 
 @dataclass(slots=True)
+class PriorRows:
+    """The rows an earlier run wrote, as the summary counts them: by status and failure kind."""
+
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)
+    possible_duplicates: int = 0
+
+    def failed(self, kind: str) -> None:
+        """Counts one failure row of `kind`."""
+        self.by_status["failed"] += 1
+        self.by_kind[kind] += 1
+
+
+@dataclass(slots=True)
 class ResumeState:
     """What an earlier run finished, and which unfinished lines it may already have sent."""
 
     done: LineSet
     sent: LineSet
-    prior: RunStats
+    prior: PriorRows
     duplicate_rows: int = 0  # lines found in the outputs more than once (should stay 0)
     # failure rows to send again (--retry-failed): (file, line, whether it may have landed)
     retried: list[tuple[str, int, bool]] = field(default_factory=list)
@@ -171,7 +185,7 @@ def read_folder(folder: Path, limits: Mapping[str, int], *,
                 retry: frozenset[str] = frozenset()) -> ResumeState:
     """Repairs torn tails, validates and collects the rows and journal entries of `folder`;
     failure rows of a kind in `retry` leave their lines to be sent again."""
-    state = ResumeState(LineSet(), LineSet(), RunStats())
+    state = ResumeState(LineSet(), LineSet(), PriorRows())
     for name in (RESULTS, FAILURES):
         path = folder / name
         repair_torn_tail(path)

@@ -9,16 +9,38 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from replayer.engine.classify import Outcome
-from replayer.engine.lanes import Work
-from replayer.records import KeyText, RecordFailure
+from replayer.records import KeyText, RecordFailure, Session
 
 # orjson's output holds ~8 KB of allocation per row until joined: keep few queued.
 MAX_BUFFERED_ROWS = 512
+
+
+class Work(Protocol):
+    """What a row says of a sent session (the engine's `Work` is one)."""
+
+    @property
+    def session(self) -> Session: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def ambiguous(self) -> int: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def resent(self) -> bool: ...
+
+
+class Outcome(Protocol):
+    """What a row says of the answer to it (the engine's `Outcome` is one)."""
+
+    @property
+    def http_status(self) -> int | None: ...
+    @property
+    def element(self) -> dict[str, Any] | None: ...
 
 
 class OutputError(Exception):

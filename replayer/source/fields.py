@@ -14,14 +14,11 @@ from typing import Any
 
 import orjson
 
+from replayer.limits import MAX_ATTRIBUTE_NAME_CHARS, MAX_ID_CHARS, MAX_ISO_CHARS, MAX_OFFSET_S
 from replayer.records import redact_text
 
 SHOW_CHARS = 40  # how much of an offending value a message quotes
-_MAX_ID_CHARS = 400  # docs/leanplum-api.md: user and device IDs
-_MAX_ATTRIBUTE_NAME_CHARS = 139  # docs/leanplum-api.md: user attribute names
-_MAX_OFFSET_S = 14 * 3600  # the widest real UTC offsets are -12h and +14h
 _MAX_UNIX_S = 1e11  # year 5138: anything larger is a millisecond (or finer) timestamp
-_MAX_ISO_CHARS = 64  # no ISO-8601 timestamp is longer; spares parsing huge strings
 _DETECT = "(detect)"
 
 _ATTRIBUTE_NAME_FORBIDDEN = re.compile(r'[,|"{\t\n\r]')
@@ -97,8 +94,8 @@ def _one_of(*allowed: str) -> Check:
 def _id(value: Any) -> Any:
     if type(value) is not str:
         return _wrong("a string", value)
-    if len(value) > _MAX_ID_CHARS:
-        return Problem("id_too_long", f"{len(value)} characters, at most {_MAX_ID_CHARS}")
+    if len(value) > MAX_ID_CHARS:
+        return Problem("id_too_long", f"{len(value)} characters, at most {MAX_ID_CHARS}")
     return value
 
 
@@ -141,9 +138,9 @@ def _timezone_offset(value: Any) -> Any:
         seconds = int(value)
     else:
         return _wrong("an integer", value)
-    if -_MAX_OFFSET_S <= seconds <= _MAX_OFFSET_S:
+    if -MAX_OFFSET_S <= seconds <= MAX_OFFSET_S:
         return seconds
-    return Problem("invalid_value", f"must be within ±{_MAX_OFFSET_S} (±14h), got {show(value)}")
+    return Problem("invalid_value", f"must be within ±{MAX_OFFSET_S} (±14h), got {show(value)}")
 
 
 def _json_object_text(value: Any) -> Any:
@@ -169,7 +166,7 @@ def _object_in_text(text: str) -> dict[str, Any] | None:
     return decoded if type(decoded) is dict else None
 
 
-_NAME_TOO_LONG = f"must be 1 to {_MAX_ATTRIBUTE_NAME_CHARS} characters"
+_NAME_TOO_LONG = f"must be 1 to {MAX_ATTRIBUTE_NAME_CHARS} characters"
 
 
 # An app has at most 500 attribute names (docs/leanplum-api.md), so the same few recur on millions
@@ -217,7 +214,7 @@ def _user_attributes(value: Any) -> Any:
     for name, item in attributes.items():
         reason = (
             _attribute_name_problem(name)
-            if len(name) <= _MAX_ATTRIBUTE_NAME_CHARS
+            if len(name) <= MAX_ATTRIBUTE_NAME_CHARS
             else _NAME_TOO_LONG
         )
         if reason is not None:
@@ -254,7 +251,7 @@ def _time(value: Any) -> Any:
     if kind is not str:
         return _wrong("UNIX seconds or an ISO-8601 string", value)
     parsed = None
-    if len(value) <= _MAX_ISO_CHARS:
+    if len(value) <= MAX_ISO_CHARS:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:

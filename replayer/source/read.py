@@ -14,6 +14,7 @@ import os
 import stat
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -99,7 +100,7 @@ def open_source(path: str, *, on_bytes: Callable[[int], None] | None = None) -> 
 
 
 class InputUnreadable(OSError):
-    """A URL input that cannot be opened (no such object or bucket, access denied, ...)."""
+    """An input that cannot be opened or read to its end; the message names it."""
 
 
 def _open_url(url: str, on_bytes: Callable[[int], None] | None) -> BinaryIO:
@@ -134,6 +135,10 @@ def iter_lines(
             lines = _lines_of(stream, name, max_line_bytes, counts, skip)
         try:
             yield from lines
+        except InputUnreadable:
+            raise
+        except (OSError, EOFError, zlib.error) as exc:  # a truncated .gz, a read error
+            raise InputUnreadable(f"{name}: cannot read: {exc}") from None
         finally:
             if path != STDIN:
                 stream.close()

@@ -14,15 +14,13 @@ from dataclasses import dataclass
 
 import orjson
 
-_BOM = b"\xef\xbb\xbf"
+from replayer.records import line_body
 
 
 def user_hash(data: bytes) -> int:
     """The stable hash of the line's user (crc32 of userId, else deviceId); 0 without one."""
-    if data.startswith(_BOM):
-        data = data[3:]
     try:
-        record = orjson.loads(data.removesuffix(b"\r"))
+        record = orjson.loads(line_body(data))
     except orjson.JSONDecodeError:
         return 0
     if not isinstance(record, dict):

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from replayer.limits import MAX_FUTURE_S
 from replayer.records import (
     SECRET_NAMES_FOLDED,
     FailureKind,
@@ -16,6 +17,7 @@ from replayer.records import (
     RawLine,
     RecordFailure,
     Session,
+    line_body,
     redact_text,
 )
 from replayer.source.fields import CHECKS, PLAIN_STRINGS, Problem, json_type, show
@@ -46,8 +48,6 @@ VALIDATION_KINDS: tuple[FailureKind, ...] = tuple(map(FailureKind, (
 )))
 _RANK: dict[str, int] = {kind: rank for rank, kind in enumerate(VALIDATION_KINDS)}
 
-_MAX_FUTURE_S = 86400.0
-_BOM = b"\xef\xbb\xbf"
 
 # A problem found in a record: its rank in VALIDATION_KINDS and its message.
 _Ranked = tuple[int, str]
@@ -77,11 +77,7 @@ def parse_line(
             "line_too_long",
             f"line longer than the reader's limit of {len(raw.data)} bytes, not parsed",
         )
-    data: bytes | memoryview = raw.data
-    if raw.data.startswith(_BOM):  # slices a view, not a copy of the line
-        data = memoryview(raw.data)[3:]
-    if raw.data.endswith(b"\r"):
-        data = memoryview(data)[:-1]
+    data = line_body(raw.data)
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -143,7 +139,7 @@ def _check_record(
         problems.append(_MISSING_ID)
     if now_s is not None:
         seconds = params.get("time")
-        if seconds is not None and seconds > now_s + _MAX_FUTURE_S:
+        if seconds is not None and seconds > now_s + MAX_FUTURE_S:
             problems.append(_future_problem(seconds))
 
     if not problems:

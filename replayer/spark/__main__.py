@@ -1,6 +1,6 @@
 """`python -m replayer.spark PATH... --out DIR` (and spark-submit of this file): the spark command."""
 
-from replayer.spark.command import spark
+from replayer.commands.spark import spark
 
 if __name__ == "__main__":
     spark()

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from replayer.records import BOM
+
 _FETCH_ROWS = 10_000
 _ARRAY = "SELECT json::VARCHAR FROM read_json_objects(?, format='array')"
 _PARQUET = "SELECT to_json(t)::VARCHAR FROM read_parquet(?) t"
@@ -31,7 +33,7 @@ class DocumentError(ValueError):
 
 def starts_an_array(head: bytes) -> bool:
     """Whether a stream whose first bytes are `head` holds a JSON array, not JSON lines."""
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"["
+    return head.lstrip(BOM + b" \t\r\n")[:1] == b"["
 
 
 def array_rows(path: str) -> Iterator[bytes]:

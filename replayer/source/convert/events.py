@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from replayer.limits import MAX_FUTURE_S, MAX_ID_CHARS
 from replayer.records import redact_text
 from replayer.source.convert.agents import agent_fields
 from replayer.source.convert.mapping import Field, Mapping, first_present
@@ -32,8 +33,6 @@ from replayer.source.convert.sessions import Event, OpenSession
 from replayer.source.fields import CHECKS, Problem
 from replayer.source.redact import may_name_secret, nested_secret_problems
 
-_MAX_ID_CHARS = 400  # docs/leanplum-api.md: user and device IDs
-_MAX_FUTURE_S = 86400.0
 _EXAMPLES = 5  # distinct unmapped values kept per field, for the summary
 _KV_VALUES = ("string_value", "int_value", "float_value", "double_value")
 # Vendors' bookkeeping, not facts about a user: they would change every session.
@@ -87,8 +86,8 @@ def read_event(mapping: Mapping, obj: Any, *, now_s: float, zone: ZoneInfo | Non
     if user is None or (user_id is None and device_id is None):
         return Refusal("no_user", "no user: none of the user and device ID fields is set")
     for value in (user_id, device_id):
-        if value is not None and len(value) > _MAX_ID_CHARS:
-            return Refusal("id_too_long", f"an ID of {len(value)} characters (at most 400)")
+        if value is not None and len(value) > MAX_ID_CHARS:
+            return Refusal("id_too_long", f"an ID of {len(value)} characters (at most {MAX_ID_CHARS})")
     raw_time = first_present(obj, mapping.time)
     if raw_time is None:
         return Refusal("no_time", "no time: the time field is missing")
@@ -96,7 +95,7 @@ def read_event(mapping: Mapping, obj: Any, *, now_s: float, zone: ZoneInfo | Non
     if time_s is None:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is not a time after 1970 "
                                        f"(unit {mapping.time_unit})")
-    if time_s > now_s + _MAX_FUTURE_S:
+    if time_s > now_s + MAX_FUTURE_S:
         return Refusal("invalid_time", f"time {str(raw_time)[:40]!r} is more than a day ahead")
     key = _session_key(mapping, obj)
     return Event(time_s, user, key, _is_marker(mapping, obj),

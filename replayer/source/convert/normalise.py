@@ -16,12 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
 
+from replayer.limits import MAX_ATTRIBUTE_NAME_CHARS, MAX_ISO_CHARS, MAX_OFFSET_S
 from replayer.source.convert.countries import cldr_country
 
 TIME_UNITS = ("s", "ms", "us", "iso", "auto")
-_MAX_ATTRIBUTE_NAME_CHARS = 139  # docs/leanplum-api.md "Limits on names"
-_MAX_OFFSET_S = 14 * 3600
-_MAX_ISO_CHARS = 64
 _LOCALE = re.compile(
     r"([A-Za-z]{2,3})(?:[-_][A-Za-z]{4})?(?:[-_]([A-Za-z]{2}|[0-9]{3}))?(?:[-_@.].*)?"
 )
@@ -112,7 +110,7 @@ def offset_seconds(value: Any) -> int | None:
     if number is None or not float(number).is_integer():
         return None
     seconds = int(number)
-    return seconds if -_MAX_OFFSET_S <= seconds <= _MAX_OFFSET_S else None
+    return seconds if -MAX_OFFSET_S <= seconds <= MAX_OFFSET_S else None
 
 
 def source_zone(name: str) -> ZoneInfo | None:
@@ -154,7 +152,7 @@ def _wall_clock(seconds: float, zone: ZoneInfo) -> float:
 
 
 def _date_seconds(text: str, zone: ZoneInfo | None = None) -> float | None:
-    if len(text) > _MAX_ISO_CHARS:
+    if len(text) > MAX_ISO_CHARS:
         return None
     try:
         parsed = datetime.fromisoformat(text.strip())
@@ -190,11 +188,11 @@ def attribute_name(name: str) -> str:
     """`name` made valid by Leanplum's rules (1..139 chars, no leading . or -, no trailing /,
     none of , | " { tab CR LF, not numeric); a valid name comes back unchanged."""
     fixed = _ATTRIBUTE_FORBIDDEN.sub("_", name).lstrip(".-")
-    fixed = fixed[:_MAX_ATTRIBUTE_NAME_CHARS].rstrip("/")
+    fixed = fixed[:MAX_ATTRIBUTE_NAME_CHARS].rstrip("/")
     if not fixed:
         return "_"
     if _NUMERIC.fullmatch(fixed.strip()):
-        return ("_" + fixed)[:_MAX_ATTRIBUTE_NAME_CHARS]
+        return ("_" + fixed)[:MAX_ATTRIBUTE_NAME_CHARS]
     return fixed
 
 

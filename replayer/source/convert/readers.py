@@ -22,9 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import click
-
-from replayer.records import BOM
+from replayer.records import line_body
 from replayer.source import objects
 from replayer.source.convert.documents import (
     DocumentError,
@@ -109,8 +107,8 @@ def _objects(url: str) -> list[str]:
     """A URL's objects in name order (a glob's, or a folder's export objects)."""
     try:
         return [o.url for o in objects.expand(url, suffixes=EXPORT_SUFFIXES)]
-    except objects.ObjectsUnavailable as exc:
-        raise click.UsageError(str(exc)) from None
+    except objects.ObjectsUnavailable:
+        raise  # no client library, or no credentials: the command says it (exit 2)
     except objects.ObjectError as exc:
         raise InputError(str(exc)) from None
 
@@ -241,6 +239,6 @@ class _Prefixed(io.RawIOBase):
 def _lines(name: str, stream: Iterable[bytes]) -> Iterator[ExportLine]:
     for line_no, line in enumerate(stream, start=1):
         # As `run` does: a BOM that starts a line is no data.
-        data = line.rstrip(b"\r\n").removeprefix(BOM)
+        data = bytes(line_body(line.removesuffix(b"\n")))
         if data.strip():
             yield ExportLine(name, line_no, data)

@@ -14,15 +14,17 @@ from typing import Any
 
 import click
 
-from replayer.config import ConfigError, load_settings
-from replayer.observe.console import print_summary
+from replayer.commands.base import Command
+from replayer.commands.console import print_summary
+from replayer.commands.flags import ShownDefault, settings_flags, shown
+from replayer.commands.source import check_paths
+from replayer.config import CONFIG_ENV, ConfigError, load_settings
 from replayer.observe.logs import setup_logging
 from replayer.output.layout import OutDirError, check_inputs, prepare_out_dir
 from replayer.output.lock import FolderLock
 from replayer.output.runfile import ResumeError, check_writer
 from replayer.output.sinks import OutputError
 from replayer.records import ExitCode
-from replayer.source.commands import check_paths
 from replayer.spark import INSTALL
 
 EXIT_AFTER_ENV = "REPLAYER_SPARK_TEST_EXIT_AFTER"  # test hook: see spark.task._hook
@@ -33,7 +35,22 @@ def _fail(message: str, code: ExitCode) -> None:
     sys.exit(code)
 
 
-@click.command("spark")
+_EPILOG = """\b
+Exit codes (those of `replayer run`, for the whole job):
+  0    every record delivered
+  1    some records failed (each is a row of failures.ndjson)
+  2    usage or configuration error (pyspark or Java missing, a --rate
+       Spark cannot honour, a folder of another job)
+  3    stopped: the API refused the access key
+  4    stopped: an input could not be read
+  5    a Spark task failed; its partition resumes with the same command
+  7    stopped: an output could not be written
+  8    stopped: the server stayed down for the outage limit (outage_limit_s)
+  130  stopped by SIGINT (Ctrl-C); the same command resumes
+"""
+
+
+@click.command("spark", cls=Command, epilog=_EPILOG)
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               required=True, help="Output folder on storage every executor can reach; the "
@@ -44,9 +61,11 @@ def _fail(message: str, code: ExitCode) -> None:
 @click.option("--master", default=None,
               help="Spark master URL (local[2], spark://..., yarn); spark-submit's if omitted.")
 @click.option("--partitions", type=int, default=None,
-              help="Partitions to shuffle the users into [Spark's default parallelism].")
+              cls=ShownDefault, show_default="Spark's default parallelism",
+              help="Partitions to shuffle the users into.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="A config.toml (default: $REPLAYER_CONFIG if set).")
+              default=None, cls=ShownDefault, show_default=f"${CONFIG_ENV} if set",
+              help="A config.toml.")
 @click.option("--endpoint", default=None, help="'embedded' or the API URL.")
 @click.option("--app-id", default=None, help="Leanplum app ID (or LEANPLUM_APP_ID).")
 @click.option("--client-key-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -55,12 +74,17 @@ def _fail(message: str, code: ExitCode) -> None:
 @click.option("--allow-insecure-http", is_flag=True, default=None,
               help="Allow plain http:// to a host that is not loopback.")
 @click.option("--dry-run", is_flag=True, default=None, help="Send nothing (requests.ndjson).")
-@click.option("--concurrency", type=int, default=None, help="Requests in flight per task [64].")
-@click.option("--rate", "rate_per_s", type=float, default=None,
-              help="Requests per second for the whole job, shared by the tasks running at once.")
+@click.option("--concurrency", type=int, default=None, help="Requests in flight per task.",
+              cls=ShownDefault, show_default=shown("concurrency"))
+@click.option("--rate", "rate_per_s", default=None, metavar="RATE",
+              cls=ShownDefault, show_default=shown("rate_per_s", unset="unpaced"),
+              help="Requests per second for the whole job, shared by the tasks running at "
+                   "once. The grammar is run's; auto and schedules need one process "
+                   "(`replayer run`) and are refused here.")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds per request.")
 @click.option("--batch/--no-batch", default=None, help="multi calls or one start per record.")
-@click.option("--max-attempts", type=int, default=None, help="Attempts per record [5].")
+@click.option("--max-attempts", type=int, default=None, help="Attempts per record.",
+              cls=ShownDefault, show_default=shown("max_attempts"))
 @click.option("--on-ambiguous", type=click.Choice(["retry", "fail"]), default=None,
               help="After a timeout or dropped connection: retry or fail.")
 @click.option("--allow-unknown-fields", is_flag=True, default=None,
@@ -69,11 +93,21 @@ def _fail(message: str, code: ExitCode) -> None:
               help="Keep each whole response element in results.ndjson.")
 @click.option("--max-line-bytes", type=int, default=None, help="Longer lines fail.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default=None, help="Log level of the driver and the tasks [info].")
+              default=None, help="Log level of the driver and the tasks.",
+              cls=ShownDefault, show_default=shown("log_level"))
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Print nothing but errors.")
 def spark(paths: tuple[str, ...], out_dir: Path, overwrite: bool, master: str | None,
           partitions: int | None, config_path: Path | None, **given: Any) -> None:
     """Replay PATH... with Spark: shuffle by user, replay each partition, merge into --out."""
+    flags = settings_flags(given)
+    try:
+        settings = load_settings(flags=flags, env=os.environ, config_path=config_path,
+                                 sending=True)
+    except ConfigError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+    if settings.rate is not None or settings.rate_schedule is not None:
+        _fail("replayer spark takes --rate as requests per second: auto and schedules "
+              "adapt or plan one process's sending (use replayer run)", ExitCode.USAGE)
     try:
         import pyspark  # noqa: F401
     except ImportError:
@@ -84,12 +118,6 @@ def spark(paths: tuple[str, ...], out_dir: Path, overwrite: bool, master: str | 
     if "-" in paths:
         _fail("replayer spark reads files, not stdin", ExitCode.USAGE)
     paths = check_paths(paths)  # URL globs expanded once, as `replayer run` does
-    flags = {k: v for k, v in given.items() if v is not None}
-    try:
-        settings = load_settings(flags=flags, env=os.environ, config_path=config_path,
-                                 sending=True)
-    except ConfigError as exc:
-        _fail(str(exc), ExitCode.USAGE)
     setup_logging(fmt=settings.log_format, level=settings.log_level, quiet=settings.quiet)
     code = _run(paths, out_dir, master, partitions, settings, overwrite=overwrite)
     sys.exit(code)

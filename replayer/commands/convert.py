@@ -18,8 +18,12 @@ from zoneinfo import ZoneInfo
 import click
 import orjson
 
-from replayer.engine.schedule import parse_duration
+from replayer.commands.base import InputFailure, OutputFailure, cannot_write
+from replayer.commands.flags import ShownDefault, given_flags, shown
+from replayer.config import CONFIG_ENV, ConfigError, load_settings
+from replayer.config.duration import parse_duration
 from replayer.records import ExitCode
+from replayer.source import objects
 from replayer.source.convert.mapping import (
     Mapping,
     MappingError,
@@ -46,7 +50,6 @@ from replayer.source.convert.table import (
     EngineMissing,
     engine_available,
 )
-from replayer.source.convert.verdict import DEFAULT_MAX_LINE_BYTES
 
 _EPILOG = """\b
 Examples:
@@ -71,6 +74,7 @@ Exit codes:
   4  an input could not be read
   7  an output could not be written, or the events could not be
      sorted (--memory-limit too small, --temp-dir not writable)
+  130  stopped by SIGINT (Ctrl-C)
 """
 
 
@@ -84,18 +88,6 @@ class OutputClash(click.ClickException):
     """An output that is an input or another output: exit code 2, before anything is written."""
 
     exit_code = ExitCode.USAGE
-
-
-class InputFailure(click.ClickException):
-    """An input that cannot be found or read: exit code 4."""
-
-    exit_code = ExitCode.INPUT
-
-
-class OutputFailure(click.ClickException):
-    """An output that cannot be written: exit code 7."""
-
-    exit_code = ExitCode.OUTPUT
 
 
 def _memory(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
@@ -134,8 +126,9 @@ def _source_zone(_ctx: click.Context, _param: click.Parameter,
               metavar="DURATION",
               help="Inactivity that ends a session.")
 @click.option("--source-timezone", "zone", default=None, callback=_source_zone, metavar="TZ",
+              cls=ShownDefault, show_default="UTC",
               help="The IANA zone whose wall clock the export's times are (older Mixpanel "
-                   "projects) [UTC].")
+                   "projects).")
 @click.option("--anonymous-as-user", is_flag=True,
               help="Send anonymous IDs (Mixpanel's $device: IDs, a user ID that is the "
                    "device's) as userId; by default they are deviceId.")
@@ -144,22 +137,27 @@ def _source_zone(_ctx: click.Context, _param: click.Parameter,
               help="Memory for sorting the events; past it they spill to --temp-dir.")
 @click.option("--temp-dir", type=click.Path(file_okay=False), default=None,
               help="Where events are spooled and spilled while sorted, and zip members or "
-                   "objects that are arrays or Parquet copied [the system's].")
-@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=DEFAULT_MAX_LINE_BYTES,
-              show_default=True,
+                   "objects that are arrays or Parquet copied.",
+              cls=ShownDefault, show_default="the system's")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, cls=ShownDefault, show_default=f"${CONFIG_ENV} if set",
+              help="A config.toml: its max_line_bytes applies, as it does to run.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=None,
+              cls=ShownDefault, show_default=shown("max_line_bytes"),
               help="run's line limit: a longer start record is rejected (line_too_long).")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), default=None,
-              help="Rejects file [FILE.rejects.ndjson].")
+              cls=ShownDefault, show_default="FILE.rejects.ndjson", help="Rejects file.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
-              help="Summary file [FILE.summary.json].")
+              cls=ShownDefault, show_default="FILE.summary.json", help="Summary file.")
 @click.option("--print-map", type=click.Choice(sorted(SOURCE_TOML)), default=None,
               help="Print a built-in source's mapping (a --map file to start from) and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
                     output: str | None, gap_s: float, zone: ZoneInfo | None,
                     anonymous_as_user: bool, memory_limit: str, temp_dir: str | None,
-                    max_line_bytes: int,
+                    config_path: Path | None, max_line_bytes: int | None,
                     rejects_path: str | None, summary_path: str | None,
-                    print_map: str | None) -> None:
+                    print_map: str | None, quiet: bool) -> None:
     """Convert Amplitude, Mixpanel, Segment or GA4 exports (JSON lines or arrays, .gz, .zip,
     .parquet, folders, globs) into start records, one per session, that `replayer run`
     replays."""
@@ -167,6 +165,11 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         click.echo(SOURCE_TOML[print_map], nl=False)
         return
     mapping = _mapping(source, map_path)
+    try:  # run's line limit, from the same layers as run's: flag, environment, config.toml
+        max_line_bytes = load_settings(flags=given_flags(max_line_bytes=max_line_bytes),
+                                       env=os.environ, config_path=config_path).max_line_bytes
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     if not paths or output is None:
         raise click.UsageError("give PATH... and -o FILE")
     if not engine_available():
@@ -187,13 +190,17 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         with _records_out(output) as out, _file_out(outputs.rejects, gzipped=False) as rejects:
             summary = run_conversion(mapping, lines, out=out, rejects=rejects, options=options)
         _write_summary(outputs.summary, summary)
+    except objects.ObjectsUnavailable as exc:
+        raise click.UsageError(str(exc)) from None
     except InputError as exc:
         raise InputFailure(str(exc)) from exc
     except EngineFailure as exc:
         raise OutputFailure(str(exc)) from exc
     except OSError as exc:
-        raise OutputFailure(f"cannot write {exc.filename or 'the output'}: {exc.strerror}") from exc
+        raise cannot_write("the output", exc) from exc
     elapsed_s = time.perf_counter() - started
+    if quiet:
+        sys.exit(ExitCode.OK if summary.all_kept else ExitCode.FAILURES)
     for line in summary.lines():
         click.echo(line, err=True)
     rate = summary.events_read / elapsed_s if elapsed_s > 0 else 0.0

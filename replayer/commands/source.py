@@ -6,23 +6,21 @@ import gzip
 import os
 import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 import click
 
+from replayer.commands.base import InputFailure, cannot_write
+from replayer.commands.flags import ShownDefault, given_flags, shown
+from replayer.config import CONFIG_ENV, ConfigError, load_settings
 from replayer.output.layout import repeated_input
-from replayer.records import ExitCode, RecordFailure
+from replayer.records import RecordFailure
 from replayer.source import objects
 from replayer.source.checkfile import check_files, kind_table
 from replayer.source.generate import write_records
 from replayer.source.objects import is_url
-from replayer.source.read import STDIN, display_name
-
-
-class InputUnavailable(click.ClickException):
-    """An object or bucket that cannot be found or read before anything starts: exit 4."""
-
-    exit_code = ExitCode.INPUT
+from replayer.source.read import STDIN, InputUnreadable, display_name
 
 
 def check_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
@@ -57,7 +55,7 @@ def _expand_urls(paths: tuple[str, ...]) -> tuple[str, ...]:
         except objects.ObjectsUnavailable as exc:
             raise click.UsageError(str(exc)) from None
         except objects.ObjectError as exc:
-            raise InputUnavailable(str(exc)) from None
+            raise InputFailure(str(exc)) from None
     seen: set[str] = set()
     for url in expanded:
         name = display_name(url)  # rows name an input so: two inputs may not share a name
@@ -68,7 +66,13 @@ def _expand_urls(paths: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(expanded)
 
 
-@click.command()
+@click.command(epilog="""\b
+Exit codes:
+  0    the file was written
+  2    usage error
+  7    the file could not be written (one line says which and why)
+  130  stopped by SIGINT (Ctrl-C)
+""")
 @click.option("--records", type=click.IntRange(min=1), required=True, help="How many records.")
 @click.option("--users", type=click.IntRange(min=1), required=True, help="How many users.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same file.")
@@ -88,38 +92,64 @@ def generate(records: int, users: int, seed: int, with_time: bool, output: str) 
                       with_time=with_time)
         return
     opener: Any = gzip.open if output.endswith(".gz") else open
-    with opener(output, "wb") as out:
-        write_records(out, records=records, users=users, seed=seed, with_time=with_time)
+    try:
+        with opener(output, "wb") as out:
+            write_records(out, records=records, users=users, seed=seed, with_time=with_time)
+    except OSError as exc:
+        raise cannot_write(output, exc) from None
 
 
-@click.command()
+@click.command(epilog="""\b
+Example:
+  replayer validate sessions.ndjson.gz && replayer run sessions.ndjson.gz
+
+\b
+Exit codes:
+  0    every line is valid
+  1    some lines are invalid (each is printed)
+  2    usage or configuration error
+  4    an input could not be read (one line names it)
+  130  stopped by SIGINT (Ctrl-C)
+""")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--allow-unknown-fields", is_flag=True,
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, cls=ShownDefault, show_default=f"${CONFIG_ENV} if set",
+              help="A config.toml: its [input] settings apply, as they do to run.")
+@click.option("--allow-unknown-fields", is_flag=True, default=None,
               help="Accept fields that are not start parameters, as run would with this flag.")
-@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=1_048_576,
-              show_default=True, help="Longer lines are invalid (line_too_long).")
-def validate(paths: tuple[str, ...], allow_unknown_fields: bool, max_line_bytes: int) -> None:
+@click.option("--max-line-bytes", type=click.IntRange(min=1024), default=None,
+              cls=ShownDefault, show_default=shown("max_line_bytes"),
+              help="Longer lines are invalid (line_too_long).")
+@click.option("--quiet", "-q", is_flag=True,
+              help="Print nothing but errors: the exit code says whether every line is valid.")
+def validate(paths: tuple[str, ...], config_path: Path | None, quiet: bool,
+             **given: Any) -> None:
     """Check PATH... as `replayer run` would, sending nothing.
 
     Prints every invalid line with its file, line number, kind and reason, then a
-    table of counts by kind. Exit code 0 when every line is valid, 1 otherwise,
-    2 on a usage error, 4 when an input cannot be read.
-
-    \b
-    Example:
-      replayer validate sessions.ndjson.gz && replayer run sessions.ndjson.gz
+    table of counts by kind.
     """
+    try:
+        settings = load_settings(flags=given_flags(**given), env=os.environ,
+                                 config_path=config_path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     paths = check_paths(paths)
 
     def report(failure: RecordFailure) -> None:
-        click.echo(f"{failure.file}:{failure.line_no}: {failure.kind}: {failure.message}")
+        if not quiet:
+            click.echo(f"{failure.file}:{failure.line_no}: {failure.kind}: {failure.message}")
 
     try:
-        tally = check_files(paths, allow_unknown_fields=allow_unknown_fields,
-                            max_line_bytes=max_line_bytes, on_invalid=report)
+        tally = check_files(paths, allow_unknown_fields=settings.allow_unknown_fields,
+                            max_line_bytes=settings.max_line_bytes, on_invalid=report)
+    except InputUnreadable as exc:  # names the file
+        raise InputFailure(str(exc)) from None
     except (OSError, EOFError, zlib.error) as exc:
-        raise InputUnavailable(f"reading the input failed: {exc}") from None
+        raise InputFailure(f"reading the input failed: {exc}") from None
     counts = tally.counts
+    if quiet:
+        sys.exit(1 if tally.invalid else 0)
     click.echo(f"{counts.lines} lines ({counts.blank_lines} blank): {tally.valid} valid records "
                f"for {len(tally.users)} distinct users, {tally.invalid} invalid")
     if tally.invalid:

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import click
 
+from replayer.commands.base import OutputFailure
 from replayer.emulator.config import (
     DEFAULT_APP_ID,
     DEFAULT_CLIENT_KEY,
@@ -51,12 +52,19 @@ An app-wide limit, as users of the real API meet it (Leanplum publishes none):
                            --limit-burst seconds' worth); above it a 429 in
                            Leanplum's error shape, without Retry-After
   --limit-rps 400,150@14s  400 a second, then 150 from 14 s after start
+
+\b
+Exit codes:
+  0    stopped by SIGINT (Ctrl-C) or SIGTERM: its normal end
+  2    usage error
+  7    the address cannot be listened on (a port in use, say)
 """
 
 
 @click.command("emulate", epilog=_EPILOG)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
 @click.option("--app-id", default=DEFAULT_APP_ID, show_default=True, help="Expected appId.")
 @click.option(
     "--client-key-file",
@@ -110,13 +118,17 @@ def emulate(
     try:
         run(config, host, port)
     except ListenError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise OutputFailure(str(exc)) from None
 
 
 def _client_key(path: Path | None) -> str:
     if path is None:
         return os.environ.get(CLIENT_KEY_ENV) or DEFAULT_CLIENT_KEY
-    key = path.read_text(encoding="utf-8").strip()
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: {exc.strerror or exc}",
+                                 param_hint="--client-key-file") from None
     if not key:
         raise click.BadParameter(f"{path} is empty", param_hint="--client-key-file")
     return key

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from replayer.observe.console import print_summary
+from replayer.commands.console import print_summary
 from replayer.observe.logs import setup_logging
 from replayer.output.closing import close_folder
 from replayer.output.layout import OutDirError, prepare_out_dir
@@ -173,23 +173,44 @@ def _wall(iso: str) -> float:
         return time.time()
 
 
-@click.command("merge")
+_EPILOG = """\b
+Example:
+  replayer merge runs/shard-1 runs/shard-2 runs/shard-3 --out runs/all
+
+\b
+Exit codes:
+  0    every record of every shard delivered
+  1    some records failed (each is a row of failures.ndjson)
+  2    refused: folders that are not the shards of one finished run, or an
+       --out that is not new or empty (the folder and the reason are printed)
+  3, 4, 6, 8, 129, 143
+       a shard's own exit code: the worst of the shards' wins, as in
+       `replayer run --help`
+  5    with --partial: a shard was missing
+  7    an output could not be written (one line says which file and why)
+  130  stopped by SIGINT (Ctrl-C), or a shard's code
+"""
+
+
+@click.command("merge", epilog=_EPILOG)
 @click.argument("dirs", nargs=-1, required=True, metavar="DIR...",
                 type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               required=True, help="The folder for the merged outputs (new or empty).")
 @click.option("--partial", is_flag=True,
               help="Merge the shards that are there even if some are missing or unfinished.")
-def merge(dirs: tuple[Path, ...], out_dir: Path, partial: bool) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def merge(dirs: tuple[Path, ...], out_dir: Path, partial: bool, quiet: bool) -> None:
     """Combine the folders of `replayer run --shard I/N` runs into one set of outputs."""
-    setup_logging(fmt="text", level="info", quiet=False)
+    setup_logging(fmt="text", level="info", quiet=quiet)
     try:
         merge_plan = plan([read_shard(d) for d in dirs], partial=partial)
         if any(out_dir.resolve() == s.folder.resolve() for s in merge_plan.shards):
             raise MergeError(f"{out_dir}: --out must be a folder of its own, not a shard's")
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = click.get_current_context().with_resource(FolderLock(out_dir))
-        prepare_out_dir(lock, resume=False, overwrite=False)
+        prepare_out_dir(lock, resume=False, overwrite=False,
+                        choices="give a new or empty folder as --out")
     except (MergeError, OutDirError) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(ExitCode.USAGE)
@@ -200,5 +221,6 @@ def merge(dirs: tuple[Path, ...], out_dir: Path, partial: bool) -> None:
         click.echo(f"partial merge of {len(merge_plan.shards)} of {merge_plan.count} shards: "
                    f"{merge_plan.gaps()}", err=True)
     summary = merge_shards(merge_plan, out_dir)
-    print_summary(summary, out_dir)
+    if not quiet:
+        print_summary(summary, out_dir)
     sys.exit(summary.exit_code)
