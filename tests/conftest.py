@@ -11,7 +11,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Handler
 
 from replayer.config import Secret, Settings
 from replayer.emulator import EmulatorConfig, create_app
@@ -210,3 +211,32 @@ def summary_of(out: Path) -> dict[str, Any]:
     doc = orjson.loads((out / SUMMARY).read_bytes())
     assert isinstance(doc, dict)
     return doc
+
+
+@asynccontextmanager
+async def gated_emulator(*, held_after: int, **config: Any) -> AsyncIterator[
+        tuple[str, asyncio.Event]]:
+    """An in-process emulator (test credentials, `config` overrides) that holds every request
+    after the first `held_after` until the event is set: a run is certainly going on while a
+    test looks at it, whatever the machine's speed. Yields the /api URL and the event."""
+    release = asyncio.Event()
+    answered = 0
+
+    @web.middleware
+    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal answered
+        if request.path == "/api":
+            answered += 1
+            if answered > held_after:
+                await release.wait()
+        return await handler(request)
+
+    app = create_app(EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY, **config))
+    app.middlewares.append(gate)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/api")), release
+    finally:
+        release.set()
+        await server.close()

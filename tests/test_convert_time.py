@@ -12,8 +12,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from replayer.source.convert.clock import LagTally
 from replayer.commands.convert import convert
+from replayer.source.convert.clock import LagTally
 from replayer.source.convert.normalise import unix_seconds
 from tests.test_convert_sessions import GAP, T, amp, mix, run
 

@@ -14,22 +14,21 @@ import struct
 import sys
 import termios
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from aiohttp.typedefs import Handler
 
-from replayer.emulator import EmulatorConfig, FaultConfig, LatencyModel, create_app
+from replayer.emulator import FaultConfig, LatencyModel
 from replayer.output.layout import RESULTS, SUMMARY
-from tests.conftest import TEST_APP_ID, TEST_KEY, generated
+from tests.conftest import TEST_APP_ID, TEST_KEY, gated_emulator, generated
 
 WIDTH, HEIGHT = 160, 40
 HELD_AFTER = 100  # requests answered before the gate holds the rest
+# The emulator behind the gate: a fifth of the requests answered 503.
+GATED: dict[str, Any] = {"latency_ms": LatencyModel(1.0), "faults": FaultConfig.parse("503=0.2"),
+                         "seed": 3}
 INVALID = 8  # lines that are not JSON: five shown, then a count
 
 _CSI = re.compile(r"\x1b\[([?0-9;]*)([A-Za-z])|\r|\n|[^\x1b\r\n]+")
@@ -84,36 +83,6 @@ class Screen:
         return ["".join(line).rstrip() for line in self.lines]
 
 
-@asynccontextmanager
-async def gated_emulator() -> AsyncIterator[tuple[str, asyncio.Event]]:
-    """An emulator answering 503 to a share of requests, holding every request after the
-    first HELD_AFTER until the event is set: the test sees the display while records are
-    certainly unfinished, whatever the machine's speed."""
-    release = asyncio.Event()
-    answered = 0
-
-    @web.middleware
-    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal answered
-        if request.path == "/api":
-            answered += 1
-            if answered > HELD_AFTER:
-                await release.wait()
-        return await handler(request)
-
-    app = create_app(EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY,
-                                    latency_ms=LatencyModel(1.0),
-                                    faults=FaultConfig.parse("503=0.2"), seed=3))
-    app.middlewares.append(gate)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("/api")), release
-    finally:
-        release.set()
-        await server.close()
-
-
 def _input(tmp_path: Path) -> Path:
     lines = generated(tmp_path / "g.ndjson", records=400, users=100).read_bytes().splitlines()
     for i in range(INVALID):  # spread through the file
@@ -134,7 +103,7 @@ async def _run_on_a_terminal(data: Path, out: Path, workers: str) -> tuple[str, 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
     env = {**ENV, "COLUMNS": str(WIDTH), "LINES": str(HEIGHT), "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
-    async with gated_emulator() as (url, release):
+    async with gated_emulator(held_after=HELD_AFTER, **GATED) as (url, release):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "replayer", "run", str(data), "--out", str(out),
             "--endpoint", url, *FLAGS, "--workers", workers,
@@ -254,7 +223,7 @@ async def test_json_logs_off_a_terminal_and_a_resume_counts_its_earlier_sessions
     data, out = _input(tmp_path), tmp_path / "out"
     run = ("-m", "replayer", "run", str(data), "--out", str(out), *FLAGS, "--workers", workers,
            "--log-format", "json", "--progress-interval", "0.2")
-    async with gated_emulator() as (url, release):
+    async with gated_emulator(held_after=HELD_AFTER, **GATED) as (url, release):
         first = await asyncio.create_subprocess_exec(
             sys.executable, *run, "--endpoint", url, env=ENV,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -6,21 +6,16 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
-from aiohttp.typedefs import Handler
 from prometheus_client.parser import text_string_to_metric_families
 
-from replayer.emulator import EmulatorConfig, LatencyModel, create_app
+from replayer.emulator import LatencyModel
 from replayer.output.layout import SUMMARY
-from tests.conftest import TEST_APP_ID, TEST_KEY, StartEmulator, generated
+from tests.conftest import TEST_APP_ID, TEST_KEY, StartEmulator, gated_emulator, generated
 
 ENV = {**os.environ, "LEANPLUM_APP_ID": TEST_APP_ID, "LEANPLUM_CLIENT_KEY": TEST_KEY}
 
@@ -38,39 +33,12 @@ def values(text: str) -> dict[str, float]:
 HELD_AFTER = 200  # requests answered before the gate holds the rest
 
 
-@asynccontextmanager
-async def gated_emulator() -> AsyncIterator[tuple[str, asyncio.Event]]:
-    """The emulator, holding every request after the first HELD_AFTER until the event is set:
-    the run is certainly going on while the test scrapes, whatever the machine's speed."""
-    release = asyncio.Event()
-    answered = 0
-
-    @web.middleware
-    async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal answered
-        if request.path == "/api":
-            answered += 1
-            if answered > HELD_AFTER:
-                await release.wait()
-        return await handler(request)
-
-    app = create_app(EmulatorConfig(app_id=TEST_APP_ID, client_key=TEST_KEY,
-                                    latency_ms=LatencyModel(2.0)))
-    app.middlewares.append(gate)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("/api")), release
-    finally:
-        release.set()
-        await server.close()
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_metrics_are_scraped_during_a_run(tmp_path: Path, workers: str) -> None:
     data = generated(tmp_path / "in.ndjson", records=1500, users=300)
     out = tmp_path / "out"
-    async with gated_emulator() as (url_api, release):
+    async with gated_emulator(held_after=HELD_AFTER,
+                              latency_ms=LatencyModel(2.0)) as (url_api, release):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "replayer", "run", str(data), "--out", str(out),
             "--endpoint", url_api, "--no-batch", "--concurrency", "8", "--workers", workers,

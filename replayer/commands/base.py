@@ -38,25 +38,21 @@ def _stop(exc: BaseException) -> click.exceptions.Exit:
     return click.exceptions.Exit(ExitCode.SIGINT)
 
 
-class Group(click.Group):
+class _ExitsOnCtrlC:
+    """Makes a click command or group exit 130 on Ctrl-C (mixed in before the click class)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except (KeyboardInterrupt, click.Abort) as exc:
+            if not _interrupted(exc):
+                raise
+            raise _stop(exc) from None
+
+
+class Group(_ExitsOnCtrlC, click.Group):
     """The `replayer` group: a command interrupted by Ctrl-C exits 130."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (KeyboardInterrupt, click.Abort) as exc:
-            if not _interrupted(exc):
-                raise
-            raise _stop(exc) from None
 
-
-class Command(click.Command):
+class Command(_ExitsOnCtrlC, click.Command):
     """A command run on its own (`python -m replayer.spark`): Ctrl-C exits 130."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (KeyboardInterrupt, click.Abort) as exc:
-            if not _interrupted(exc):
-                raise
-            raise _stop(exc) from None
