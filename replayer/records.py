@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple
 
@@ -255,6 +255,9 @@ def redact_text(text: str) -> str:
     return _ESCAPED.sub(_mask_escaped, text) if "\\" in text else text
 
 
+_REDACTED_BYTES = REDACTED.encode()
+
+
 @dataclass(frozen=True, slots=True)
 class KeyText:
     """The client key's own text, masked wherever it stands in a row file or a user's ID.
@@ -264,16 +267,17 @@ class KeyText:
     """
 
     key: str | None
+    # The key as it stands inside a JSON string (orjson writes no other escapes), made once:
+    # a dry run masks every request body with it.
+    _in_json: bytes | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def _in_json(self) -> bytes | None:
-        # The key as it stands inside a JSON string (orjson writes no other escapes).
-        return orjson.dumps(self.key)[1:-1] if self.key else None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_in_json", orjson.dumps(self.key)[1:-1] if self.key else None)
 
     def mask_json(self, data: bytes) -> bytes:
         """`data` (JSON text written by orjson) with every copy of the key masked."""
         needle = self._in_json
-        return data.replace(needle, REDACTED.encode()) if needle and needle in data else data
+        return data.replace(needle, _REDACTED_BYTES) if needle and needle in data else data
 
     def mask(self, text: str) -> str:
         """`text` with every copy of the key masked."""
