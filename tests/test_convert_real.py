@@ -289,15 +289,20 @@ def test_ga4_system_version_is_the_version_alone(
 
 
 # Segment's analytics.js adds context.userAgentData (the browser's user-agent client hints,
-# whose platform is the operating system) and sends no context.os from a browser.
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 23 part 7: browser events archived by Segment carry the system in "
-    "context.userAgentData.platform (macOS) and no context.os; systemName stays unset"))
+# whose platform is the operating system) and sends no context.os from a browser. Chrome's
+# user-agent string says "Mac OS X 10_15_7" on every Mac (its frozen version): the hints'
+# platform names the system, with no version, and the string still names the browser.
 def test_segment_browser_events_give_the_system_from_user_agent_data(
         converted: Conversions) -> None:
     record = _record("segment/datart-s3-archive.jsonl", converted,
                      key="deviceId", value="b230d590-d442-45a8-982e-6eb1b99bc12c")
-    assert record.get("systemName") == "macOS"
+    assert {key: record.get(key) for key in (
+        "systemName", "systemVersion", "browserName", "browserVersion")} == {
+        "systemName": "macOS", "systemVersion": None, "browserName": "Chrome",
+        "browserVersion": "119.0.0"}
+    safari = _record("segment/datart-s3-archive.jsonl", converted,  # no hints: the string
+                     key="deviceId", value="1f45380a-ecee-4e74-a2f5-dcc9886698a4")
+    assert (safari.get("systemName"), safari.get("browserName")) == ("Mac OS X", "Safari")
 
 
 @pytest.mark.parametrize("vendor", sorted({f.vendor for f in FIXTURES.values()}))

@@ -68,6 +68,7 @@ class Mapping:
     key_start: str | None = None  # the session key is its session's start, in this unit
     anonymous_prefixes: tuple[str, ...] = ()  # a user ID so prefixed is a device's
     user_agent: tuple[FieldPath, ...] = ()  # read for browser and OS when no OS is mapped
+    user_agent_data: tuple[FieldPath, ...] = ()  # client hints: their OS before the agent's
     web_when: tuple[FieldPath, ...] = ()  # [web]: an event whose field here is one of
     web_values: frozenset[str] = frozenset()  # these (any case) is a web event, whose
     web_fields: tuple[Field, ...] = ()  # fields these replace (no paths: not mapped)
@@ -221,6 +222,7 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         raise _Refused("start: userId or deviceId must be mapped")
     latitude, longitude = _location(start.pop("location", None))
     user_agent = _identity(start.pop("userAgent", None), "start.userAgent")
+    user_agent_data = _identity(start.pop("userAgentData", None), "start.userAgentData")
     web_when, web_values = _web_when(web.pop("when", None), bool(web))
     attributes, shape = _attributes(start.pop("userAttributes", None))
     insert_id, insert_id_all = _insert_id(event.get("id"))
@@ -255,6 +257,7 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         key_start=key_start,
         anonymous_prefixes=tuple(anonymous),
         user_agent=user_agent,
+        user_agent_data=user_agent_data,
         web_when=web_when,
         web_values=web_values,
         web_fields=tuple(_field(target, spec, where="web") for target, spec in web.items()),

@@ -104,6 +104,7 @@ location = { lat = ["context.location.latitude", "context_location_latitude"], l
 timezone = { path = ["context.timezone", "context_timezone"], transform = "iana" }
 userAttributes = ["traits", "context.traits"]
 userAgent = ["context.userAgent", "context_user_agent"]   # browser and OS without context.os
+userAgentData = "context.userAgentData"   # analytics.js' client hints: OS before userAgent's
 """
 
 GA4 = """\
