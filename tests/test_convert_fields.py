@@ -188,6 +188,9 @@ ATTRIBUTE_CASES = [
                                 "tags": [{"a": 1}], "mp_lib": "web"}},
      {"name": "Ann", "address.city": "Paris", "address.geo.lat": 48.8},
      {"userAttributes": {"count": 1, "examples": ["tags"]}}),
+    ("segment-group-traits-are-the-groups", "segment",
+     {**seg("s", T), "type": "group", "groupId": "g",
+      "traits": {"name": "Initech", "industry": "Software"}}, None, {}),
 ]
 
 

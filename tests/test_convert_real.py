@@ -323,12 +323,8 @@ def test_segment_browser_events_give_the_system_from_user_agent_data(
 
 
 # Segment's spec: a group call's traits describe the group (company, plan, industry), not the
-# user; only identify's traits (and context.traits) are the user's. Today every `traits`
-# object of a session feeds userAttributes, so the group's name and industry become the
-# user's attributes.
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 23 part 5: a Segment group call's traits become the user's attributes "
-    "(site, industry, principles of the UNIVAC Working Group)"))
+# user; identify's traits (and context.traits) are the user's. The group call here follows
+# the identify call in the same session: its site and industry must not become the user's.
 def test_segment_group_traits_are_not_the_users_attributes(
         converted: Conversions) -> None:
     record = _record("segment/opensnowcat-analytics-js.jsonl", converted,

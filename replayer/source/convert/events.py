@@ -161,7 +161,7 @@ def _is_marker(mapping: Mapping, obj: dict[str, Any]) -> bool:
 
 
 def _attributes(mapping: Mapping, obj: dict[str, Any]) -> dict[str, Any] | None:
-    if not mapping.attributes:
+    if not mapping.attributes or not mapping.has_user_attributes(obj):
         return None
     raw = first_present(obj, mapping.attributes)
     if mapping.attributes_shape == "object":
