@@ -153,6 +153,8 @@ HINT_CASES = [
      {"browserName": "Chrome", "browserVersion": "120.0.0", "systemName": "Mac OS X",
       "systemVersion": "10.15.7"}),
     ("broken-brands", None, {"brands": ["Chrome", {"brand": 7}, None], "platform": 3}, {}),
+    ("overlong-hints", None, {"platform": "x" * 101, "model": "m" * 500,
+                              "brands": [{"brand": "b" * 200, "version": "1"}]}, {}),
 ]
 
 

@@ -15,6 +15,7 @@ from replayer.source.convert.normalise import is_placeholder, os_version, system
 
 _MAX_UA_CHARS = 1000  # longer strings are no browser's; the rules would only cost time
 _UNKNOWN = "Other"  # ua-parser's family when no rule matches
+_MAX_HINT_CHARS = 100  # a client hint longer than this names no platform, brand or model
 # The made-up brand a browser adds to its list so that nobody matches on the list's
 # order ("Not?A_Brand", "Not A(Brand", " Not;A Brand"): no browser.
 _GREASE = re.compile(r"\s*Not[^A-Za-z0-9]*A[^A-Za-z0-9]*Brand\s*", re.IGNORECASE)
@@ -43,7 +44,10 @@ def agent_fields(user_agent: Any, hints: Any = None) -> dict[str, str]:
 
 
 def _text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and not is_placeholder(value) else None
+    """A hint's text; None for a placeholder, a non-string or a string no hint is."""
+    if not isinstance(value, str) or is_placeholder(value) or len(value) > _MAX_HINT_CHARS:
+        return None
+    return value.strip()
 
 
 def _hinted_system(hints: dict[str, Any]) -> dict[str, str]:
