@@ -84,6 +84,8 @@ FIELD_CASES = [
                     "$browser_version": 120, "$city": "(none)", "$region": ""}),
      {"userId": "m", "systemName": "Windows", "systemVersion": "10", "browserName": "Edge",
       "browserVersion": "120"}),
+    ("amplitude-unknown-os", "amplitude", amp("d", T, os_name="Unknown"),
+     {"deviceId": "d", "userId": "user-d"}),
     ("amplitude-placeholders", "amplitude",
      amp("d", T, city="(none)", region="", country="(not set)", os_name="android",
          os_version="Android 14"),
