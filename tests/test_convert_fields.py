@@ -19,6 +19,11 @@ SAFARI_IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWe
 EDGE_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
                 "Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91")
 
+HINTS_MAC = {"brands": [{"brand": "Not_A Brand", "version": "8"},
+                        {"brand": "Chromium", "version": "120"},
+                        {"brand": "Google Chrome", "version": "120"}],
+             "mobile": False, "platform": "macOS"}
+
 
 def seg_web(user: str, t: float, **context: Any) -> dict[str, Any]:
     """A Segment track call from analytics.js: no context.os, a userAgent."""
@@ -67,11 +72,20 @@ FIELD_CASES = [
      seg_web("s", T, userAgent=CHROME_MAC, os={"name": "iOS", "version": "17"}),
      {"userId": "s", "systemName": "iOS", "systemVersion": "17"}),
     ("segment-unreadable-agent", "segment", seg_web("s", T, userAgent="x"), {"userId": "s"}),
+    ("segment-client-hints", "segment",
+     seg_web("s", T, userAgent=CHROME_MAC, userAgentData=HINTS_MAC),
+     {"userId": "s", "browserName": "Chrome", "browserVersion": "120.0.0",
+      "systemName": "macOS"}),
+    ("segment-os-wins-over-hints", "segment",
+     seg_web("s", T, userAgentData=HINTS_MAC, os={"name": "iOS", "version": "17"}),
+     {"userId": "s", "systemName": "iOS", "systemVersion": "17"}),
     ("mixpanel-web", "mixpanel",
      mix("m", T, **{"$os": "Windows", "$os_version": "Windows 10", "$browser": "Edge",
                     "$browser_version": 120, "$city": "(none)", "$region": ""}),
      {"userId": "m", "systemName": "Windows", "systemVersion": "10", "browserName": "Edge",
       "browserVersion": "120"}),
+    ("amplitude-unknown-os", "amplitude", amp("d", T, os_name="Unknown"),
+     {"deviceId": "d", "userId": "user-d"}),
     ("amplitude-placeholders", "amplitude",
      amp("d", T, city="(none)", region="", country="(not set)", os_name="android",
          os_version="Android 14"),
@@ -101,6 +115,58 @@ def test_user_agents_give_browser_and_os(agent: str, fields: dict[str, str]) -> 
     assert agent_fields(agent) == fields
 
 
+# (id, userAgent, userAgentData, fields): the system from the hints' platform, else the
+# string; the browser from the string, else the hints' brands.
+HINT_CASES = [
+    ("platform-over-string", CHROME_MAC, HINTS_MAC,
+     {"browserName": "Chrome", "browserVersion": "120.0.0", "systemName": "macOS"}),
+    ("brands-without-string", None, HINTS_MAC,
+     {"browserName": "Chrome", "browserVersion": "120", "systemName": "macOS"}),
+    ("unknown-platform", CHROME_MAC, {**HINTS_MAC, "platform": "Unknown"},
+     {"browserName": "Chrome", "browserVersion": "120.0.0", "systemName": "Mac OS X",
+      "systemVersion": "10.15.7"}),
+    ("empty-platform", None, {**HINTS_MAC, "platform": ""},
+     {"browserName": "Chrome", "browserVersion": "120"}),
+    ("windows-11", EDGE_WINDOWS, {"platform": "Windows", "platformVersion": "15.0.0"},
+     {"browserName": "Edge", "browserVersion": "120.0.2210", "systemName": "Windows",
+      "systemVersion": "11"}),
+    ("windows-10", None, {"platform": "Windows", "platformVersion": "10.0.0"},
+     {"systemName": "Windows", "systemVersion": "10"}),
+    ("windows-8", None, {"platform": "Windows", "platformVersion": "0.3.0"},
+     {"systemName": "Windows"}),
+    ("android-high-entropy", None,
+     {"platform": "Android", "platformVersion": "14.0.0", "model": "Pixel 7", "mobile": True,
+      "fullVersionList": [{"brand": "Chromium", "version": "120.0.6099.144"},
+                          {"brand": "Google Chrome", "version": "120.0.6099.144"},
+                          {"brand": "Not_A Brand", "version": "8.0.0.0"}],
+      "brands": [{"brand": "Google Chrome", "version": "120"}]},
+     {"systemName": "Android", "systemVersion": "14.0.0", "deviceModel": "Pixel 7",
+      "browserName": "Chrome", "browserVersion": "120.0.6099.144"}),
+    ("desktop-model-is-empty", None, {"platform": "Linux", "model": "", "platformVersion": ""},
+     {"systemName": "Linux"}),
+    ("edge-brand", None, {"brands": [{"brand": " Not A;Brand", "version": "99"},
+                                     {"brand": "Microsoft Edge", "version": "120"},
+                                     {"brand": "Chromium", "version": "120"}]},
+     {"browserName": "Edge", "browserVersion": "120"}),
+    ("engine-alone", None, {"brands": [{"brand": "Chromium", "version": "120"},
+                                       {"brand": "Not?A_Brand", "version": "24"}]},
+     {"browserName": "Chromium", "browserVersion": "120"}),
+    ("not-hints", CHROME_MAC, "macOS",
+     {"browserName": "Chrome", "browserVersion": "120.0.0", "systemName": "Mac OS X",
+      "systemVersion": "10.15.7"}),
+    ("broken-brands", None, {"brands": ["Chrome", {"brand": 7}, None], "platform": 3}, {}),
+    ("overlong-hints", None, {"platform": "x" * 101, "model": "m" * 500,
+                              "brands": [{"brand": "b" * 200, "version": "1"}]}, {}),
+]
+
+
+@pytest.mark.parametrize(("agent", "hints", "fields"), [c[1:] for c in HINT_CASES],
+                         ids=[c[0] for c in HINT_CASES])
+def test_client_hints_give_the_system_before_the_user_agent(
+        agent: str | None, hints: Any, fields: dict[str, str]) -> None:
+    assert agent_fields(agent, hints) == fields
+
+
 @pytest.mark.parametrize(("text", "version"), [
     ("Android 11", "11"), ("iOS 17.2", "17.2"), ("Windows 11", "11"),
     ("Mac OS X 10.15.7", "10.15.7"), ("17.2", "17.2"), ("10_15_7", "10_15_7"),
@@ -126,6 +192,9 @@ ATTRIBUTE_CASES = [
                                 "tags": [{"a": 1}], "mp_lib": "web"}},
      {"name": "Ann", "address.city": "Paris", "address.geo.lat": 48.8},
      {"userAttributes": {"count": 1, "examples": ["tags"]}}),
+    ("segment-group-traits-are-the-groups", "segment",
+     {**seg("s", T), "type": "group", "groupId": "g",
+      "traits": {"name": "Initech", "industry": "Software"}}, None, {}),
 ]
 
 

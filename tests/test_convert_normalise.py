@@ -119,8 +119,13 @@ def test_builtin_sources_are_valid_mappings(source: str) -> None:
     ("[event]\ntime = { path = 't' }\nid = { any = ['a'] }\n[start]\nuserId = 'u'",
      "event.id"),
     ("[event]\ntime = { path = 't' }\nid = 3\n[start]\nuserId = 'u'", "event.id"),
+    (("[event]\ntime = { path = 't' }\n[start]\nuserId = 'u'\nuserAttributes = { path = 'a', "
+     "unless = { path = 'type' } }"), "start.userAttributes.unless"),
+    (("[event]\ntime = { path = 't' }\n[start]\nuserId = 'u'\nuserAttributes = { path = 'a', "
+     "unles = { path = 'type', values = ['group'] } }"), "unknown key(s): unles"),
 ], ids=["no-time", "bad-unit", "no-id", "secret", "key-rule", "iana-misuse", "extra-table",
-        "insert-id-table", "insert-id-type"])
+        "insert-id-table", "insert-id-type", "attributes-unless-no-values",
+        "attributes-unknown-key"])
 def test_bad_mappings_are_refused_with_a_reason(toml: str, message: str) -> None:
     refused = parse_mapping(tomllib.loads(toml), name="t")
     assert isinstance(refused, MappingError)

@@ -55,11 +55,15 @@ FIXTURES = {f.path: f for f in (
     # The second line is the first one after a live plugin edited it: same messageId, so a
     # copy of the same call.
     Fixture("segment", "segment/substrata-kotlin-tests.jsonl", duplicates=1),
+    # analytics.js calls from one site: a page, then identify, track, group and alias calls of
+    # another visitor; the alias call (userId "newid") is that visitor's new id.
+    Fixture("segment", "segment/opensnowcat-analytics-js.jsonl"),
     # The publisher's test inputs repeat rows: the Swiss form_visibility row three times,
     # the German purchase row twice, and the Swedish page_view of user 950658449.1697698900
     # three times (same event_bundle_sequence_id, event_name and event_timestamp per user).
     Fixture("ga4", "ga4/dataform-ga4-sessions.jsonl", duplicates=5),
     Fixture("ga4", "ga4/firebase-blog-sign-up.json"),
+    Fixture("ga4", "ga4/velir-dbt-ga4.jsonl"),
 )}
 NAMES = sorted(FIXTURES)
 
@@ -220,6 +224,19 @@ MAPPED = [
      ("deviceId", "107079580.1702642286"),
      {"locale": "de_CH", "country": "CH", "region": "Zurich", "deviceModel": "SM-G781B",
       "browserName": "Chrome"}),
+    ("segment/opensnowcat-analytics-js.jsonl",  # client hints: the OS from their platform
+     ("userId", "562927"),
+     {"deviceId": "e09fac9f-16e4-43f1-8753-c55023820f81", "time": 1713127013.131,
+      "systemName": "macOS", "systemVersion": None, "browserName": "Chrome",
+      "browserVersion": "123.0.0", "locale": "en_US", "timezone": "CEST",
+      "timezoneOffsetSeconds": 7200}),
+    ("segment/opensnowcat-analytics-js.jsonl",  # identify's traits are the user's
+     ("userId", "668679"), {"time": 1715977807.948, "systemName": "macOS"}),
+    ("ga4/velir-dbt-ga4.jsonl",  # mobile web: the phone's model and OS, the browser
+     ("deviceId", "745846450.1644156613"),
+     {"time": 1653679818.348, "systemName": "Android", "systemVersion": "12",
+      "deviceModel": "SM-M426B", "browserName": "Chrome", "browserVersion": "101.0.4951.61",
+      "locale": "en_GB", "country": "IN", "region": "Uttar Pradesh", "city": "Noida"}),
     ("ga4/firebase-blog-sign-up.json",  # a Firebase app's row: version, offset, user props
      ("deviceId", "8d59ce7133e03f6170eadbce40174c91"),
      {"appVersion": "1.2.8", "systemName": "Android", "deviceModel": "M2104K10AC",
@@ -289,15 +306,43 @@ def test_ga4_system_version_is_the_version_alone(
 
 
 # Segment's analytics.js adds context.userAgentData (the browser's user-agent client hints,
-# whose platform is the operating system) and sends no context.os from a browser.
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 23 part 7: browser events archived by Segment carry the system in "
-    "context.userAgentData.platform (macOS) and no context.os; systemName stays unset"))
+# whose platform is the operating system) and sends no context.os from a browser. Chrome's
+# user-agent string says "Mac OS X 10_15_7" on every Mac (its frozen version): the hints'
+# platform names the system, with no version, and the string still names the browser.
 def test_segment_browser_events_give_the_system_from_user_agent_data(
         converted: Conversions) -> None:
     record = _record("segment/datart-s3-archive.jsonl", converted,
                      key="deviceId", value="b230d590-d442-45a8-982e-6eb1b99bc12c")
-    assert record.get("systemName") == "macOS"
+    assert {key: record.get(key) for key in (
+        "systemName", "systemVersion", "browserName", "browserVersion")} == {
+        "systemName": "macOS", "systemVersion": None, "browserName": "Chrome",
+        "browserVersion": "119.0.0"}
+    safari = _record("segment/datart-s3-archive.jsonl", converted,  # no hints: the string
+                     key="deviceId", value="1f45380a-ecee-4e74-a2f5-dcc9886698a4")
+    assert (safari.get("systemName"), safari.get("browserName")) == ("Mac OS X", "Safari")
+
+
+# Segment's spec: a group call's traits describe the group (company, plan, industry), not the
+# user; identify's traits (and context.traits) are the user's. The group call here follows
+# the identify call in the same session: its site and industry must not become the user's.
+def test_segment_group_traits_are_not_the_users_attributes(
+        converted: Conversions) -> None:
+    record = _record("segment/opensnowcat-analytics-js.jsonl", converted,
+                     key="userId", value="668679")
+    assert record.get("userAttributes") == {"email": "test@sample.com"}
+
+
+def test_every_vendor_has_two_independent_licensed_sources() -> None:
+    # Part 7 of issue 23: at least two independent publishers per vendor whose licence lets
+    # us quote them; SOURCES.md names each fixture's repository and licence.
+    sources = (EXPORTS / "SOURCES.md").read_text(encoding="utf-8")
+    for vendor in sorted({f.vendor for f in FIXTURES.values()}):
+        rows = [[cell.strip() for cell in row.split("|")] for row in sources.splitlines()]
+        owners = {cells[3].split("/")[0] for cells in rows
+                  if len(cells) > 5 and cells[1] == vendor and cells[2].strip("`") in FIXTURES
+                  and "no licence stated" not in cells[5] and "not verified" not in cells[5]}
+        assert len(owners) >= 2, (vendor, owners)
+    assert all(f"`{name}`" in sources for name in FIXTURES), "every fixture has its source"
 
 
 @pytest.mark.parametrize("vendor", sorted({f.vendor for f in FIXTURES.values()}))

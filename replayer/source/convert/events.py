@@ -25,6 +25,7 @@ from replayer.source.convert.normalise import (
     locale_tag,
     offset_seconds,
     os_version,
+    system_name,
     text_value,
     unix_seconds,
     zone_at,
@@ -39,7 +40,6 @@ _KV_VALUES = ("string_value", "int_value", "float_value", "double_value")
 BOOKKEEPING = ("ga_session_*", "first_open_time", "engaged_session_event", "session_engaged",
                "mp_*", "$mp_*", "$insert_id", "insert_id", "$schema")
 _MAX_NESTING = 4  # levels of nested objects flattened into `a.b.c` attribute names
-_NOT_AN_OS = frozenset({"web"})  # GA4's operating system of web rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +161,7 @@ def _is_marker(mapping: Mapping, obj: dict[str, Any]) -> bool:
 
 
 def _attributes(mapping: Mapping, obj: dict[str, Any]) -> dict[str, Any] | None:
-    if not mapping.attributes:
+    if not mapping.attributes or not mapping.has_user_attributes(obj):
         return None
     raw = first_present(obj, mapping.attributes)
     if mapping.attributes_shape == "object":
@@ -232,8 +232,8 @@ def _put(record: dict[str, Any], spec: Field, value: Any, time_s: float,
         out = country_code(text)
     elif transform == "locale":
         out = locale_tag(text)
-    elif spec.target == "systemName" and text.strip().lower() in _NOT_AN_OS:
-        return  # a web row's platform, not an OS: absent, as a placeholder is
+    elif spec.target == "systemName" and system_name(text) is None:
+        return  # a web row's platform ("Web"), not an OS: absent, as a placeholder is
     elif spec.target == "systemVersion":
         out = os_version(text)
     else:
@@ -247,13 +247,13 @@ def _put(record: dict[str, Any], spec: Field, value: Any, time_s: float,
 
 
 def _put_agent(record: dict[str, Any], mapping: Mapping, obj: dict[str, Any]) -> None:
-    """A web event's browser and OS from its user agent, when it carries no OS of its own."""
-    if not mapping.user_agent or "systemName" in record:
+    """A web event's browser and OS from its client hints and user agent, when it carries
+    no OS of its own."""
+    if not (mapping.user_agent or mapping.user_agent_data) or "systemName" in record:
         return
-    agent = first_present(obj, mapping.user_agent)
-    if type(agent) is not str:
-        return
-    for target, value in agent_fields(agent).items():
+    fields = agent_fields(first_present(obj, mapping.user_agent),
+                          first_present(obj, mapping.user_agent_data))
+    for target, value in fields.items():
         record.setdefault(target, value)
 
 

@@ -61,6 +61,7 @@ class Mapping:
     longitude: tuple[FieldPath, ...] = ()
     attributes: tuple[FieldPath, ...] = ()
     attributes_shape: str = "object"
+    attributes_unless: tuple[tuple[FieldPath, ...], frozenset[str]] = ((), frozenset())
     insert_id: tuple[FieldPath, ...] = ()  # events of a user with the same id count once
     insert_id_all: bool = False  # the id is every path's value (else the first present)
     processed: tuple[FieldPath, ...] = ()  # a UTC processing time: finds local event times
@@ -68,9 +69,19 @@ class Mapping:
     key_start: str | None = None  # the session key is its session's start, in this unit
     anonymous_prefixes: tuple[str, ...] = ()  # a user ID so prefixed is a device's
     user_agent: tuple[FieldPath, ...] = ()  # read for browser and OS when no OS is mapped
+    user_agent_data: tuple[FieldPath, ...] = ()  # client hints: their OS before the agent's
     web_when: tuple[FieldPath, ...] = ()  # [web]: an event whose field here is one of
     web_values: frozenset[str] = frozenset()  # these (any case) is a web event, whose
     web_fields: tuple[Field, ...] = ()  # fields these replace (no paths: not mapped)
+
+    def has_user_attributes(self, obj: dict[str, Any]) -> bool:
+        """Whether `obj`'s attributes are its user's: not when `userAttributes.unless` holds
+        (a Segment group call's traits are the group's)."""
+        paths, values = self.attributes_unless
+        if not paths:
+            return True
+        kind = first_present(obj, paths)
+        return not (isinstance(kind, str) and kind.strip().lower() in values)
 
     def fields_for(self, obj: dict[str, Any]) -> tuple[Field, ...]:
         """The [start] fields, with [web]'s in their place when `obj` is a web event."""
@@ -221,8 +232,9 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         raise _Refused("start: userId or deviceId must be mapped")
     latitude, longitude = _location(start.pop("location", None))
     user_agent = _identity(start.pop("userAgent", None), "start.userAgent")
+    user_agent_data = _identity(start.pop("userAgentData", None), "start.userAgentData")
     web_when, web_values = _web_when(web.pop("when", None), bool(web))
-    attributes, shape = _attributes(start.pop("userAttributes", None))
+    attributes, shape, attributes_unless = _attributes(start.pop("userAttributes", None))
     insert_id, insert_id_all = _insert_id(event.get("id"))
     processed, processed_unit = _processed(event.get("processed"))
     anonymous = event.get("anonymous_prefix", [])
@@ -248,6 +260,7 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         longitude=longitude,
         attributes=attributes,
         attributes_shape=shape,
+        attributes_unless=attributes_unless,
         insert_id=insert_id,
         insert_id_all=insert_id_all,
         processed=processed,
@@ -255,6 +268,7 @@ def _build(name: str, event: dict[str, Any], session: dict[str, Any],
         key_start=key_start,
         anonymous_prefixes=tuple(anonymous),
         user_agent=user_agent,
+        user_agent_data=user_agent_data,
         web_when=web_when,
         web_values=web_values,
         web_fields=tuple(_field(target, spec, where="web") for target, spec in web.items()),
@@ -267,10 +281,17 @@ def _web_when(spec: Any, has_fields: bool) -> tuple[tuple[FieldPath, ...], froze
         if has_fields:
             raise _Refused('web.when: required, e.g. { path = "platform", values = ["Web"] }')
         return (), frozenset()
+    return _condition(spec, "web.when", '{ path = "PATH", values = ["Web", ...] }')
+
+
+def _condition(spec: Any, where: str,
+               example: str) -> tuple[tuple[FieldPath, ...], frozenset[str]]:
+    """{ path = "PATH", values = [...] }: events whose field there is one of the values (in
+    any case)."""
     values = spec.get("values") if type(spec) is dict else None
     if type(values) is not list or not values or not all(type(v) is str for v in values):
-        raise _Refused('web.when: { path = "PATH", values = ["Web", ...] }')
-    return _paths(spec.get("path"), "web.when.path"), frozenset(v.lower() for v in values)
+        raise _Refused(f"{where}: {example}")
+    return _paths(spec.get("path"), f"{where}.path"), frozenset(v.lower() for v in values)
 
 
 def _processed(spec: Any) -> tuple[tuple[FieldPath, ...], str]:
@@ -309,15 +330,23 @@ def _location(spec: Any) -> tuple[tuple[FieldPath, ...], tuple[FieldPath, ...]]:
     return _paths(spec["lat"], "start.location.lat"), _paths(spec["lon"], "start.location.lon")
 
 
-def _attributes(spec: Any) -> tuple[tuple[FieldPath, ...], str]:
+def _attributes(spec: Any) -> tuple[tuple[FieldPath, ...], str,
+                                     tuple[tuple[FieldPath, ...], frozenset[str]]]:
+    """start.userAttributes: a path, or { path, shape, unless = { path, values } }."""
     if spec is None:
-        return (), "object"
+        return (), "object", ((), frozenset())
     if type(spec) is not dict:
         spec = {"path": spec}
+    unknown = set(spec) - {"path", "shape", "unless"}
+    if unknown:
+        raise _Refused(f"start.userAttributes: unknown key(s): {', '.join(sorted(unknown))}")
     shape = spec.get("shape", "object")
     if shape not in ATTRIBUTE_SHAPES:
         raise _Refused(f"start.userAttributes.shape: object or key_value_list, got {shape!r}")
-    return _paths(spec.get("path"), "start.userAttributes.path"), shape
+    unless = ((), frozenset[str]()) if "unless" not in spec else _condition(
+        spec["unless"], "start.userAttributes.unless",
+        '{ path = "type", values = ["group"] }')
+    return _paths(spec.get("path"), "start.userAttributes.path"), shape, unless
 
 
 def _field(target: str, spec: Any, *, where: str = "start") -> Field:

@@ -30,12 +30,22 @@ _UNIT_DIVISOR = {"s": 1.0, "ms": 1e3, "us": 1e6}
 # Vendors' words for "no value" (GA4's "(not set)"): an absent value, not a city or an OS.
 PLACEHOLDERS = frozenset({"(not set)", "(none)", "(not provided)"})
 _OS_PREFIX = re.compile(r"[^\d]*?\s(?=\d)")  # "Android 11", "Mac OS X 10.15": the name
+# Words in an OS field that name no OS: GA4's platform of web rows, client hints' "Unknown".
+_NOT_AN_OS = frozenset({"web", "unknown"})
 
 
 def is_placeholder(value: Any) -> bool:
     """Whether `value` is an empty string or a vendor's placeholder for no value."""
     return isinstance(value, str) and (not value.strip()
                                        or value.strip().lower() in PLACEHOLDERS)
+
+
+def system_name(text: str) -> str | None:
+    """An OS name as the vendor wrote it; None for a placeholder or a word that names no OS
+    (GA4's `Web`, user-agent client hints' `Unknown`)."""
+    if is_placeholder(text) or text.strip().lower() in _NOT_AN_OS:
+        return None
+    return text
 
 
 def os_version(text: str) -> str:

@@ -102,8 +102,10 @@ region = ["context.location.region", "context_location_region"]
 city = ["context.location.city", "context_location_city"]
 location = { lat = ["context.location.latitude", "context_location_latitude"], lon = ["context.location.longitude", "context_location_longitude"] }
 timezone = { path = ["context.timezone", "context_timezone"], transform = "iana" }
-userAttributes = ["traits", "context.traits"]
+# a group call's traits describe the group (its name, industry), not the user
+userAttributes = { path = ["traits", "context.traits"], unless = { path = "type", values = ["group"] } }
 userAgent = ["context.userAgent", "context_user_agent"]   # browser and OS without context.os
+userAgentData = "context.userAgentData"   # analytics.js' client hints: OS before userAgent's
 """
 
 GA4 = """\
