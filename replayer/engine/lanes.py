@@ -88,7 +88,9 @@ class Lanes:
 
     def push(self, work: Work) -> None:
         """Queues `work` behind everything earlier of the same user."""
-        key = work.session.lane
+        s = work.session
+        # Session.lane, without a property call per record
+        key: str = s.user_id or s.device_id  # type: ignore[assignment]
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = Lane(key)
