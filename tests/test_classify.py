@@ -148,6 +148,17 @@ def test_classify_element(element: object, verdict: Verdict, kind: str, message:
     outcome = classify_element(element)
     assert (outcome.verdict, outcome.kind, outcome.message) == (verdict, kind, message)
     assert outcome.http_status == 200
+
+
+@pytest.mark.parametrize(
+    ("element", "verdict", "kind", "message"), ELEMENT_CASES, ids=ELEMENT_IDS
+)
+def test_an_answer_classifies_each_element_as_classify_element_does(
+        element: object, verdict: Verdict, kind: str, message: str) -> None:
+    # classify() tells a plain success without calling classify_element: the same outcome.
+    [outcome] = classify(Attempt(200, orjson.dumps({"response": [element]})), 1)
+    assert outcome == classify_element(element)
+    assert type(outcome) is Outcome and outcome.limit is None
     assert outcome.element == (element if isinstance(element, dict) else None)
 
 

@@ -14,7 +14,6 @@ from replayer.engine.flow import Flow
 from replayer.engine.health import Health
 from replayer.engine.lanes import Lane, Lanes, Work
 from replayer.engine.outage import Outage
-from replayer.engine.stats import RunStats
 from replayer.output.layout import FAILURES, RESULTS
 from replayer.records import Attempt, ExitCode, Session
 from tests.conftest import (
@@ -135,7 +134,7 @@ async def test_a_request_that_never_left_is_journaled_unless_an_earlier_try_may_
 
     works = (work(1), work(2, ambiguous=1), work(3, resent=True))
     attempter = Attempter(poster=refused, url="http://127.0.0.1:9/api", auth=b"{", batch=True,
-                          clock=clock, stats=RunStats(), outage=outage(clock),
+                          clock=clock, outage=outage(clock),
                           before_send=lambda lines: None, never_left=noted.append)
 
     await attempter.attempt(tuple((Lane(w.session.lane), (w,)) for w in works),

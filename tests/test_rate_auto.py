@@ -250,7 +250,10 @@ def test_429_causes(message: str, cause: LimitCause) -> None:
 
 
 def answers_of(*outcomes: Outcome) -> Answers:
-    return Answers(by_work={i: Answer(o, None) for i, o in enumerate(outcomes)})
+    answers = Answers.unsent(len(outcomes))
+    answers.outcomes[:] = outcomes
+    answers.delivered = all(o.verdict is Verdict.DELIVERED for o in outcomes)
+    return answers
 
 
 def test_signal_of_counts_429s_by_cause() -> None:
@@ -263,7 +266,7 @@ def test_signal_of_counts_429s_by_cause() -> None:
     assert signal_of(answers_of(lock), limits) is Signal.NEUTRAL
     assert signal_of(answers_of(ok, ok), limits) is Signal.OK
     assert signal_of(answers_of(server), limits) is Signal.NEUTRAL
-    assert signal_of(Answers(), limits) is None
+    assert signal_of(Answers.unsent(2), limits) is None
     assert limits.take_window() == {"throttled": 1, "profile_lock": 1}
     assert limits.take_window() == {}
 

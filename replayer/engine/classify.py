@@ -92,8 +92,16 @@ def classify(attempt: Attempt, n_actions: int) -> list[Outcome]:
             one = Outcome(Verdict.AMBIGUOUS, "response_mismatch",
                           f"{len(elements)} response elements for {n_actions} actions", 200)
             return [one] * n_actions
-        return [classify_element(e) for e in elements]
+        # The common element, a plain success, is told by three lookups and its outcome
+        # built as a tuple in C; anything else goes through classify_element.
+        return [_tuple_new(Outcome, (_DELIVERED, "delivered", "", 200, e, None))
+                if type(e) is dict and e.get("success") is True and e.get("error") is None
+                and e.get("warning") is None else classify_element(e) for e in elements]
     return [_http_error(attempt.status, elements, n_actions)] * n_actions
+
+
+_DELIVERED = Verdict.DELIVERED
+_tuple_new = tuple.__new__
 
 
 def classify_element(element: object) -> Outcome:

@@ -47,7 +47,8 @@ class RetryIn:
     throttled: bool = False  # a throttling 429: the wait counts toward throttle_wait_max_s
 
 
-Decision = Delivered | Failed | RetryIn
+Done = Delivered | Failed  # final: the record ends as one row
+Decision = Done | RetryIn
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,8 @@ class Rules:
 
 def decide(work: Work, answer: Answer, *, rules: Rules, server_down: bool,
            rng: random.Random, now_s: float = 0.0) -> Decision:
-    """The decision on `work` after `answer` (its `attempts` already count this one).
+    """The decision on `work` after `answer` (its `attempts` already count this one): `Done`
+    (a row) or `RetryIn`.
 
     `now_s` (monotonic) is when the answer came, for the throttle wait bound.
     """

@@ -67,15 +67,21 @@ class AutoRateFeed:
 def signal_of(answers: Answers, limits: LimitCounts) -> Signal | None:
     """What one take's answers tell the rate controller (None: nothing was answered);
     a 429 is counted by its cause in `limits`."""
-    if answers.fatal is not None or not answers.by_work:
+    if answers.fatal is not None:
         return None
-    neutral = False
-    for answer in answers.by_work.values():
-        outcome = answer.outcome
+    if answers.delivered:
+        return Signal.OK
+    neutral = answered = False
+    for outcome in answers.outcomes:
+        if outcome is None:
+            continue
+        answered = True
         if outcome.limit is not None:
             limits.add(outcome.limit.value)
             return Signal.THROTTLED if outcome.throttled else Signal.NEUTRAL
         neutral = neutral or outcome.verdict in (Verdict.RETRYABLE, Verdict.AMBIGUOUS)
+    if not answered:
+        return None
     return Signal.NEUTRAL if neutral else Signal.OK
 
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from replayer.engine.classify import Outcome
-from replayer.engine.lanes import Work
+from replayer.engine.lanes import Lane, Work
 from replayer.engine.stats import RunStats
 from replayer.observe.logs import about, log
 from replayer.output.live_users import LiveUsers
 from replayer.output.sinks import NdjsonSink, failure_row, invalid_row, result_row
 from replayer.records import FailureKind, RecordFailure
 
+if TYPE_CHECKING:
+    from replayer.engine.attempt import Answers, Sent
+
 
 class Finisher:
-    """Ends records: each call writes exactly one row and counts it once."""
+    """Ends records: each call writes exactly one row per record and counts it once. The one
+    writer of the run's counters (requests, rows, retries, latencies)."""
 
     def __init__(self, *, results: NdjsonSink, failures: NdjsonSink, stats: RunStats,
                  save_responses: bool, dry_run: bool, users: LiveUsers | None = None) -> None:
@@ -39,6 +45,54 @@ class Finisher:
             s = work.session
             log.debug("delivered after %d attempt(s)", work.attempts,
                       extra=about(s.file, s.line_no, s.lane))
+
+    def delivered_take(self, parts: Sequence[tuple[Lane, Sequence[Work]]],
+                       answers: Answers) -> None:
+        """A take whose every record was delivered: one pass over its records for the rows,
+        the counters once per request (its records share its latency)."""
+        outcomes, latencies = answers.outcomes, answers.latency_ms
+        write, users, status = self._results.write, self._users, self._status
+        save = self._save_responses
+        ambiguous = 0
+        i = 0
+        for _, works in parts:
+            for work in works:
+                outcome = outcomes[i]
+                assert outcome is not None
+                work.attempts += 1  # the settler's write, done in this same pass
+                work.latency_ms = latencies[i]
+                i += 1
+                row = result_row(work, outcome, save_response=save, status=status)
+                write(row)
+                if users is not None:
+                    s = work.session
+                    users.row(s.user_id, s.device_id, s.file, s.line_no, s.pass_no,
+                              result=True, what=status, vars=row["vars"],
+                              variants=row["variants"])
+                ambiguous += work.ambiguous
+        stats = self._stats
+        for sent in answers.sent:
+            if sent.answered:
+                stats.delivered(latency_ms=sent.service_ms, count=sent.answered)
+        stats.ambiguous_attempts += ambiguous
+        if log.isEnabledFor(logging.DEBUG):
+            for _, works in parts:
+                for work in works:
+                    s = work.session
+                    log.debug("delivered after %d attempt(s)", work.attempts,
+                              extra=about(s.file, s.line_no, s.lane))
+
+    def requests(self, sent: Sequence[Sent]) -> None:
+        """Counts the HTTP requests of one take and times each."""
+        stats = self._stats
+        for one in sent:
+            stats.request(users=one.users)
+            stats.answered(service_ms=one.service_ms, scheduled_ms=one.scheduled_ms,
+                           behind_ms=one.behind_ms)
+
+    def retrying(self, n: int) -> None:
+        """Counts `n` records that will be sent again."""
+        self._stats.retried(n)
 
     def failed(self, work: Work, kind: FailureKind, message: str,
                http_status: int | None) -> None:

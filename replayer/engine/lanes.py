@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Protocol
 
 from replayer.records import Session
@@ -87,7 +88,9 @@ class Lanes:
 
     def push(self, work: Work) -> None:
         """Queues `work` behind everything earlier of the same user."""
-        key = work.session.lane
+        s = work.session
+        # Session.lane, without a property call per record
+        key: str = s.user_id or s.device_id  # type: ignore[assignment]
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = Lane(key)
@@ -117,8 +120,9 @@ class Lanes:
                 break
             lane = self._ready.popleft()
             lane.busy = True
-            n = min(room, len(lane.items))
-            parts.append((lane, tuple(lane.items[i] for i in range(n))))
+            items = lane.items
+            n = min(room, len(items))
+            parts.append((lane, tuple(items) if n == len(items) else tuple(islice(items, n))))
             room -= n
         return Take(tuple(parts)) if parts else None
 
@@ -141,6 +145,20 @@ class Lanes:
         lane.busy = False
         self._after_change(lane)
         return True
+
+    def done(self, lane: Lane, n: int) -> None:
+        """The `n` leading items of busy `lane` all ended (the common case): the lane is free
+        again. The same as `settle` with every taken item final, without comparing items."""
+        items = lane.items
+        if n == len(items):
+            items.clear()
+        else:
+            for _ in range(n):
+                items.popleft()
+        self.in_memory -= n
+        self.pending -= n
+        lane.busy = False
+        self._after_change(lane)
 
     def release(self, lane: Lane) -> None:
         """Frees a busy lane with its items still queued (after a retry delay)."""

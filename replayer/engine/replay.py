@@ -121,7 +121,7 @@ class Replay:
                              stats=self.stats, outage=self.outage, clock=clock,
                              paced=paced)
         attempter = Attempter(poster=poster, url=url, auth=auth, batch=settings.batch,
-                              clock=clock, stats=self.stats, outage=self.outage,
+                              clock=clock, outage=self.outage,
                               before_send=self.journal.sending,
                               never_left=self.journal.never_left)
         policy = RetryPolicy(max_attempts=settings.max_attempts, base_s=settings.backoff_base_s,
@@ -129,8 +129,7 @@ class Replay:
         self.settler = Settler(flow=flow, finisher=finisher, rules=Rules(
             policy, fail_ambiguous=settings.on_ambiguous == "fail",
             throttle_wait_max_s=settings.throttle_wait_max_s,
-            paced_throttles=self.auto is not None), outage=self.outage,
-            stats=self.stats, clock=clock, rng=rng)
+            paced_throttles=self.auto is not None), outage=self.outage, clock=clock, rng=rng)
         # A schedule's requests go when planned, not when the read-ahead is full.
         batching = (Batching(settings.batch_users, settings.batch_actions,
                              settings.batch_linger_ms / 1000.0,

@@ -61,12 +61,12 @@ class RunStats:
         self.retries += n
         self.window.retries += n
 
-    def delivered(self, *, latency_ms: float) -> None:
-        """Counts one delivered record."""
-        self.by_status["delivered"] += 1
-        self.latency.add(latency_ms)
-        self.window.delivered += 1
-        self.window.latency.add(latency_ms)
+    def delivered(self, *, latency_ms: float, count: int = 1) -> None:
+        """Counts `count` delivered records (one by default) that share `latency_ms`."""
+        self.by_status["delivered"] += count
+        self.latency.add(latency_ms, count)
+        self.window.delivered += count
+        self.window.latency.add(latency_ms, count)
 
     def failed(self, kind: str, *, latency_ms: float | None = None) -> None:
         """Counts one failed record of `kind` (with its last latency when it was sent)."""

@@ -25,16 +25,16 @@ class Histogram:
     # remembered, so the hundreds of adds that follow skip the logarithm.
     _last: tuple[float, int] = field(default=(math.nan, 0), repr=False, compare=False)
 
-    def add(self, value_ms: float) -> None:
-        """Records one value."""
+    def add(self, value_ms: float, count: int = 1) -> None:
+        """Records one value (`count` times)."""
         last_value, key = self._last
         if value_ms != last_value:
             key = _bucket(value_ms)
             self._last = (value_ms, key)
             self.max_value = max(self.max_value, value_ms)
-        self.buckets[key] += 1
-        self.count += 1
-        self.total += value_ms
+        self.buckets[key] += count
+        self.count += count
+        self.total += value_ms * count
 
     def percentile(self, p: float) -> float | None:
         """The value at percentile `p` (0..100), None when empty."""
