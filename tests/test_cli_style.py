@@ -4,11 +4,14 @@ Ctrl-C is 130 and a file error is one line with its path, in every command."""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import gzip
 import re
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -194,8 +197,19 @@ def test_ctrl_c_exits_130(tmp_path: Path, args: list[str]) -> None:
         assert proc.stdin is not None
         proc.stdin.write(b'{"userId": "u1"}\n')
         proc.stdin.flush()
-        time.sleep(1.0)  # the interpreter starts and reads the line (stdin stays open)
+        # Running once it has read the line (stdin stays open): the pipe is empty then,
+        # however long the interpreter took to start on a loaded machine.
+        while _bytes_waiting(proc.stdin.fileno()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == ExitCode.SIGINT, err.decode()
     assert b"Aborted!" not in err and b"Traceback" not in err
+
+
+def _bytes_waiting(fd: int) -> int:
+    """Bytes written to a pipe and not read yet (FIONREAD works on either end)."""
+    waiting = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, waiting)
+    return waiting[0]
