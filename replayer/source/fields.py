@@ -18,7 +18,7 @@ from replayer.limits import MAX_ATTRIBUTE_NAME_CHARS, MAX_ID_CHARS, MAX_ISO_CHAR
 from replayer.records import redact_text
 
 SHOW_CHARS = 40  # how much of an offending value a message quotes
-_MAX_UNIX_S = 1e11  # year 5138: anything larger is a millisecond (or finer) timestamp
+MAX_UNIX_S = 1e11  # year 5138: anything larger is a millisecond (or finer) timestamp
 _DETECT = "(detect)"
 
 _ATTRIBUTE_NAME_FORBIDDEN = re.compile(r'[,|"{\t\n\r]')
@@ -146,10 +146,11 @@ def _timezone_offset(value: Any) -> Any:
 def _json_object_text(value: Any) -> Any:
     """webPushSubscription: a string holding a JSON object, or an object encoded to one."""
     if type(value) is dict:
-        try:
-            return orjson.dumps(value).decode()
+        try:  # and a failure row can hold the record that holds it (two levels up)
+            orjson.dumps([[value]])
         except orjson.JSONEncodeError:
             return Problem("invalid_value", "object nested too deeply to encode")
+        return orjson.dumps(value).decode()
     if type(value) is not str:
         return _wrong("a JSON object or a string holding one", value)
     if _object_in_text(value) is None:
@@ -236,7 +237,7 @@ def _time_problem(detail: str) -> Problem:
 def _unix_seconds(seconds: float, given: Any) -> Any:
     if not seconds > 0:  # also rejects NaN
         return _time_problem(f"must be after 1970-01-01, got {show(given)}")
-    if seconds > _MAX_UNIX_S:
+    if seconds > MAX_UNIX_S:
         return _time_problem(f"{show(given)} looks like milliseconds (or finer), not UNIX seconds")
     if type(seconds) is float and seconds.is_integer():
         return int(seconds)
@@ -261,7 +262,7 @@ def _time(value: Any) -> Any:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     seconds = parsed.timestamp()
-    if seconds > _MAX_UNIX_S:
+    if seconds > MAX_UNIX_S:
         return _time_problem(f"{show(value)} is too far in the future")
     return _unix_seconds(seconds, value)
 

@@ -1,10 +1,14 @@
-"""Turns one input line into a `Session` or a `RecordFailure` by Leanplum's `start` rules.
+"""Turns input lines into `Session`s or `RecordFailure`s by Leanplum's `start` rules.
 
+`check_line` applies every rule in Python and gives every verdict and message; the typed
+pass (typed.py: one C pass of msgspec, then a few checks) takes the plain, compact valid
+lines first, with exactly check_line's result. `parse_line` and `parse_lines` use both.
 Pure: imports neither asyncio nor aiohttp, opens no files, and never raises for any input.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -28,6 +32,7 @@ from replayer.source.redact import (
     raw_text,
     redacted,
 )
+from replayer.source.typed import plain, typed_session
 
 # The closed set of failure kinds, in the order problems are ranked: a failure's `kind`
 # is the earliest of its problems in this tuple, and its message lists them in this order.
@@ -56,6 +61,38 @@ _Ranked = tuple[int, str]
 def parse_line(
     raw: RawLine, *, allow_unknown_fields: bool = False, now_s: float | None = None
 ) -> Session | RecordFailure:
+    """One line -> what `check_line` makes of it (by the typed pass when it can)."""
+    typed = typed_session(raw, _later(now_s)) if plain(raw.data) else None
+    if typed is not None:
+        return typed
+    return check_line(raw, allow_unknown_fields=allow_unknown_fields, now_s=now_s)
+
+
+def parse_lines(
+    raws: Sequence[RawLine], *, allow_unknown_fields: bool = False, now_s: float | None = None
+) -> list[Session | RecordFailure]:
+    """Each line -> what `check_line` makes of it, in order (by the typed pass when it can;
+    the names and escapes that keep a line from it are looked for once per chunk)."""
+    later_s = _later(now_s)
+    if plain(b"\n".join([raw.data for raw in raws])):
+        typed = [typed_session(raw, later_s) for raw in raws]
+    else:
+        typed = [typed_session(raw, later_s) if plain(raw.data) else None for raw in raws]
+    return [
+        session if session is not None else
+        check_line(raw, allow_unknown_fields=allow_unknown_fields, now_s=now_s)
+        for raw, session in zip(raws, typed, strict=True)
+    ]
+
+
+def _later(now_s: float | None) -> float:
+    """The latest time a record may carry (none without `now_s`)."""
+    return float("inf") if now_s is None else now_s + MAX_FUTURE_S
+
+
+def check_line(
+    raw: RawLine, *, allow_unknown_fields: bool = False, now_s: float | None = None
+) -> Session | RecordFailure:
     """One line -> a `Session` to send or a `RecordFailure` naming every problem; never raises.
 
     Order: line_too_long, invalid_utf8, invalid_json and not_an_object stop at once; then
@@ -68,7 +105,9 @@ def parse_line(
     with a value inside a string) makes it a secret_field or config_field failure, so a
     Session never holds one. A failure never shows their values: in `record` they are
     "[redacted]" at any depth, and in raw text, messages and IDs the value after the name
-    is masked.
+    is masked. A Session's body is orjson's writing of the parameters sent: the line's own
+    bytes (the same object) when the line is just that, as a compact line that needed no
+    normalising is.
     """
     if raw.truncated:
         return _unparsed(
@@ -117,7 +156,7 @@ def _check_record(
             problems.extend(_ranked([named_problem(key, key)]))
         elif not allow_unknown_fields:
             unknown.append(key)
-        elif _encodable(value):
+        elif _encodable([[value]]):  # as it will stand in a failure row's record
             params[key] = value
         else:
             problems.append((_RANK["invalid_value"], f"{show(key)}: nested too deeply"))
@@ -144,8 +183,10 @@ def _check_record(
 
     if not problems:
         # orjson's output keeps ~8 KB of spare capacity whatever its length; a session
-        # lives for a while, so keep an exact-size copy (measured: 8.2 KB -> 0.66 KB).
-        body = bytes(memoryview(orjson.dumps(params)))
+        # lives for a while, so keep an exact-size copy (measured: 8.2 KB -> 0.66 KB), or
+        # the line itself when it is what orjson wrote (nothing normalised): one copy.
+        body = orjson.dumps(params)
+        body = raw.data if body == raw.data else bytes(memoryview(body))
         return Session(raw.file, raw.line_no, user_id, device_id, body, raw.data,
                        params.get("time"))
     return _failure(raw, data, record, problems, (user_id, device_id), names_secret=names_secret)
@@ -189,7 +230,7 @@ def _failure(
     user_id, device_id = ids
     shown: JSONObject | None = record
     text = None
-    if not _encodable(record):  # deeper than orjson can write back: keep the text instead
+    if not _encodable([record]):  # deeper than a row can hold: keep the text instead
         shown, text = None, raw_text(data, cut=False)
     elif names_secret:
         shown = redacted(record)
