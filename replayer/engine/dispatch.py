@@ -1,4 +1,4 @@
-"""Dispatcher: takes ready lanes into requests, paced, from --concurrency sender tasks."""
+"""Dispatcher: takes ready lanes into requests, paced, within --concurrency, one task each."""
 
 from __future__ import annotations
 
@@ -80,9 +80,7 @@ def signal_of(answers: Answers, limits: LimitCounts) -> Signal | None:
 
 
 class Dispatcher:
-    """`concurrency` sender tasks, each taking the next take and sending it, one after the
-    other; `requests` holds the senders still running (those with a request under way
-    when the dispatching ends)."""
+    """The loop that starts requests; `requests` holds those under way."""
 
     def __init__(self, *, flow: Flow, attempter: Attempter, settler: Settler, outage: Outage,
                  pacer: Pacing | None, clock: Clock, control: RunControl, batching: Batching,
@@ -97,98 +95,51 @@ class Dispatcher:
         self._clock = clock
         self._control = control
         self._batching = batching
-        self._concurrency = concurrency
-        # A sender that would have to wait for its take (pacing, an outage's probe turns,
-        # lanes to fill) waits in the gate: one at a time, as a single dispatching loop
-        # would, so the pacer keeps one waiter and probes go one by one.
-        self._gate = asyncio.Lock()
-        self._ended = asyncio.Event()  # no request starts any more
-        self._sending: set[asyncio.Task[None]] = set()  # senders with a request under way
+        self._slots = asyncio.Semaphore(concurrency)
         self.requests: set[asyncio.Task[None]] = set()
 
     async def run(self, tg: asyncio.TaskGroup) -> None:
-        """Starts the senders in `tg`; returns once no request starts any more (every record
-        is done, the schedule ended, a stop). Cancelled, it ends the dispatching alike: idle
-        senders end at once, those with a request under way after it (see `requests`)."""
-        for _ in range(self._concurrency):
-            task = tg.create_task(self._sender(tg))
+        """Starts requests in `tg` until every record is done, the schedule ends or a stop."""
+        while True:
+            await self._slots.acquire()
+            if self._outage.down():
+                await self._outage.probe_turn()
+            take = await self._next_take()
+            planned_s = None if take is None else await self._planned_time(take)
+            if take is None or planned_s is None:
+                self._slots.release()
+                return
+            # In flight from now, not from when the task first runs: an outage's next
+            # probe turn must wait for this request's answer.
+            self._flow.in_flight += 1
+            task = tg.create_task(self._request(take, planned_s, tg))
             self.requests.add(task)
             task.add_done_callback(self.requests.discard)
-        try:
-            await self._ended.wait()
-        finally:
-            self._ended.set()
-            for task in self.requests - self._sending:
-                task.cancel()
-
-    async def _sender(self, tg: asyncio.TaskGroup) -> None:
-        """Takes and sends, one request at a time, until the dispatching ends."""
-        flow, ended, sending = self._flow, self._ended, self._sending
-        me = asyncio.current_task()
-        assert me is not None
-        while not ended.is_set():
-            take = self._take_now()
-            if take is not None:
-                planned_s: float | None = self._due_s(take)
-            else:
-                async with self._gate:
-                    if ended.is_set():
-                        return
-                    if self._outage.down():
-                        await self._outage.probe_turn()
-                    take = await self._next_take()
-                    planned_s = None if take is None else await self._planned_time(take)
-                    if take is None or planned_s is None:
-                        ended.set()
-                        return
-            assert planned_s is not None
-            # In flight from now: an outage's next probe turn waits for its answer.
-            flow.in_flight += 1
-            sending.add(me)
-            try:
-                await self._request(take, planned_s, tg)
-            finally:
-                flow.in_flight -= 1
-                sending.discard(me)
-                flow.changed.set()
-
-    def _take_now(self) -> Take | None:
-        """The next take when `_next_take` would hand it over without waiting, nothing
-        paces it and no outage holds it back (the common case); else None, and the sender
-        goes through the gate. No lock is taken: nothing here awaits."""
-        flow, batching = self._flow, self._batching
-        if (self._pacer is not None or flow.abort is not None or not flow.lanes.ready_count
-                or self._outage.down()):
-            return None
-        if ((batching.fill or (batching.linger_s
-                               and flow.lanes.ready_count < batching.max_users))
-                and not flow.read_all_it_may()):
-            return None
-        return flow.lanes.take(max_users=batching.max_users, max_actions=batching.max_actions)
 
     async def _request(self, take: Take, planned_s: float, tg: asyncio.TaskGroup) -> None:
+        flow = self._flow
         sent_s = self._clock.now()
-        answers = await self._attempter.attempt(take.parts, planned_s=planned_s)
-        signal = signal_of(answers, self.limits)
-        if self.auto is not None and signal is not None:
-            self.auto.answered(signal, sent_s=sent_s)
-        self._settler.settle(take.parts, answers, tg)
+        try:
+            answers = await self._attempter.attempt(take.parts, planned_s=planned_s)
+            signal = signal_of(answers, self.limits)
+            if self.auto is not None and signal is not None:
+                self.auto.answered(signal, sent_s=sent_s)
+            self._settler.settle(take.parts, answers, tg)
+        finally:
+            flow.in_flight -= 1
+            self._slots.release()
+            flow.changed.set()
 
     async def _planned_time(self, take: Take) -> float | None:
         """When this request was planned to go (after pacing); None when the schedule ended."""
         if self._pacer is None:
-            return self._due_s(take)
+            due = [w.scheduled_s for w in take.works if w.scheduled_s is not None]
+            return min(due) if due else self._clock.now()
         try:
             return await self._pacer.wait()
         except ScheduleEnded:
             self._control.request_stop("schedule")
             return None
-
-    def _due_s(self, take: Take) -> float:
-        """Unpaced: when the take was due (--pace original), else now."""
-        due = [w.scheduled_s for _, works in take.parts for w in works
-               if w.scheduled_s is not None]
-        return min(due) if due else self._clock.now()
 
     async def _next_take(self) -> Take | None:
         flow, batching = self._flow, self._batching
