@@ -98,3 +98,46 @@ def test_run_stats_counts_and_summarises() -> None:
     assert summary["max"] == 40.0
     assert summary["p50"] == pytest.approx(20.0, rel=0.01)
     assert summary["p99"] == pytest.approx(40.0, rel=0.01)
+
+
+@pytest.mark.parametrize("n", [1, 4095, 4096, 4097, 10_000], ids=lambda n: f"n-{n}")
+def test_values_kept_raw_count_as_added_one_at_a_time(n: int) -> None:
+    """Raw values are counted into buckets in bulk (every FOLD_EVERY adds and before any
+    read): the buckets, count, sum and max are those of adding values one at a time,
+    values below the first bucket (0.01 ms, zero, negative) included."""
+    rng = random.Random(n)
+    values = [rng.choice([0.0, -1.0, 0.005, 0.01, 12.5]) if i % 7 == 0
+              else rng.lognormvariate(1.0, 2.0) for i in range(n)]
+    h = histogram(values)
+    want: dict[int, int] = {}
+    for v in values:
+        key = -1 if v < 0.01 else int(math.log(v * 100.0) / math.log(1.01))
+        want[key] = want.get(key, 0) + 1
+    total = 0.0
+    for v in values:
+        total += v
+    assert dict(h.buckets) == want
+    assert h.count == n
+    assert h.total == total
+    assert h.max_value == max(0.0, *values)
+    h.add(1e6)  # adds after a read still count
+    assert h.count == n + 1
+    assert h.max_value == 1e6
+
+
+def test_a_value_added_with_a_count_is_that_many_adds_between_raw_ones() -> None:
+    """The records of one request share its latency (`add(v, count)`): the same buckets,
+    count and max as adding it `count` times, among values still kept raw."""
+    many, one = Histogram(), Histogram()
+    for h in (many, one):
+        h.add(3.0)
+        h.add(0.005)
+    many.add(250.0, 40)
+    for _ in range(40):
+        one.add(250.0)
+    for h in (many, one):
+        h.add(7.5)
+    assert dict(many.buckets) == dict(one.buckets)
+    assert (many.count, many.max_value) == (one.count, one.max_value) == (43, 250.0)
+    assert many.total == pytest.approx(one.total)
+    assert many.percentile(50) == one.percentile(50)

@@ -7,46 +7,111 @@ length and every percentile is within 1% of the exact value.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from itertools import repeat
+from operator import mul, truediv
 
 _GROWTH = math.log(1.01)
+FOLD_EVERY = 4096  # values kept raw before they are counted into buckets
 
 
-@dataclass(slots=True)
 class Histogram:
-    """Counts of values (ms) in log buckets; `percentile` answers within 1%."""
+    """Counts of values (ms) in log buckets; `percentile` answers within 1%.
 
-    buckets: Counter[int] = field(default_factory=Counter)
-    count: int = 0
-    max_value: float = 0.0
-    total: float = 0.0
-    # The records of one request share its latency: the bucket of the last value is
-    # remembered, so the hundreds of adds that follow skip the logarithm.
-    _last: tuple[float, int] = field(default=(math.nan, 0), repr=False, compare=False)
+    `add` only appends the value to a preallocated array of floats (no object per
+    value); every FOLD_EVERY values, and before any read, the array is counted into
+    the buckets in one pass of C-level map and Counter.update.
+    """
+
+    __slots__ = ("_buckets", "_count", "_max", "_raw", "_total")
+
+    def __init__(self) -> None:
+        self._buckets: Counter[int] = Counter()
+        self._count = 0
+        self._max = 0.0
+        self._total = 0.0
+        self._raw = array("d")
 
     def add(self, value_ms: float, count: int = 1) -> None:
-        """Records one value (`count` times)."""
-        last_value, key = self._last
-        if value_ms != last_value:
-            key = _bucket(value_ms)
-            self._last = (value_ms, key)
-            self.max_value = max(self.max_value, value_ms)
-        self.buckets[key] += count
-        self.count += count
-        self.total += value_ms * count
+        """Records one value (`count` times: the records of one request share its
+        latency, counted at once)."""
+        if count != 1:
+            self._fold()  # the raw values first: the sum stays in the order of the adds
+            self._buckets[_bucket(value_ms)] += count
+            self._count += count
+            self._total += value_ms * count
+            self._max = max(self._max, value_ms)
+            return
+        raw = self._raw
+        raw.append(value_ms)
+        if len(raw) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Counts the raw values into the buckets, the count, the sum and the maximum."""
+        raw = self._raw
+        if not raw:
+            return
+        self._raw = array("d")
+        self._count += len(raw)
+        self._total = sum(raw, self._total)  # in the order of the adds, as one at a time
+        self._max = max(self._max, max(raw))
+        if min(raw) >= 0.01:
+            self._buckets.update(map(int, map(truediv, map(math.log, map(
+                mul, raw, repeat(100.0))), repeat(_GROWTH))))
+        else:
+            self._buckets.update(map(_bucket, raw))
+
+    @property
+    def buckets(self) -> Counter[int]:
+        """Count per bucket key."""
+        self._fold()
+        return self._buckets
+
+    @property
+    def count(self) -> int:
+        """How many values were added."""
+        return self._count + len(self._raw)
+
+    @property
+    def max_value(self) -> float:
+        """The largest value added (0.0 when none)."""
+        self._fold()
+        return self._max
+
+    @max_value.setter
+    def max_value(self, value_ms: float) -> None:
+        self._fold()
+        self._max = value_ms
+
+    @property
+    def total(self) -> float:
+        """The sum of the values added."""
+        self._fold()
+        return self._total
+
+    @total.setter
+    def total(self, value_ms: float) -> None:
+        self._fold()
+        self._total = value_ms
+
+    def __repr__(self) -> str:
+        return (f"Histogram(count={self.count}, max_value={self.max_value}, "
+                f"total={self.total})")
 
     def percentile(self, p: float) -> float | None:
         """The value at percentile `p` (0..100), None when empty."""
-        if not self.count:
+        self._fold()
+        if not self._count:
             return None
-        rank = max(1, math.ceil(self.count * p / 100.0))
+        rank = max(1, math.ceil(self._count * p / 100.0))
         seen = 0
-        for key in sorted(self.buckets):
-            seen += self.buckets[key]
+        for key in sorted(self._buckets):
+            seen += self._buckets[key]
             if seen >= rank:
-                return min(_value(key), self.max_value)
-        return self.max_value
+                return min(_value(key), self._max)
+        return self._max
 
     def buckets_ms(self) -> list[list[float]]:
         """[[upper edge ms, count], ...] in increasing order: the distribution, for reports."""
@@ -57,10 +122,10 @@ class Histogram:
         """Rebuilds a histogram from `buckets_ms()` output (to merge workers' summaries)."""
         h = cls()
         for upper, n in pairs:
-            h.buckets[_bucket(upper * 0.999)] += int(n)
-            h.count += int(n)
-            h.total += upper * n  # the sum is not kept per bucket: within 1%, like the rest
-        h.max_value = max_value
+            h._buckets[_bucket(upper * 0.999)] += int(n)
+            h._count += int(n)
+            h._total += upper * n  # the sum is not kept per bucket: within 1%, like the rest
+        h._max = max_value
         return h
 
     def summary(self, percentiles: tuple[float, ...] = (50, 90, 99)) -> dict[str, float | None]:
@@ -71,10 +136,11 @@ class Histogram:
 
     def merge(self, other: Histogram) -> None:
         """Adds another histogram's counts to this one."""
-        self.buckets.update(other.buckets)
-        self.count += other.count
-        self.total += other.total
-        self.max_value = max(self.max_value, other.max_value)
+        self._fold()
+        self._buckets.update(other.buckets)
+        self._count += other.count
+        self._total += other.total
+        self._max = max(self._max, other.max_value)
 
 
 def _bucket(value_ms: float) -> int:

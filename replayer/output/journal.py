@@ -98,6 +98,10 @@ class Journal:
             self._write(lines, (UNSENT,))
 
     def _write(self, lines: Sequence[tuple[str, int]], tail: tuple[str, ...]) -> None:
+        if len(lines) == 1:  # --no-batch: one line per request, the same bytes
+            file, line_no = lines[0]
+            write_all(self._fd, orjson.dumps([file, [line_no], *tail]) + b"\n", self._path)
+            return
         by_file: dict[str, list[int]] = {}
         for file, line_no in lines:
             by_file.setdefault(file, []).append(line_no)
