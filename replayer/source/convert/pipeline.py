@@ -16,7 +16,7 @@ from replayer.source.convert.clock import LagTally
 from replayer.source.convert.events import Refusal, read_event, start_record
 from replayer.source.convert.mapping import Mapping
 from replayer.source.convert.readers import ExportLine
-from replayer.source.convert.sessions import Event, OpenSession, sessions
+from replayer.source.convert.sessions import Event, OpenSession, open_session
 from replayer.source.convert.summary import ConvertSummary, FileCounts
 from replayer.source.convert.table import DEFAULT_MEMORY_LIMIT, EventTable
 from replayer.source.convert.verdict import DEFAULT_MAX_LINE_BYTES, refusal
@@ -65,17 +65,22 @@ def convert(mapping: Mapping, lines: Iterable[ExportLine], *, out: BinaryIO,
                 continue
             if event.processed_s is not None:
                 lags.add(event.time_s, event.processed_s)
-            table.add(user=event.user, key=event.key, time_s=event.time_s, marker=event.marker,
+            table.spool.add(user=event.user, key=event.key, time_s=event.time_s, marker=event.marker,
                       duplicate_key=event.duplicate_key, file_no=file_no,
                       line_no=line.line_no, user_id=event.user_id,
                       device_id=event.device_id, attributes=event.attributes, data=line.data,
                       key_start_s=event.key_start_s)
         summary.local_times = lags.detected()
-        for file_no, count in table.duplicates().items():
-            summary.drop_duplicates(file_no, count)
-        rows = table.rows(gap_s=options.gap_s, markers=mapping.rule == "marker")
-        for session in sessions(rows):
-            _write(mapping, session, out, rejects, summary, options)
+        kept = table.kept()
+        for file_no, counts in enumerate(summary.files):
+            accepted = counts.events_read - sum(counts.rejects.values())
+            if accepted > kept.get(file_no, 0):
+                summary.drop_duplicates(file_no, accepted - kept.get(file_no, 0))
+        payloads = table.payloads
+        for batch in table.sessions(gap_s=options.gap_s, markers=mapping.rule == "marker"):
+            for row in batch:
+                session = open_session(row, payloads.read(row.pid, row.offset, row.length))
+                _write(mapping, session, out, rejects, summary, options)
     return summary
 
 
