@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from replayer.source.convert.spool import Payloads, Spool, spool_rows
 
@@ -112,6 +112,18 @@ class SessionRow:
     attributes: list[str]
 
 
+# A session as the query returns it: (start, its first event's place, events, device ID,
+# attributes).
+RawSession = tuple[Any, ...]
+
+
+def session_row(raw: RawSession) -> SessionRow:
+    """A row of the sessions query as a `SessionRow`."""
+    start_s, first, events, device_id, attributes = raw
+    return SessionRow(start_s, first["w"], first["o"], first["len"], first["f"], first["n"],
+                      events, first["uid"], device_id, attributes or [])
+
+
 class EventTable:
     """Collects events (its `spool`, and other processes' spools in its `folder`), then gives
     them back as sessions (`sessions`); a context manager that removes its temporary folder."""
@@ -131,7 +143,6 @@ class EventTable:
         self._db.execute("SET enable_progress_bar = false")
         self._loaded = False
         self._memory_limit = memory_limit
-        self.events = 0  # events spooled by other processes (add their counts)
 
     def __enter__(self) -> Self:
         return self
@@ -150,10 +161,11 @@ class EventTable:
     def _load(self) -> None:
         """Ends the spools and loads them into the table, duplicates dropped, once."""
         self.spool.close()
-        if self._loaded or not self.events + self.spool.events:
+        spooled = [path for path in spool_rows(self.folder) if os.path.getsize(path)]
+        if self._loaded or not spooled:
             return
         with self._engine_errors():
-            self._db.execute(_KEEP, [spool_rows(self.folder)])
+            self._db.execute(_KEEP, [spooled])
         for path in spool_rows(self.folder):
             os.remove(path)
         self._loaded = True
@@ -180,22 +192,22 @@ class EventTable:
         except duckdb.IOException as exc:
             raise EngineFailure(f"cannot spill to {self.folder}: {_first_line(exc)}") from None
 
-    def sessions(self, *, gap_s: float, markers: bool) -> Iterator[list[SessionRow]]:
-        """Every session of the kept events, in batches, by start time; a pause of `gap_s` or
-        more, a marker (with `markers`, for events without a session key) or a change of
-        user ID opens a session."""
+    def sessions(self, *, gap_s: float, markers: bool,
+                 batch_rows: int = _FETCH_ROWS) -> Iterator[list[RawSession]]:
+        """Every session of the kept events, in batches of `batch_rows`, by start time, as
+        the engine gives them (plain tuples, cheap to hand to a worker: `session_row`); a
+        pause of `gap_s` or more, a marker (with `markers`, for events without a session key)
+        or a change of user ID opens a session."""
         self._load()
         if not self._loaded:
             return
         with self._engine_errors():
             result = self._db.execute(_SESSIONS, {"gap": gap_s, "markers": markers})
-            batch = result.fetchmany(_FETCH_ROWS)
+            batch = result.fetchmany(batch_rows)
         while batch:
-            yield [SessionRow(start_s, first["w"], first["o"], first["len"], first["f"],
-                              first["n"], events, first["uid"], did, attrs or [])
-                   for start_s, first, events, did, attrs in batch]
+            yield batch
             with self._engine_errors():
-                batch = result.fetchmany(_FETCH_ROWS)
+                batch = result.fetchmany(batch_rows)
 
 
 def _first_line(exc: BaseException) -> str:
