@@ -141,12 +141,12 @@ def engines(export: str, events: int) -> None:
             report(name, events, measure([sys.executable, "-c", kernel, export, spill]))
 
 
-def convert(export: str, events: int, *, source: str, old: Path | None,
+def convert(export: str, events: int, *, source: str, old: Path | None, new: Path,
             memory_limits: list[str], reps: int) -> None:
-    """The whole command: the code at --old (if given), then this tree's (once per
+    """The whole command: the code at --old (if given), then the code at --new (once per
     --memory-limit, if any); `reps` times, interleaved."""
     runs = [("old", old)] if old is not None else []
-    runs += [(f"new --memory-limit {limit}", ROOT) for limit in memory_limits] or [("new", ROOT)]
+    runs += [(f"new --memory-limit {limit}", new) for limit in memory_limits] or [("new", new)]
     with tempfile.TemporaryDirectory() as out:
         for name, tree in runs * reps:
             assert tree is not None
@@ -164,6 +164,10 @@ def main() -> None:
     parser.add_argument("--source", default="mixpanel")
     parser.add_argument("--old", type=Path, default=None,
                         help="a source tree of the converter to compare with")
+    parser.add_argument("--new", type=Path, default=ROOT,
+                        help="the source tree to measure (default: this one; give a copy, "
+                             "git archive REV, to edit this one meanwhile: worker processes "
+                             "import from it when they start)")
     parser.add_argument("--reps", type=int, default=1, help="runs of each, interleaved")
     parser.add_argument("--memory-limit", action="append", default=[],
                         help="run the new converter with this --memory-limit (repeatable)")
@@ -175,7 +179,7 @@ def main() -> None:
         engines(args.export, events)
     else:
         convert(args.export, events, source=args.source, old=args.old,
-                memory_limits=args.memory_limit, reps=args.reps)
+                new=args.new, memory_limits=args.memory_limit, reps=args.reps)
 
 
 if __name__ == "__main__":
