@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -131,6 +132,9 @@ _steps: Steps | None = None  # a worker process's own
 
 def _start_worker(job: Job) -> None:
     global _steps  # one per worker process, made by the pool's initializer
+    # Ctrl-C reaches the whole process group: the main process stops the pool, and a worker
+    # prints no traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _steps = Steps(job, Spool(job.folder))
 
 
