@@ -22,7 +22,7 @@ from typing import Any, Self
 from replayer.source.convert.spool import Payloads, Spool, spool_rows
 
 ENGINE_HINT = "convert needs DuckDB, a dependency of replayer: pip install 'duckdb>=1.1'"
-DEFAULT_MEMORY_LIMIT = "256MB"
+DEFAULT_MEMORY_LIMIT = "512MB"
 MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)", re.IGNORECASE)
 _FETCH_ROWS = 10_000
 _COLUMNS = ("{usr: 'VARCHAR', k: 'VARCHAR', t: 'DOUBLE', mark: 'BOOLEAN', dup: 'VARCHAR', "
@@ -43,9 +43,10 @@ _KEPT_PER_FILE = "SELECT f, count(*) FROM kept GROUP BY f"
 # is put under a user who did not do it, and a session's events share one user ID. A
 # session starts at its first event, or at the earlier start its key names (ks) when it is
 # its key's first session and that start is less than the gap earlier (no session spans a
-# pause of the gap: a key further back names no start this export can vouch for). Each
-# session comes back as one row: its first event's place, its count, its first device ID
-# and its events' attributes in time order.
+# pause of the gap: a key further back names no start this export can vouch for). Window
+# functions and one sort, all of which spill: each session comes back as its first event's
+# row (its place, its count, its first device ID, its attributes), followed by the rows of
+# its later events that carry attributes, in time order.
 _SESSIONS = f"""
 WITH flagged AS (
     SELECT *, CASE WHEN lag(t) OVER w IS NULL OR t - lag(t) OVER w >= $gap
@@ -59,18 +60,18 @@ numbered AS (
                                ROWS UNBOUNDED PRECEDING) AS s
     FROM flagged
 ),
-grouped AS (
-    SELECT usr, k, s, min(t) AS first_t, bool_or(key_first) AS keyed, min(ks) AS ks,
-           any_value({{'w': w, 'o': o, 'len': len, 'f': f, 'n': n, 'uid': uid}}) FILTER (WHERE opens = 1) AS first,
-           count(*) AS events,
-           arg_min(did, ({_ORDER})) FILTER (WHERE did IS NOT NULL) AS did,
-           list(attrs ORDER BY {_ORDER}) FILTER (WHERE attrs IS NOT NULL) AS attrs
-    FROM numbered GROUP BY usr, k, s
+timed AS (
+    SELECT *, min(t) OVER p AS first_t, bool_or(key_first) OVER p AS keyed,
+           count(*) OVER p AS events,
+           first_value(did IGNORE NULLS) OVER (PARTITION BY usr, k, s ORDER BY {_ORDER}
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS first_did
+    FROM numbered WINDOW p AS (PARTITION BY usr, k, s)
 )
-SELECT CASE WHEN keyed AND ks < first_t AND first_t - ks < $gap THEN ks ELSE first_t END
-       AS start, first, events, did, attrs
-FROM grouped
-ORDER BY start, usr, k NULLS FIRST, s
+SELECT opens, CASE WHEN keyed AND ks < first_t AND first_t - ks < $gap THEN ks ELSE first_t END
+       AS start, w, o, len, f, n, uid, events, first_did, attrs
+FROM timed
+WHERE opens = 1 OR attrs IS NOT NULL
+ORDER BY start, usr, k NULLS FIRST, s, {_ORDER}
 """
 
 
@@ -112,16 +113,15 @@ class SessionRow:
     attributes: list[str]
 
 
-# A session as the query returns it: (start, its first event's place, events, device ID,
-# attributes).
+# A session: (start, its first event's place as a dict, events, device ID, attributes).
 RawSession = tuple[Any, ...]
 
 
 def session_row(raw: RawSession) -> SessionRow:
-    """A row of the sessions query as a `SessionRow`."""
+    """A session of `EventTable.sessions` as a `SessionRow`."""
     start_s, first, events, device_id, attributes = raw
     return SessionRow(start_s, first["w"], first["o"], first["len"], first["f"], first["n"],
-                      events, first["uid"], device_id, attributes or [])
+                      events, first["uid"], device_id, attributes)
 
 
 class EventTable:
@@ -203,11 +203,24 @@ class EventTable:
             return
         with self._engine_errors():
             result = self._db.execute(_SESSIONS, {"gap": gap_s, "markers": markers})
-            batch = result.fetchmany(batch_rows)
-        while batch:
-            yield batch
+            rows = result.fetchmany(_FETCH_ROWS)
+        batch: list[RawSession] = []
+        attributes: list[str] = []
+        while rows:
+            for opens, start_s, pid, offset, length, f, n, uid, events, did, attrs in rows:
+                if opens:
+                    if len(batch) >= batch_rows:
+                        yield batch
+                        batch = []
+                    attributes = []
+                    batch.append((start_s, {"w": pid, "o": offset, "len": length, "f": f,
+                                            "n": n, "uid": uid}, events, did, attributes))
+                if attrs is not None:
+                    attributes.append(attrs)
             with self._engine_errors():
-                batch = result.fetchmany(batch_rows)
+                rows = result.fetchmany(_FETCH_ROWS)
+        if batch:
+            yield batch
 
 
 def _first_line(exc: BaseException) -> str:
