@@ -20,7 +20,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,21 +64,62 @@ print(f.select(pl.len(), pl.col("opens").sum()).collect(engine="streaming").row(
 """
 
 
-def measure(argv: list[str], *, keep: str = "") -> tuple[float, float, str]:
-    """Runs `argv` as a child: (wall seconds, peak RSS in MB, its output's last line, or
-    its first line that starts with `keep`)."""
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One child's run: wall and CPU seconds (its own and its worker processes'), the peak
+    of the RSS summed over it and its descendants (sampled every 50 ms), its output's line."""
+
+    wall_s: float
+    cpu_s: float
+    rss_mb: float
+    line: str
+
+
+def tree_rss_kb(pid: int) -> int:
+    """The RSS of `pid` and of every process below it, in KB (0 for one that has ended)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        proc = todo.pop()
+        try:
+            with open(f"/proc/{proc}/status") as status:
+                total += next((int(line.split()[1]) for line in status
+                               if line.startswith("VmRSS:")), 0)
+            with open(f"/proc/{proc}/task/{proc}/children") as children:
+                todo.extend(int(child) for child in children.read().split())
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return total
+
+
+def measure(argv: list[str], *, keep: str = "") -> Measured:
+    """Runs `argv` as a child and measures it (`keep`: the first line of its output that
+    starts with it, else its last line)."""
     started = time.perf_counter()
+    peak_kb = 0
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as child:
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak_kb
+            while not done.wait(0.05):
+                peak_kb = max(peak_kb, tree_rss_kb(child.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         assert child.stdout is not None
         output = child.stdout.read().decode()
-        _pid, status, usage = os.wait4(child.pid, 0)
+        done.set()
+        sampler.join()
+        _pid, status, usage = os.wait4(child.pid, 0)  # CPU: the child's and its children's
         child.returncode = os.waitstatus_to_exitcode(status)
     elapsed_s = time.perf_counter() - started
     if child.returncode not in (0, 1):
         sys.exit(f"{' '.join(argv)} failed ({child.returncode}):\n{output}")
     lines = output.strip().splitlines()
     kept = [line for line in lines if keep and line.startswith(keep)] or lines[-1:] or [""]
-    return elapsed_s, usage.ru_maxrss / 1024, kept[0]
+    return Measured(elapsed_s, usage.ru_utime + usage.ru_stime,
+                    max(peak_kb, usage.ru_maxrss) / 1024, kept[0])
 
 
 def count_lines(path: str) -> int:
@@ -86,10 +129,9 @@ def count_lines(path: str) -> int:
         return sum(1 for _ in stream)
 
 
-def report(name: str, events: int, result: tuple[float, float, str]) -> None:
-    elapsed_s, rss_mb, last = result
-    print(f"| {name} | {events:,} | {elapsed_s:.1f} | {events / elapsed_s:,.0f} | "
-          f"{rss_mb:,.0f} | {last} |")
+def report(name: str, events: int, result: Measured) -> None:
+    print(f"| {name} | {events:,} | {result.wall_s:.1f} | {events / result.wall_s:,.0f} | "
+          f"{result.cpu_s:.1f} | {result.rss_mb:,.0f} | {result.line} |", flush=True)
 
 
 def engines(export: str, events: int) -> None:
@@ -99,14 +141,14 @@ def engines(export: str, events: int) -> None:
             report(name, events, measure([sys.executable, "-c", kernel, export, spill]))
 
 
-def convert(export: str, events: int, *, source: str, old: Path | None,
-            memory_limits: list[str]) -> None:
-    """The whole command: the code at --old (if given), then this tree's (once per
-    --memory-limit, if any)."""
+def convert(export: str, events: int, *, source: str, old: Path | None, new: Path,
+            memory_limits: list[str], reps: int) -> None:
+    """The whole command: the code at --old (if given), then the code at --new (once per
+    --memory-limit, if any); `reps` times, interleaved."""
     runs = [("old", old)] if old is not None else []
-    runs += [(f"new --memory-limit {limit}", ROOT) for limit in memory_limits] or [("new", ROOT)]
+    runs += [(f"new --memory-limit {limit}", new) for limit in memory_limits] or [("new", new)]
     with tempfile.TemporaryDirectory() as out:
-        for name, tree in runs:
+        for name, tree in runs * reps:
             assert tree is not None
             argv = [sys.executable, "-c", RUN_FROM_TREE, str(tree), "convert",
                     "--from", source, export, "-o", os.path.join(out, "records.ndjson"),
@@ -122,17 +164,22 @@ def main() -> None:
     parser.add_argument("--source", default="mixpanel")
     parser.add_argument("--old", type=Path, default=None,
                         help="a source tree of the converter to compare with")
+    parser.add_argument("--new", type=Path, default=ROOT,
+                        help="the source tree to measure (default: this one; give a copy, "
+                             "git archive REV, to edit this one meanwhile: worker processes "
+                             "import from it when they start)")
+    parser.add_argument("--reps", type=int, default=1, help="runs of each, interleaved")
     parser.add_argument("--memory-limit", action="append", default=[],
                         help="run the new converter with this --memory-limit (repeatable)")
     args = parser.parse_args()
     events = count_lines(args.export)
-    print("| run | events | wall s | events/s | peak RSS MB | output |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    print("| run | events | wall s | events/s | CPU s | peak RSS MB | output |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |", flush=True)
     if args.what == "engines":
         engines(args.export, events)
     else:
         convert(args.export, events, source=args.source, old=args.old,
-                memory_limits=args.memory_limit)
+                new=args.new, memory_limits=args.memory_limit, reps=args.reps)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,14 @@ class LagTally:
         if len(kept) < _SAMPLES:
             kept.append(processed_s)
 
+    def merge(self, later: LagTally) -> None:
+        """Adds the events counted by `later`, as if they had been added here after ours."""
+        self.events += later.events
+        for hours, count in later.hours.items():
+            self.hours[hours] = self.hours.get(hours, 0) + count
+            kept = self.samples.setdefault(hours, [])
+            kept.extend(later.samples.get(hours, [])[: _SAMPLES - len(kept)])
+
     def detected(self) -> LocalTimes | None:
         """Local times when nearly all events are a non-zero whole hour off: one offset, or
         two an hour apart (daylight saving time); else None."""

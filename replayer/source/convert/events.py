@@ -73,6 +73,20 @@ class FieldTally:
         shown = redact_text(name[:60])
         self.dropped[shown] = self.dropped.get(shown, 0) + 1
 
+    def merge(self, later: FieldTally) -> None:
+        """Adds what `later` counted, as if its sessions had been tallied here after ours."""
+        for target, count in later.unmapped.items():
+            self.unmapped[target] = self.unmapped.get(target, 0) + count
+        for target, texts in later.examples.items():
+            shown = self.examples.setdefault(target, [])
+            for text in texts:
+                if len(shown) < _EXAMPLES and text not in shown:
+                    shown.append(text)
+        for name, valid in later.renamed.items():
+            self.renamed.setdefault(name, valid)
+        for name, count in later.dropped.items():
+            self.dropped[name] = self.dropped.get(name, 0) + count
+
 
 def read_event(mapping: Mapping, obj: Any, *, now_s: float, zone: ZoneInfo | None = None,
                anonymous_as_user: bool = False) -> Event | Refusal:

@@ -1,18 +1,18 @@
-"""Sessions from rows sorted by session (table.py cuts them): events in, sessions out.
+"""Events in, sessions out: an accepted event as the mapping reads it, and a session as
+the table cuts it (table.py) with its first event's line.
 
 Pure: no I/O. Each session holds its first event's line (the start record's fields come
-from it) and folds its later events' identity and attributes in time order.
+from it) and its events' identity and attributes, folded in time order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from replayer.source.convert.table import Row
+from replayer.source.convert.table import SessionRow
 
 
 @dataclass(slots=True)
@@ -47,30 +47,13 @@ class OpenSession:
     device_id: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, row: Row) -> None:
-        """Folds a later event in: identity where still missing, attributes latest-wins."""
-        self.events += 1
-        self.user_id = self.user_id or row.user_id
-        self.device_id = self.device_id or row.device_id
-        if row.attributes:
-            self.attributes.update(row.attributes)
 
 
-def _open(row: Row) -> OpenSession:
-    return OpenSession(row.start_s, orjson.loads(row.data), row.file_no, row.line_no, 1,
-                       row.user_id, row.device_id, dict(row.attributes or {}))
-
-
-def sessions(rows: Iterable[Row]) -> Iterator[OpenSession]:
-    """Each session of `rows` (whose first row of each session `opens` it), in row order."""
-    current: OpenSession | None = None
-    for row in rows:
-        if row.opens:
-            if current is not None:
-                yield current
-            current = _open(row)
-        else:
-            assert current is not None, "a session's rows start with the row that opens it"
-            current.add(row)
-    if current is not None:
-        yield current
+def open_session(row: SessionRow, data: bytes) -> OpenSession:
+    """A session of the table with its first event's line: identity, and its events'
+    attributes folded in time order (latest wins)."""
+    attributes: dict[str, Any] = {}
+    for text in row.attributes:
+        attributes.update(orjson.loads(text))
+    return OpenSession(row.start_s, orjson.loads(data), row.file_no, row.line_no, row.events,
+                       row.user_id, row.device_id, attributes)
