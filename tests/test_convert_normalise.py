@@ -54,6 +54,32 @@ def test_iana_zones_give_the_abbreviation_and_offset_at_that_time(
     assert zone_at(zone, time_s) == expected
 
 
+@pytest.mark.parametrize("zone", [
+    "y" * 5000, "America", "../../etc/passwd", "a\x00b", "\udcff", "Europe/", "/etc/localtime",
+    "Europe/Paris/x",
+], ids=lambda v: repr(v[:20]))
+def test_a_name_that_is_no_zone_is_none_whatever_holds_the_zones(
+        zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile time zone in an event is an absent one, never an error that stops the
+    conversion; with zones read from the tzdata package (no system database, as in a
+    fresh virtualenv on some machines) a long name or a folder of zones fails as the file
+    it names does: OSError. The second half plays that part on any machine."""
+    from replayer.source.convert import normalise
+
+    assert zone_at(zone, 1767261600) is None
+    normalise._zone.cache_clear()
+
+    def from_tzdata(name: str) -> Any:
+        raise OSError(36, "File name too long", name)
+
+    monkeypatch.setattr(normalise, "ZoneInfo", from_tzdata)
+    try:
+        assert zone_at(zone, 1767261600) is None
+        assert normalise.source_zone(zone) is None
+    finally:
+        normalise._zone.cache_clear()
+
+
 @pytest.mark.parametrize(("value", "unit", "seconds"), [
     (1767261600, "s", 1767261600), (1767261600123, "ms", 1767261600.123),
     ("1767261600000000", "us", 1767261600), (1767261600000000, "auto", 1767261600),

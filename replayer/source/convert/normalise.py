@@ -97,7 +97,9 @@ def locale_tag(text: str) -> str | None:
 def _zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: read from the tzdata package, a name too long for a file name, or one
+        # that is a folder of zones ("America"), fails as the file it names would
         return None
 
 
