@@ -27,16 +27,11 @@ import click
 
 from replayer import __version__
 from replayer.commands import run_setup
-from replayer.commands.base import Group, OutputFailure
+from replayer.commands.base import Group, LazyCommands, OutputFailure
 from replayer.commands.console import print_summary
-from replayer.commands.convert import convert
-from replayer.commands.emulate import emulate
 from replayer.commands.flags import ShownDefault, settings_flags, shown
-from replayer.commands.merge import merge
-from replayer.commands.report import report
 from replayer.commands.run_setup import SetupError
 from replayer.commands.source import check_paths, generate, validate
-from replayer.commands.spark import spark
 from replayer.commands.watch import watching
 from replayer.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from replayer.engine.control import RunControl
@@ -375,11 +370,10 @@ def _on_signal(control: RunControl, name: str, quiet: bool) -> None:
 
 main.add_command(generate)
 main.add_command(validate)
-main.add_command(emulate)
-main.add_command(convert)
-main.add_command(report)
-main.add_command(merge)
-main.add_command(spark)
+# Imported when named (or listed by --help): a run starts without them.
+main.commands = LazyCommands(main.commands, {
+    name: f"replayer.commands.{name}:{name}"
+    for name in ("emulate", "convert", "report", "merge", "spark")})
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,8 @@ that exits 130 (as `replayer run` stopped by SIGINT does), never click's `Aborte
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import click
@@ -52,6 +54,43 @@ class _ExitsOnCtrlC:
 
 class Group(_ExitsOnCtrlC, click.Group):
     """The `replayer` group: a command interrupted by Ctrl-C exits 130."""
+
+
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's commands, some named by where they are ("module:attribute") and imported
+    when first looked up: `replayer run` does not pay for the converter's, the emulator's
+    or the report's imports (about 0.15 s of CPU at every start)."""
+
+    def __init__(self, commands: MutableMapping[str, click.Command],
+                 lazy: dict[str, str]) -> None:
+        self._commands = dict(commands)
+        self._lazy = dict(lazy)
+
+    def __getitem__(self, name: str) -> click.Command:
+        where = self._lazy.pop(name, None)
+        if where is not None:
+            module, _, attribute = where.partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command), where
+            self._commands[name] = command
+        return self._commands[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._lazy.pop(name, None)
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if self._lazy.pop(name, None) is None:
+            del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._commands, *self._lazy])
+
+    def __len__(self) -> int:
+        return len(self._commands) + len(self._lazy)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._commands or name in self._lazy
 
 
 class Command(_ExitsOnCtrlC, click.Command):
