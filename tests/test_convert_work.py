@@ -5,18 +5,26 @@ batch equal the tally of one pass."""
 from __future__ import annotations
 
 import io
+import os
 import random
+import signal
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from replayer.commands import convert as convert_command
+from replayer.records import ExitCode
 from replayer.source.convert import pipeline
 from replayer.source.convert.clock import LagTally
 from replayer.source.convert.events import FieldTally
 from replayer.source.convert.pipeline import ConvertOptions, convert
 from replayer.source.convert.readers import ExportLine
 from replayer.source.convert.sources import builtin_mapping
+from replayer.source.convert.work import Job, Line, WorkerDied, Workers
 from tests.test_convert_sessions import BUILD, GAP, T
 
 SOURCES = sorted(BUILD)
@@ -107,3 +115,37 @@ def test_lag_tallies_merged_in_order_equal_one_tally() -> None:
     for part in parts:
         merged.merge(part)
     assert merged == one
+
+
+def test_a_worker_that_dies_is_one_error_not_a_pool_traceback(tmp_path: Path) -> None:
+    job = Job(builtin_mapping("mixpanel"), str(tmp_path), T + 365 * 86400, 1 << 20)
+    line = orjson.dumps(BUILD["mixpanel"]("u1", T))
+
+    with Workers(job, count=2) as workers:
+        def batches() -> Iterator[list[Line]]:
+            for i in range(50):
+                if i == 5:  # the pool is running: one of its processes is killed
+                    os.kill(next(iter(workers._pool._processes)), signal.SIGKILL)
+                yield [(0, i, line)]
+
+        with pytest.raises(WorkerDied, match="a worker process died"):
+            for _batch, _mapped in workers.map_lines(batches()):
+                pass
+
+
+def test_the_cli_says_a_dead_worker_in_one_line_and_exits_5(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def dies(*_args: Any, **_kwargs: Any) -> Any:
+        raise WorkerDied("a worker process died (killed, or out of memory): nothing was "
+                         "written; run the conversion again")
+
+    monkeypatch.setattr(convert_command, "run_conversion", dies)
+    export = tmp_path / "export.json"
+    export.write_bytes(orjson.dumps(BUILD["mixpanel"]("u1", T)) + b"\n")
+    result = CliRunner().invoke(convert_command.convert,
+                                ["--from", "mixpanel", str(export), "-o", str(tmp_path / "o")])
+    assert result.exit_code == ExitCode.WORKER == 5
+    assert result.output.strip().splitlines() == [
+        ("Error: a worker process died (killed, or out of memory): nothing was written; "
+         "run the conversion again")]
+    assert not (tmp_path / "o").exists()

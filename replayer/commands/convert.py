@@ -50,6 +50,7 @@ from replayer.source.convert.table import (
     EngineMissing,
     engine_available,
 )
+from replayer.source.convert.work import WorkerDied
 
 _EPILOG = """\b
 Examples:
@@ -72,6 +73,7 @@ Exit codes:
   2  usage error (such as an output that is an input or another
      output: nothing is written), or a --map file that is not valid
   4  an input could not be read
+  5  a worker process died (nothing is written: run it again)
   7  an output could not be written, or the events could not be
      sorted (--memory-limit too small, --temp-dir not writable)
   130  stopped by SIGINT (Ctrl-C)
@@ -82,6 +84,12 @@ class BadFlag(click.ClickException):
     """A flag's value that cannot be used: exit code 2 with one line."""
 
     exit_code = ExitCode.USAGE
+
+
+class WorkerFailure(click.ClickException):
+    """A worker process that died: exit code 5, as `replayer run` says it."""
+
+    exit_code = ExitCode.WORKER
 
 
 class OutputClash(click.ClickException):
@@ -196,6 +204,8 @@ def convert(paths: tuple[str, ...], source: str | None, map_path: Path | None,
         raise InputFailure(str(exc)) from exc
     except EngineFailure as exc:
         raise OutputFailure(str(exc)) from exc
+    except WorkerDied as exc:
+        raise WorkerFailure(str(exc)) from None
     except OSError as exc:
         raise cannot_write("the output", exc) from exc
     elapsed_s = time.perf_counter() - started

@@ -63,6 +63,7 @@ def convert(mapping: Mapping, lines: Iterable[ExportLine], *, out: BinaryIO,
         job = Job(mapping, table.folder, options.now_s, options.max_line_bytes,
                   options.source_zone, options.anonymous_as_user)
         here = Steps(job, table.spool)
+        stack.callback(here.close)
         batches = _batches(lines, summary)
         lags = LagTally()
         for batch in islice(batches, _BATCHES_HERE):
@@ -89,7 +90,6 @@ def convert(mapping: Mapping, lines: Iterable[ExportLine], *, out: BinaryIO,
                    else ((batch, here.write_sessions(batch)) for batch in sessions))
         for _batch, part in written:
             _fold_written(part, summary, out, rejects)
-        here.close()
     return summary
 
 

@@ -14,6 +14,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Self, TypeVar
 from zoneinfo import ZoneInfo
@@ -32,6 +33,10 @@ from replayer.source.convert.verdict import refusal
 Line = tuple[int, int, bytes]
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+
+
+class WorkerDied(Exception):
+    """A worker process ended before its batch was done (killed, out of memory): one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +188,15 @@ class Workers:
                  ) -> Iterator[tuple[_T, _R]]:
         """Each batch with its result, in order, at most two batches per worker in flight."""
         pending: deque[tuple[_T, Future[_R]]] = deque()
-        for batch in batches:
-            pending.append((batch, self._pool.submit(step, batch)))
-            if len(pending) >= 2 * self._count:
+        try:
+            for batch in batches:
+                pending.append((batch, self._pool.submit(step, batch)))
+                if len(pending) >= 2 * self._count:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
                 done, future = pending.popleft()
                 yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+        except BrokenProcessPool:
+            raise WorkerDied("a worker process died (killed, or out of memory): nothing was "
+                             "written; run the conversion again") from None
