@@ -48,7 +48,6 @@ class OpenSession:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
-
 def open_session(row: SessionRow, data: bytes) -> OpenSession:
     """A session of the table with its first event's line: identity, and its events'
     attributes folded in time order (latest wins)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from replayer.source.convert.spool import Payloads, Spool, spool_rows
+from replayer.source.convert.spool import Spool, spool_rows
 
 ENGINE_HINT = "convert needs DuckDB, a dependency of replayer: pip install 'duckdb>=1.1'"
 DEFAULT_MEMORY_LIMIT = "512MB"
@@ -135,7 +135,6 @@ class EventTable:
             raise EngineMissing() from None
         self.folder = tempfile.mkdtemp(prefix="replayer-convert-", dir=temp_dir)
         self.spool = Spool(self.folder)
-        self.payloads = Payloads(self.folder)
         # A database file, not memory: the loaded table lives on disk past the memory limit.
         self._db = duckdb.connect(os.path.join(self.folder, "events.duckdb"), config={
             "memory_limit": memory_limit, "temp_directory": os.path.join(self.folder, "spill"),
@@ -154,7 +153,6 @@ class EventTable:
     def close(self) -> None:
         """Frees the connection and deletes every temporary file."""
         self.spool.close()
-        self.payloads.close()
         self._db.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
