@@ -91,7 +91,8 @@ def variants(args: argparse.Namespace, tmp: Path, server: bench.Server, client: 
         def build(work: Path) -> tuple[list[str], Any]:
             out = work / "out"
             return ([*client, *script, "run", str(path), "--endpoint", server.url, *flags,
-                     *conc, "--workers", "1", "--out", str(out), "--overwrite", "--quiet"],
+                     *conc, "--workers", str(args.workers), "--out", str(out), "--overwrite",
+                     "--quiet"],
                     bench.check_replayer(out, args.records))
         return build
 
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", type=int, default=1_000_000, help="input size [1000000]")
     p.add_argument("--reps", type=int, default=3, help="interleaved reps [3]")
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1,
+                   help="replayer's --workers [1]; the client CPU holds them all")
     p.add_argument("--wrk-seconds", type=int, default=10)
     p.add_argument("--only", default="", help="comma-separated variant keys to run")
     p.add_argument("--cache-dir", type=Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import random
 from collections import Counter, defaultdict
@@ -17,9 +18,11 @@ from replayer.engine.control import RunControl
 from replayer.engine.replay import replay
 from replayer.output import live_users
 from replayer.output import users as users_module
-from replayer.output.layout import FAILURES, RESULTS, USERS
+from replayer.output.layout import FAILURES, RESULTS, USERS, USERS_PART, WORKERS_DIR
 from replayer.output.user_rows import LastResponse, Place, UserRow, read_users
-from replayer.output.users import write_users
+from replayer.output.users import write_part, write_users
+from replayer.source.shard import Shard
+from replayer.workers import parent
 from replayer.workers.parent import run_workers
 from tests.conftest import REPO, StartEmulator, input_records, read_rows, settings_for
 
@@ -303,7 +306,7 @@ async def test_users_of_a_replay_match_what_the_emulator_received(
 
 
 async def test_a_run_with_workers_gives_the_users_of_a_single_run(
-    start_emulator: StartEmulator, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emulator = await start_emulator()
     settings = settings_for(emulator.url, batch=False)
@@ -311,12 +314,22 @@ async def test_a_run_with_workers_gives_the_users_of_a_single_run(
     single.mkdir()
     split.mkdir()
     await replay(settings, [str(SAMPLE)], single, control=RunControl(), rng=random.Random(7))
+    merged: list[Any] = []
+
+    def merge_parts(*args: Any, **kw: Any) -> Any:
+        merged.append(live_users.merge_parts(*args, **kw))
+        return merged[-1]
+
+    monkeypatch.setattr(parent, "merge_parts", merge_parts)
     await run_workers(settings, [str(SAMPLE)], split, 2, control=RunControl(),
                       resume_command=None)
 
-    write_users(single, inputs=[str(SAMPLE)])
+    # The parent merged the workers' parts (no row read again) ...
+    assert len(merged) == 1 and merged[0] is not None and merged[0].users > 50
+    assert not list((split / WORKERS_DIR).glob(f"*/{USERS_PART}")), "the parts are removed"
+    assert (split / USERS).read_bytes() == (single / USERS).read_bytes()
+    # ... into the bytes the rows give
     write_users(split, inputs=[str(SAMPLE)])
-
     assert (split / USERS).read_bytes() == (single / USERS).read_bytes()
     assert len(read_rows(single / USERS)) > 50
 
@@ -413,3 +426,93 @@ def test_a_live_tally_without_a_folder_or_of_unknown_files_gives_up(tmp_path: Pa
     one = live_users_of(rows[:1], tmp_path / "one-live", inputs=())
     assert one.write(tmp_path / "one-live" / USERS) is not None
     assert (tmp_path / "one-live" / USERS).read_bytes() == (tmp_path / "one" / USERS).read_bytes()
+
+
+def user_key(row: dict[str, Any]) -> str | None:
+    """The user a row counts for in users.ndjson: its userId, else its deviceId (strings)."""
+    for name in ("userId", "deviceId"):
+        if type(row[name]) is str and row[name]:
+            return str(row[name])
+    return None
+
+
+def worker_parts(rows: list[dict[str, Any]], folder: Path, count: int,
+                 **kw: Any) -> list[Path]:
+    """Each of `count` workers' part of users.ndjson, of the rows of its users (the rows
+    of no user go to worker 0, as the lines that name none do)."""
+    parts = []
+    for i in range(count):
+        shard = Shard(i, count)
+        mine = [r for r in rows if (shard.holds_key(k) if (k := user_key(r)) else i == 0)]
+        random.Random(i).shuffle(mine)
+        live = live_users_of(mine, folder / str(i), owns=shard.holds_key, **kw)
+        assert write_part(folder / str(i), functools.partial(live.write, part=True))
+        parts.append(folder / str(i) / USERS_PART)
+    return parts
+
+
+@pytest.mark.parametrize("max_users", [1_000_000, 3], ids=["memory", "spilled"])
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize(("name", "rows"),
+                         [(c[0], c[1]) for c in CASES] + [("resumed", RESUMED),
+                                                          ("many", many_rows())],
+                         ids=[c[0] for c in CASES] + ["resumed", "many"])
+def test_workers_parts_merge_to_the_bytes_derived_from_the_same_rows(
+    tmp_path: Path, name: str, rows: list[dict[str, Any]], count: int, max_users: int
+) -> None:
+    derived = write_users(write_rows(tmp_path / "rows", rows), inputs=(A, B))
+    parts = worker_parts(rows, tmp_path / "workers", count, max_users=max_users,
+                         partitions=2, partition_bytes=512)
+
+    stats = live_users.merge_parts(parts, tmp_path / USERS, rows=len(rows))
+
+    assert stats is not None
+    assert (tmp_path / USERS).read_bytes() == (tmp_path / "rows" / USERS).read_bytes()
+    assert dataclasses.replace(stats, partitions=0) == dataclasses.replace(derived,
+                                                                           partitions=0)
+    for i in range(count):  # nothing but the part is left in a worker's folder
+        assert [p.name for p in (tmp_path / "workers" / str(i)).iterdir()] == [USERS_PART]
+
+
+@pytest.mark.parametrize("max_users", [1_000, 1], ids=["memory", "spilled"])
+def test_a_user_tallied_by_two_workers_is_not_merged(tmp_path: Path, max_users: int) -> None:
+    # An invalid line goes to the worker of its userId, but its row counts for its
+    # deviceId when the userId was not valid: that user may be another worker's.
+    theirs = next(f"d{n}" for n in range(100) if Shard(1, 2).holds_key(f"d{n}"))
+    mine = next(f"u{n}" for n in range(100) if Shard(0, 2).holds_key(f"u{n}"))
+    invalid = fail(A, 2, None, theirs, "id_too_long")  # its line: worker 0's (by its userId)
+    alone = [ok(A, 1, mine), invalid, ok(A, 3, mine)]
+    both = [*alone, ok(A, 4, None, theirs)]  # ... and a line of the deviceId alone: worker 1's
+
+    def parts_of(rows: list[dict[str, Any]], folder: Path) -> list[Path]:
+        split = [[r for r in rows if r is invalid or r["userId"] == mine],
+                 [r for r in rows if r is not invalid and r["userId"] != mine]]
+        for i, share in enumerate(split):
+            live = live_users_of(share, folder / str(i), owns=Shard(i, 2).holds_key,
+                                 max_users=max_users)
+            assert write_part(folder / str(i), functools.partial(live.write, part=True))
+        return [folder / str(i) / USERS_PART for i in range(2)]
+
+    # A user in one part is merged as it is: the bytes the rows give.
+    write_users(write_rows(tmp_path / "rows", alone), inputs=(A, B))
+    assert live_users.merge_parts(parts_of(alone, tmp_path / "alone"), tmp_path / USERS,
+                                  rows=len(alone)) is not None
+    assert (tmp_path / USERS).read_bytes() == (tmp_path / "rows" / USERS).read_bytes()
+    # One in two parts cannot be: the parent derives users.ndjson from the rows instead.
+    assert live_users.merge_parts(parts_of(both, tmp_path / "both"), tmp_path / USERS,
+                                  rows=len(both)) is None
+    assert not write_part(tmp_path, None)
+
+
+def test_parts_that_do_not_count_the_rows_or_are_no_parts_are_not_merged(
+    tmp_path: Path
+) -> None:
+    rows = many_rows(20, seed=3)
+    parts = worker_parts(rows, tmp_path / "workers", 2)
+    assert live_users.merge_parts(parts, tmp_path / USERS, rows=len(rows) + 1) is None
+    assert live_users.merge_parts(parts, tmp_path / USERS, rows=len(rows)) is not None
+    other = len(rows) - orjson.loads(parts[0].read_bytes().split(b"\n")[0])["rows"]
+    for damage in (b"", b"not json\n", b'{"rows": 3}\n',
+                   b'{"rows": %d, "rows_without_user": 0, "foreign": []}\n[1]\n' % other):
+        parts[1].write_bytes(damage)
+        assert live_users.merge_parts(parts, tmp_path / USERS, rows=len(rows)) is None, damage

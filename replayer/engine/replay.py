@@ -90,7 +90,8 @@ class Replay:
     def __init__(self, settings: Settings, reading: Reading, out_dir: Path, *,
                  poster: send.Poster, url: str, auth: bytes, clock: Clock,
                  rng: random.Random, control: RunControl, secret: str | None = None,
-                 keep_users: bool = True, unpaced: bool = False) -> None:
+                 keep_users: bool = True, unpaced: bool = False,
+                 owns: Callable[[str], bool] | None = None) -> None:
         self.settings, self.reading, self.out_dir = settings, reading, out_dir
         self.clock, self.control = clock, control
         self.stats, self.counts = RunStats(), ReadCounts()
@@ -112,7 +113,9 @@ class Replay:
                              probe_max_s=settings.outage_probe_max_s,
                              limit_s=settings.outage_limit_s, clock=clock, flow=flow)
         # A fresh run keeps users.ndjson as it goes; a resume derives it from all the rows.
-        self.users = (LiveUsers(reading.paths, key=KeyText(secret), spill_dir=out_dir)
+        # `owns`: a worker's, whose users go to its parent as a part (output.live_users).
+        self.users = (LiveUsers(reading.paths, key=KeyText(secret), spill_dir=out_dir,
+                                owns=owns)
                       if keep_users and reading.resume is None else None)
         finisher = Finisher(results=self.results, failures=self.failures, stats=self.stats,
                             save_responses=settings.save_responses, dry_run=settings.dry_run,
@@ -341,9 +344,11 @@ async def replay(
             secret = endpoint.client_key
         reading = Reading(paths, settings.max_line_bytes, loop=settings.loop, resume=resume,
                           shard=shard, lines=lines)
+        # A worker's folder gets no users.ndjson: a part of it, which its parent merges.
+        worker = record.layout.shard is not None and shard is not None
         run = Replay(settings, reading, out_dir, poster=poster, url=url, auth=auth,
                      clock=clock or RealClock(), rng=rng or random.Random(), control=control,
-                     secret=secret, keep_users=record.layout.shard is None)
+                     secret=secret, owns=shard.holds_key if worker and shard else None)
         run.journal.save_run(record.with_state("running"))
         if on_start is not None:
             on_start(run)
@@ -358,8 +363,7 @@ async def replay(
             [part], expected=1, started_wall=run.started_wall, elapsed_s=part.elapsed_s,
             settings=part.settings, inputs=part.inputs, run_id=record.run_id,
             resume_with=resume_command, layout=part.layout)
-        # A worker's folder gets no users.ndjson: its parent derives one from the merge.
         summary = close_folder(out_dir, summary, record, inputs=paths,
-                               users=record.layout.shard is None, live=run.users)
+                               users=record.layout.shard is None, live=run.users, part=worker)
         return RunReport(summary.exit_code, summary, out_dir)
     raise AssertionError("unreachable")  # pragma: no cover

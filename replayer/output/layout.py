@@ -30,6 +30,7 @@ RUN = "run.json"
 USERS = "users.ndjson"  # one row per user, derived from the rows at the end (output.users)
 OUR_FILES = (RESULTS, FAILURES, SUMMARY, METRICS, REQUESTS, USERS, JOURNAL, RUN)
 WORKERS_DIR = "workers"  # one folder per worker process, merged into the files above
+USERS_PART = "users-part.ndjson"  # a worker's users, in order, for its parent's merge
 PARTS_DIR = "parts"  # `replayer spark`: one folder per partition, merged likewise
 LOCK = ".replayer.lock"  # held by the run in the folder; never removed (see output.lock)
 TMP_SUFFIX = ".tmp"  # an atomic replace writes NAME.tmp first

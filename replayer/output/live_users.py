@@ -8,12 +8,22 @@ any later user go, as a few values, to that user's hash partition in the output 
 (a user stays where it started, so no tally is ever split). At the end each partition
 is tallied on its own (one too big for memory is split again), every part is written in
 the order of its users' first lines, and the parts merged.
+
+A worker of a `--workers` run writes its users as a part (`write(..., part=True)`: still
+in order, each with its first position) and its parent merges the parts (`merge_parts`),
+so a run in workers does not read its rows again either. The lines are split by user, so
+a user is one worker's, with one exception: the row of an invalid line counts for the
+IDs that were valid (a userId too long to send is no user: the row goes by its
+deviceId), while the line went to the worker of its userId. A worker lists the users it
+tallied that are not its own; should one of them be in two parts, the merge gives up and
+the parent derives the file from the rows instead.
 """
 
 from __future__ import annotations
 
+import heapq
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,6 +40,7 @@ from replayer.output.users import (
     Where,
     input_order,
     merge_sorted,
+    sorted_rows,
     write_aggregated,
 )
 from replayer.records import KeyText
@@ -48,13 +59,16 @@ class LiveUsers:
     """Per-user tallies of this session's rows; `write` makes users.ndjson from them.
 
     `spill_dir`: where tallies go past `max_users` (the output folder); without one the
-    tally gives up there, and the end derives the file from the rows instead.
+    tally gives up there, and the end derives the file from the rows instead. `owns`: a
+    worker's test of whether a user (as users.ndjson keys it) is its own.
     """
 
     def __init__(self, inputs: Sequence[str], *, max_users: int | None = None,
                  key: KeyText | None = None, spill_dir: Path | None = None,
                  partitions: int = SPILL_PARTITIONS, partition_bytes: int = PARTITION_BYTES,
-                 ) -> None:
+                 owns: Callable[[str], bool] | None = None) -> None:
+        self._owns = owns
+        self._foreign: set[str] = set()  # users tallied here that are not `owns`'s
         self._order = input_order(inputs)
         self._names = {index: name for name, index in self._order.items()}
         self._file_bits = max(1, len(self._order).bit_length())
@@ -99,6 +113,8 @@ class LiveUsers:
             return
         user = self._users.get(key)
         if user is None:
+            if self._owns is not None and not self._owns(key):
+                self._foreign.add(key)  # another worker's user: see merge_parts
             if len(self._users) >= self._max_users:
                 self._spill(key, position, user_id is not None, device_id, result, what, vars,
                             variants or [])
@@ -112,7 +128,7 @@ class LiveUsers:
         `write_users` does, which one packed index can say for one such name only."""
         index = len(self._order)
         known = self._names.setdefault(index, file)
-        if known != file:
+        if known != file or self._owns is not None:  # other workers may index it otherwise
             self._give_up()
         return index
 
@@ -183,27 +199,76 @@ class LiveUsers:
 
     # ---- the end -----------------------------------------------------------------------
 
-    def write(self, target: Path) -> UsersStats | None:
+    def write(self, target: Path, *, part: bool = False) -> UsersStats | None:
         """Writes the users to `target`; None when the tally gave up (derive instead).
-        Spilled partitions are removed as they are merged."""
+        Spilled partitions are removed as they are merged. With `part`, as a worker's part
+        for `merge_parts`: a line of its row counts, then [first position, row] lines."""
         if self.gave_up:
             return None
         tally = Tally()
         self._spill_stack.close()
+        c = self._counts
+        header = (orjson.dumps({"rows": c.rows, "rows_without_user": c.without_user,
+                                "foreign": sorted(self._foreign)}) + b"\n"
+                  if part else b"")
         if self._spills is None:
-            write_aggregated(self._users, target, tally, final=True, place=self._place)
+            write_aggregated(self._users, target, tally, final=not part, place=self._place,
+                             header=header)
         else:
             sorted_parts: list[Path] = []
             try:
                 self._write_part(self._users, sorted_parts, tally)
                 for i in range(self._partitions):
                     self._combine(self._spill_path(str(i)), sorted_parts, tally, 0)
-                merge_sorted(sorted_parts, target)
+                merge_sorted(sorted_parts, target, keep_at=part, header=header)
             finally:
                 for path in sorted_parts:
                     path.unlink(missing_ok=True)
-        c = self._counts
         return UsersStats(users=tally.users, fully_delivered=tally.fully,
                           partly_delivered=tally.partly, none_delivered=tally.none,
                           rows=c.rows, rows_without_user=c.without_user, unreadable_rows=0,
                           partitions=0 if self._spills is None else self._partitions)
+
+
+def merge_parts(parts: Sequence[Path], target: Path, *, rows: int) -> UsersStats | None:
+    """users.ndjson from the workers' parts (`LiveUsers.write(..., part=True)`), merged in the
+    order of the users' first lines: the bytes `write_users` would derive from the rows.
+
+    None when the parts do not count `rows` rows between them (the rows the merged folder
+    holds: then they are not the tallies of those rows), when a user is in two of them
+    (one that a worker tallied as not its own: see the module's text), or when one cannot
+    be read as a part.
+    """
+    try:
+        return _merge_parts(parts, target, rows=rows)
+    except (ValueError, KeyError, TypeError, IndexError):  # not a part: derive instead
+        return None
+
+
+def _merge_parts(parts: Sequence[Path], target: Path, *, rows: int) -> UsersStats | None:
+    tally = Tally()
+    counted = without = 0
+    foreign: set[str] = set()
+    with ExitStack() as stack:
+        files = [stack.enter_context(open(p, "rb")) for p in parts]
+        for f in files:
+            head = orjson.loads(f.readline())
+            counted += head["rows"]
+            without += head["rows_without_user"]
+            foreign.update(head["foreign"])
+        if counted != rows:
+            return None
+        merged = heapq.merge(*(sorted_rows(f) for f in files), key=lambda item: item[0])
+        seen: set[str] = set()
+        with open(target, "wb", buffering=_BUFFER_BYTES) as out:
+            for at, row in merged:
+                if foreign and (key := at[-1]) in foreign:
+                    if key in seen:
+                        return None  # tallied in two parts: only the rows can say it whole
+                    seen.add(key)
+                tally.add_counts(row["records"], row["delivered"])
+                out.write(orjson.dumps(row) + b"\n")
+    return UsersStats(users=tally.users, fully_delivered=tally.fully,
+                      partly_delivered=tally.partly, none_delivered=tally.none,
+                      rows=counted, rows_without_user=without, unreadable_rows=0,
+                      partitions=len(parts))

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from replayer.output.layout import FAILURES, RESULTS, USERS
+from replayer.output.layout import FAILURES, RESULTS, USERS, USERS_PART
 from replayer.output.user_rows import LastResponse, Place, UserRow, UsersStats, str_or_none
 from replayer.source.read import display_name
 
@@ -82,6 +82,21 @@ def write_users(out_dir: Path, *, inputs: Sequence[str],
                       partly_delivered=stats.partly, none_delivered=stats.none,
                       rows=read.rows, rows_without_user=read.without_user,
                       unreadable_rows=read.unreadable, partitions=count)
+
+
+def write_part(out_dir: Path, live: Callable[[Path], UsersStats | None] | None) -> bool:
+    """A worker's part of users.ndjson (USERS_PART in its folder) from its live tally `live`,
+    for its parent to merge (output.live_users.merge_parts); False, and no part, without a
+    tally or when it gave up: the parent then derives users.ndjson from the rows."""
+    part, tmp = out_dir / USERS_PART, out_dir / f"{_TMP_PREFIX}worker-part.tmp"
+    part.unlink(missing_ok=True)
+    try:
+        if live is None or live(tmp) is None:
+            return False
+        os.replace(tmp, part)
+        return True
+    finally:
+        _remove_temporaries(out_dir)
 
 
 # ---- pass 1: rows to partitions -------------------------------------------------------
@@ -163,10 +178,14 @@ class Tally:
     none: int = 0
 
     def add(self, row: UserRow) -> None:
+        self.add_counts(row.records, row.delivered)
+
+    def add_counts(self, records: int, delivered: int) -> None:
+        """One user of `records` rows, `delivered` of them delivered."""
         self.users += 1
-        if row.delivered == row.records:
+        if delivered == records:
             self.fully += 1
-        elif row.delivered:
+        elif delivered:
             self.partly += 1
         else:
             self.none += 1
@@ -297,10 +316,12 @@ def _aggregate_rows(rows: Iterable[list[Any]], target: Path, tally: Tally, *,
 
 
 def write_aggregated(users: dict[str, UserSoFar], target: Path, tally: Tally, *,
-                     final: bool, place: Callable[[Where], Place] | None = None) -> None:
+                     final: bool, place: Callable[[Where], Place] | None = None,
+                     header: bytes = b"") -> None:
     """Writes users to `target` in the order of their first positions: as users.ndjson rows
-    (`final`), or as [first position, row] for `merge_sorted`."""
+    (`final`), or as [first position, row] for `merge_sorted`; after `header`, if any."""
     with open(target, "wb", buffering=_BUFFER_BYTES) as out:
+        out.write(header)
         for key, user in sorted(users.items(),
                                 key=lambda item: (item[1].first, item[0])):
             row = user.row(key, place)
@@ -311,17 +332,20 @@ def write_aggregated(users: dict[str, UserSoFar], target: Path, tally: Tally, *,
             out.write(orjson.dumps(doc) + b"\n")
 
 
-def merge_sorted(parts: Sequence[Path], target: Path) -> None:
+def merge_sorted(parts: Sequence[Path], target: Path, *, keep_at: bool = False,
+                 header: bytes = b"") -> None:
     """Merges partitions sorted by `write_aggregated` into one file of user rows, first
-    positions in order."""
+    positions in order (with `keep_at`, still as [first position, row]; after `header`)."""
     with ExitStack() as stack:
-        streams = [_sorted_rows(stack.enter_context(open(p, "rb"))) for p in parts]
+        streams = [sorted_rows(stack.enter_context(open(p, "rb"))) for p in parts]
         merged = heapq.merge(*streams, key=lambda item: item[0])
         with open(target, "wb", buffering=_BUFFER_BYTES) as out:
-            out.writelines(orjson.dumps(row) + b"\n" for _, row in merged)
+            out.write(header)
+            out.writelines(orjson.dumps(item if keep_at else item[1]) + b"\n"
+                           for item in merged)
 
 
-def _sorted_rows(f: BinaryIO) -> Iterator[list[Any]]:
+def sorted_rows(f: BinaryIO) -> Iterator[list[Any]]:
     for line in f:
         yield orjson.loads(line)  # [[pass, file index, file, line, key], row]
 

@@ -59,6 +59,10 @@ class Shard:
             return False
         return (hash_ // self.stride()) % self.count == self.index
 
+    def holds_key(self, key: str) -> bool:
+        """True when the user of this key (its userId, else its deviceId) is this process's."""
+        return self.holds(zlib.crc32(key.encode("utf-8", "surrogatepass")))
+
     def stride(self) -> int:
         """The product of the counts of the splits this one is taken from."""
         return self.outer.count * self.outer.stride() if self.outer is not None else 1

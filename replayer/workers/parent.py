@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -30,7 +31,8 @@ from replayer.engine.rate_control import worker_share
 from replayer.engine.replay import RunReport
 from replayer.observe.logs import relay
 from replayer.output.closing import close_folder
-from replayer.output.layout import SUMMARY, WORKERS_DIR
+from replayer.output.layout import SUMMARY, USERS_PART, WORKERS_DIR
+from replayer.output.live_users import merge_parts
 from replayer.output.merge import merge_folders, read_part
 from replayer.output.runfile import RunRecord, record_for, write_run
 from replayer.output.summary import Layout, RunSummary
@@ -92,15 +94,22 @@ async def run_workers(
     summary = merge_outputs(out_dir, folders, codes, run_id=run_id, settings=settings,
                             paths=paths, started_wall=started_wall,
                             elapsed_s=time.monotonic() - started, resume_command=resume_command)
-    summary = close_folder(out_dir, summary, record, inputs=paths)
+    # Each worker of a fresh session wrote its users as a part: merged, no row is read again.
+    parts = [folder / USERS_PART for folder in folders]
+    tallied = (functools.partial(merge_parts, parts, rows=summary.delivered + summary.failed)
+               if not settings.resume and all(p.is_file() for p in parts) else None)
+    summary = close_folder(out_dir, summary, record, inputs=paths, tallied=tallied)
+    for part in parts:
+        part.unlink(missing_ok=True)  # used, or of no use to a later session
     return RunReport(summary.exit_code, summary, out_dir)
 
 
 def clear_stale(folders: Sequence[Path]) -> None:
-    """Creates the workers' folders and removes summaries an earlier session left in them."""
+    """Creates the workers' folders and removes the summaries and users' parts an earlier
+    session left in them."""
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        for name in (SUMMARY, SUMMARY + ".tmp"):
+        for name in (SUMMARY, SUMMARY + ".tmp", USERS_PART):
             (folder / name).unlink(missing_ok=True)
 
 
