@@ -334,6 +334,30 @@ async def test_a_run_with_workers_gives_the_users_of_a_single_run(
     assert len(read_rows(single / USERS)) > 50
 
 
+@pytest.mark.parametrize("shard", ["1/2", "2/3"])
+async def test_the_workers_of_a_shard_merge_their_users_too(
+    start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shard: str
+) -> None:
+    # Workers of a --shard split that shard's users: a user is still one worker's.
+    emulator = await start_emulator()
+    merged: list[Any] = []
+
+    def merge_parts(*args: Any, **kw: Any) -> Any:
+        merged.append(live_users.merge_parts(*args, **kw))
+        return merged[-1]
+
+    monkeypatch.setattr(parent, "merge_parts", merge_parts)
+    out = tmp_path / "out"
+    out.mkdir()
+    await run_workers(settings_for(emulator.url, shard=shard), [str(SAMPLE)], out, 3,
+                      control=RunControl(), resume_command=None)
+    live = (out / USERS).read_bytes()
+
+    assert len(merged) == 1 and merged[0] is not None and merged[0].users > 10
+    write_users(out, inputs=[str(SAMPLE)])
+    assert (out / USERS).read_bytes() == live
+
+
 @pytest.mark.parametrize("max_users", [None, 4], ids=["in_memory", "spilled"])
 async def test_users_kept_live_equal_users_derived_from_the_rows(
     start_emulator: StartEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
