@@ -528,6 +528,19 @@ def test_a_user_tallied_by_two_workers_is_not_merged(tmp_path: Path, max_users: 
     assert not write_part(tmp_path, None)
 
 
+def test_a_worker_with_too_many_other_workers_users_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The list of users that are not its own stays bounded: past it, no part (derive).
+    monkeypatch.setattr(live_users, "MAX_FOREIGN", 3)
+    theirs = [f"d{n}" for n in range(200) if Shard(1, 2).holds_key(f"d{n}")][:5]
+    rows = [fail(A, n + 1, None, key, "id_too_long") for n, key in enumerate(theirs)]
+    assert live_users_of(rows[:3], tmp_path / "three", owns=Shard(0, 2).holds_key).write(
+        tmp_path / "three" / USERS_PART, part=True) is not None
+    live = live_users_of(rows, tmp_path / "five", owns=Shard(0, 2).holds_key)
+    assert live.gave_up and live.write(tmp_path / "five" / USERS_PART, part=True) is None
+
+
 def test_parts_that_do_not_count_the_rows_or_are_no_parts_are_not_merged(
     tmp_path: Path
 ) -> None:

@@ -46,6 +46,7 @@ from replayer.output.users import (
 from replayer.records import KeyText
 
 MAX_LIVE_USERS = 32_768  # users tallied in memory (~12 MB); later ones spill to the folder
+MAX_FOREIGN = 65_536  # a worker's users of other workers it lists; past that it gives up
 SPILL_PARTITIONS = 32  # hash partitions of the spilled rows
 _SPLIT = 4  # a partition above PARTITION_BYTES at the end is split this many ways ...
 _MAX_DEPTH = 2  # ... at most this many times (so at most 512 sorted parts to merge)
@@ -115,6 +116,9 @@ class LiveUsers:
         if user is None:
             if self._owns is not None and not self._owns(key):
                 self._foreign.add(key)  # another worker's user: see merge_parts
+                if len(self._foreign) > MAX_FOREIGN:  # memory stays bounded: derive instead
+                    self._give_up()
+                    return
             if len(self._users) >= self._max_users:
                 self._spill(key, position, user_id is not None, device_id, result, what, vars,
                             variants or [])
