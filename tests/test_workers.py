@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Mapping
@@ -14,10 +15,11 @@ import orjson
 import pytest
 
 from replayer.emulator import LatencyModel
-from replayer.output.layout import FAILURES, METRICS, RESULTS, SUMMARY, WORKERS_DIR
+from replayer.output.layout import FAILURES, METRICS, RESULTS, SUMMARY, USERS, WORKERS_DIR
 from replayer.output.metrics import MetricsRow, encode_row, merge_by_second
 from replayer.output.metrics import read_rows as metrics
 from replayer.output.summary import Counts, build, encode
+from replayer.output.users import write_users
 from replayer.workers.parent import read_part
 from tests.conftest import TEST_APP_ID, TEST_KEY, StartEmulator, generated, input_records
 from tests.conftest import read_rows as rows_of
@@ -97,6 +99,18 @@ async def slow_setup(start_emulator: StartEmulator, tmp_path: Path) -> tuple[str
     return emulator.url, data, tmp_path / "out"
 
 
+def assert_users_of_the_rows(data: Path, out: Path) -> None:
+    """users.ndjson (the workers' parts merged, or derived) is what the folder's rows give."""
+    rows = out.parent / f"{out.name}-rows"
+    shutil.rmtree(rows, ignore_errors=True)
+    rows.mkdir()
+    for name in (RESULTS, FAILURES):
+        shutil.copy(out / name, rows / name)
+    write_users(rows, inputs=[str(data)])
+    assert (out / USERS).read_bytes() == (rows / USERS).read_bytes()
+    assert not list((out / WORKERS_DIR).glob("*/users-part.ndjson")), "parts are removed"
+
+
 async def interrupted_run(data: Path, out: Path, url: str) -> None:
     """A first session stopped by SIGTERM once both workers wrote rows (exit 143)."""
     proc = await spawn(data, out, url)
@@ -104,6 +118,7 @@ async def interrupted_run(data: Path, out: Path, url: str) -> None:
     proc.send_signal(signal.SIGTERM)
     code, err = await finish(proc)
     assert code == 143, err
+    assert_users_of_the_rows(data, out)
 
 
 async def resume_completes(data: Path, out: Path, url: str) -> None:
@@ -111,6 +126,7 @@ async def resume_completes(data: Path, out: Path, url: str) -> None:
     assert code == 0, err
     assert summary_of(out)["delivered"] == RECORDS
     assert_every_line_once(data, out)
+    assert_users_of_the_rows(data, out)
 
 
 @pytest.mark.parametrize("key_from", ["env", "file"])
@@ -156,6 +172,7 @@ async def test_a_worker_killed_in_a_resumed_run_is_exit_5_then_resume_completes(
     assert code == 5, err
     assert summary_of(out)["state"] == "aborted"
     assert "resume_with" in summary_of(out)
+    assert_users_of_the_rows(data, out)  # derived: a resume's earlier rows, a dead worker
     await resume_completes(data, out, url)
 
 
