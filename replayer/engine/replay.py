@@ -345,7 +345,7 @@ async def replay(
         reading = Reading(paths, settings.max_line_bytes, loop=settings.loop, resume=resume,
                           shard=shard, lines=lines)
         # A worker's folder gets no users.ndjson: a part of it, which its parent merges.
-        worker = record.layout.shard is not None and shard is not None
+        worker = record.layout.shard is not None
         run = Replay(settings, reading, out_dir, poster=poster, url=url, auth=auth,
                      clock=clock or RealClock(), rng=rng or random.Random(), control=control,
                      secret=secret, owns=shard.holds_key if worker and shard else None)
@@ -364,6 +364,6 @@ async def replay(
             settings=part.settings, inputs=part.inputs, run_id=record.run_id,
             resume_with=resume_command, layout=part.layout)
         summary = close_folder(out_dir, summary, record, inputs=paths,
-                               users=record.layout.shard is None, live=run.users, part=worker)
+                               users=not worker, live=run.users)
         return RunReport(summary.exit_code, summary, out_dir)
     raise AssertionError("unreachable")  # pragma: no cover

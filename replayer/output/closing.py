@@ -21,19 +21,18 @@ from replayer.records import ExitCode, worst
 
 def close_folder(out_dir: Path, summary: RunSummary, record: RunRecord, *,
                  inputs: Sequence[str], users: bool = True, live: LiveUsers | None = None,
-                 part: bool = False,
                  tallied: Callable[[Path], UsersStats | None] | None = None) -> RunSummary:
     """Writes the files that end a run (a single run's, or a merged one's) and returns the
     summary as it ends. When they cannot be written, the run ends as an output failure:
     said in one line, and a resume writes them again. `users`: whether this folder gets
-    users.ndjson (a worker's folder does not: its parent's merge does, from each worker's
-    `part` of it); `live`, the users tallied as the rows were written, or `tallied`, what
-    writes them so (the workers' parts merged), spares reading the rows again."""
+    users.ndjson (a worker's folder does not: it gets its part of it, from `live`, which
+    its parent merges); `live`, the users tallied as the rows were written, or `tallied`,
+    what writes them so (the workers' parts merged), spares reading the rows again."""
     try:
         try:
             if users:
                 write_users(out_dir, inputs=inputs, live=live.write if live else tallied)
-            elif part:
+            else:
                 write_part(out_dir, functools.partial(live.write, part=True) if live else None)
         except OSError as exc:
             raise OutputError(f"cannot write the users of {out_dir}: {exc.strerror}") from None
