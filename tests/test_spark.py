@@ -308,6 +308,7 @@ def test_replayer_run_refuses_a_spark_folder_unless_overwrite(
     out.mkdir()
     run_job(spark, file_source([str(data)]), settings_for("embedded", dry_run=True), out,
             partitions=3, say=lambda _: None)
+    assert not list(out.glob("parts/*/users-part.ndjson")), "a partition keeps no users' part"
     rows = (out / RESULTS).read_bytes()
     for extra in (["--resume"], []):
         result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run",

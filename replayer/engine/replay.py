@@ -344,11 +344,13 @@ async def replay(
             secret = endpoint.client_key
         reading = Reading(paths, settings.max_line_bytes, loop=settings.loop, resume=resume,
                           shard=shard, lines=lines)
-        # A worker's folder gets no users.ndjson: a part of it, which its parent merges.
-        worker = record.layout.shard is not None
+        # A worker's or a Spark partition's folder gets no users.ndjson; a worker keeps its
+        # users all the same, as a part of it that its parent merges.
+        single = record.layout.shard is None
+        owns = shard.holds_key if not single and shard is not None else None
         run = Replay(settings, reading, out_dir, poster=poster, url=url, auth=auth,
                      clock=clock or RealClock(), rng=rng or random.Random(), control=control,
-                     secret=secret, owns=shard.holds_key if worker and shard else None)
+                     secret=secret, keep_users=single or owns is not None, owns=owns)
         run.journal.save_run(record.with_state("running"))
         if on_start is not None:
             on_start(run)
@@ -364,6 +366,6 @@ async def replay(
             settings=part.settings, inputs=part.inputs, run_id=record.run_id,
             resume_with=resume_command, layout=part.layout)
         summary = close_folder(out_dir, summary, record, inputs=paths,
-                               users=not worker, live=run.users)
+                               users=single, live=run.users)
         return RunReport(summary.exit_code, summary, out_dir)
     raise AssertionError("unreachable")  # pragma: no cover

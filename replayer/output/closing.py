@@ -26,14 +26,14 @@ def close_folder(out_dir: Path, summary: RunSummary, record: RunRecord, *,
     summary as it ends. When they cannot be written, the run ends as an output failure:
     said in one line, and a resume writes them again. `users`: whether this folder gets
     users.ndjson (a worker's folder does not: it gets its part of it, from `live`, which
-    its parent merges); `live`, the users tallied as the rows were written, or `tallied`,
+    its parent merges; a Spark partition's has no tally); `live`, the users tallied as the rows were written, or `tallied`,
     what writes them so (the workers' parts merged), spares reading the rows again."""
     try:
         try:
             if users:
                 write_users(out_dir, inputs=inputs, live=live.write if live else tallied)
-            else:
-                write_part(out_dir, functools.partial(live.write, part=True) if live else None)
+            elif live is not None:
+                write_part(out_dir, functools.partial(live.write, part=True))
         except OSError as exc:
             raise OutputError(f"cannot write the users of {out_dir}: {exc.strerror}") from None
         write_atomic(out_dir / SUMMARY, run_summary.encode(summary))
