@@ -14,6 +14,7 @@ import pytest
 
 from replayer.emulator import FaultConfig, LatencyModel
 from replayer.engine.control import RunControl
+from replayer.engine.intake import MEMORY_CAP, lane_cap
 from replayer.engine.replay import replay
 from replayer.output.layout import FAILURES, RESULTS, SUMMARY
 from replayer.records import ExitCode
@@ -178,6 +179,40 @@ async def test_invalid_access_key_stops_the_run(
     assert state["counters"]["requests"] <= 16, "stops at once, not after every record"
     assert "invalid_key" in report.summary.stopped_because
     assert read_rows(tmp_path / "out" / RESULTS) == []
+
+
+def test_lane_cap_leaves_room_for_users_per_slot_within_its_bounds() -> None:
+    def cap(**overrides: Any) -> int:
+        return lane_cap(settings_for("http://127.0.0.1:1/api", **overrides), paced=False)
+
+    assert cap(batch=True, batch_actions=300) == 300
+    assert cap(batch=False, concurrency=64) == MEMORY_CAP // (4 * 64)  # 78
+    assert cap(batch=False, concurrency=1) == 256
+    assert cap(batch=False, concurrency=1000) == 16
+    paced = settings_for("http://127.0.0.1:1/api", batch=False, concurrency=64)
+    assert lane_cap(paced, paced=True) == 16  # a paced read-ahead is small
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["start", "multi"])
+async def test_heavy_users_past_the_lane_cap_keep_their_order(
+    start_emulator: StartEmulator, tmp_path: Path, batch: bool
+) -> None:
+    emulator = await start_emulator()
+    data = tmp_path / "in.ndjson"
+    # Two users of 700 records each, interleaved with light ones: past any lane's cap.
+    lines = [orjson.dumps({"userId": f"heavy{i % 2}", "time": 1_700_000_000 + i})
+             for i in range(1400)]
+    lines += [orjson.dumps({"userId": f"light{i}", "time": 1_700_000_000 + i})
+              for i in range(300)]
+    data.write_bytes(b"\n".join(lines) + b"\n")
+
+    report = await run_replay(settings_for(emulator.url, concurrency=4, batch=batch,
+                                           batch_actions=50), [data], tmp_path / "out")
+
+    state = await emulator.state()
+    assert report.exit_code == ExitCode.OK
+    assert received_times(state) == expected_times(data)
+    assert len(read_rows(tmp_path / "out" / RESULTS)) == 1700
 
 
 async def test_user_with_thousands_of_records_in_a_row_spills_and_keeps_order(

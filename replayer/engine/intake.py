@@ -25,6 +25,28 @@ from replayer.source.validate import parse_lines
 MEMORY_CAP = 20_000  # sessions held in memory across all lanes
 PACED_MEMORY_CAP = 2_000  # a paced run needs little read-ahead
 SPILL_CAP = 500_000  # sessions waiting on disk before intake pauses
+SINGLE_LANE_CAP = (16, 256)  # --no-batch: the least and most of one lane kept in memory
+LANES_PER_SLOT = 4  # --no-batch: users the read-ahead holds per --concurrency slot, at least
+
+
+def memory_cap(settings: Settings, *, paced: bool) -> int:
+    """How many sessions the read-ahead holds in memory across all lanes."""
+    return PACED_MEMORY_CAP if paced or settings.pace == "original" else MEMORY_CAP
+
+
+def lane_cap(settings: Settings, *, paced: bool) -> int:
+    """How many of one user's sessions stay in memory before the rest wait on disk.
+
+    Batched, a whole call's worth. With --no-batch, as many as leave room in the read-ahead
+    for LANES_PER_SLOT users per slot even when every user has that many waiting (so heavy
+    users never starve the slots), within SINGLE_LANE_CAP: each session past the cap costs
+    a write and a read of the spill file.
+    """
+    if settings.batch:
+        return settings.batch_actions
+    low, high = SINGLE_LANE_CAP
+    per_lane = memory_cap(settings, paced=paced) // (LANES_PER_SLOT * settings.concurrency)
+    return max(low, min(high, per_lane))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +110,7 @@ class Intake:
         self._clock = clock
         self._pace = OriginalPace(settings.speed) if settings.pace == "original" else None
         self._pace_origin: tuple[int, float, float] | None = None  # pass, first time, start
-        self._memory_cap = PACED_MEMORY_CAP if paced or self._pace else MEMORY_CAP
+        self._memory_cap = memory_cap(settings, paced=paced)
 
     async def run(self, reader: ChunkReader) -> None:
         """Until the input ends (or an input error, which stops the run with exit 4)."""

@@ -30,7 +30,7 @@ from replayer.engine.dispatch import AutoRateFeed, Batching, Dispatcher
 from replayer.engine.endpoint import open_endpoint, open_poster
 from replayer.engine.finish import Finisher
 from replayer.engine.flow import Flow
-from replayer.engine.intake import Intake, LineSource, Reading, input_lines
+from replayer.engine.intake import Intake, LineSource, Reading, input_lines, lane_cap
 from replayer.engine.lanes import Lanes
 from replayer.engine.monitor import Monitor
 from replayer.engine.outage import Outage
@@ -96,12 +96,6 @@ class Replay:
         self.clock, self.control = clock, control
         self.stats, self.counts = RunStats(), ReadCounts()
         self._spill = FileSpill(out_dir)
-        lanes = Lanes(lane_cap=settings.batch_actions if settings.batch else 16, spill=self._spill)
-        self.flow = flow = Flow(lanes)
-        self.results = NdjsonSink(out_dir / RESULTS, secret=secret)
-        self.failures = NdjsonSink(out_dir / FAILURES, secret=secret)
-        self.metrics = NdjsonSink(out_dir / METRICS)
-        self.journal = Journal(out_dir)
         self.pacer = pacer_for(settings, clock)
         auto = auto_rate_of(settings)
         self.auto = (AutoRateFeed(RateController(auto, now_s=clock.now()), self.pacer, clock)
@@ -109,6 +103,12 @@ class Replay:
         paced = self.pacer is not None and self.auto is None
         if unpaced and paced:
             self.pacer = None  # (it still reads ahead as the paced run does)
+        lanes = Lanes(lane_cap=lane_cap(settings, paced=paced), spill=self._spill)
+        self.flow = flow = Flow(lanes)
+        self.results = NdjsonSink(out_dir / RESULTS, secret=secret)
+        self.failures = NdjsonSink(out_dir / FAILURES, secret=secret)
+        self.metrics = NdjsonSink(out_dir / METRICS)
+        self.journal = Journal(out_dir)
         self.outage = Outage(window_s=settings.outage_window_s,
                              probe_max_s=settings.outage_probe_max_s,
                              limit_s=settings.outage_limit_s, clock=clock, flow=flow)
