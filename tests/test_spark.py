@@ -28,7 +28,7 @@ from replayer.config import Settings
 from replayer.engine.control import RunControl
 from replayer.engine.replay import replay
 from replayer.output import summary as s
-from replayer.output.layout import FAILURES, RESULTS, RUN
+from replayer.output.layout import FAILURES, RESULTS, RUN, USERS_PART
 from replayer.records import ExitCode
 from tests.conftest import (
     TEST_KEY,
@@ -308,7 +308,7 @@ def test_replayer_run_refuses_a_spark_folder_unless_overwrite(
     out.mkdir()
     run_job(spark, file_source([str(data)]), settings_for("embedded", dry_run=True), out,
             partitions=3, say=lambda _: None)
-    assert not list(out.glob("parts/*/users-part.ndjson")), "a partition keeps no users' part"
+    assert not list(out.glob(f"parts/*/{USERS_PART}")), "a partition keeps no users' part"
     rows = (out / RESULTS).read_bytes()
     for extra in (["--resume"], []):
         result = CliRunner().invoke(main, ["run", str(data), "--out", str(out), "--dry-run",

@@ -15,7 +15,15 @@ import orjson
 import pytest
 
 from replayer.emulator import LatencyModel
-from replayer.output.layout import FAILURES, METRICS, RESULTS, SUMMARY, USERS, WORKERS_DIR
+from replayer.output.layout import (
+    FAILURES,
+    METRICS,
+    RESULTS,
+    SUMMARY,
+    USERS,
+    USERS_PART,
+    WORKERS_DIR,
+)
 from replayer.output.metrics import MetricsRow, encode_row, merge_by_second
 from replayer.output.metrics import read_rows as metrics
 from replayer.output.summary import Counts, build, encode
@@ -108,7 +116,7 @@ def assert_users_of_the_rows(data: Path, out: Path) -> None:
         shutil.copy(out / name, rows / name)
     write_users(rows, inputs=[str(data)])
     assert (out / USERS).read_bytes() == (rows / USERS).read_bytes()
-    assert not list((out / WORKERS_DIR).glob("*/users-part.ndjson")), "parts are removed"
+    assert not list((out / WORKERS_DIR).glob(f"*/{USERS_PART}")), "parts are removed"
 
 
 async def interrupted_run(data: Path, out: Path, url: str) -> None:

@@ -26,8 +26,9 @@ def close_folder(out_dir: Path, summary: RunSummary, record: RunRecord, *,
     summary as it ends. When they cannot be written, the run ends as an output failure:
     said in one line, and a resume writes them again. `users`: whether this folder gets
     users.ndjson (a worker's folder does not: it gets its part of it, from `live`, which
-    its parent merges; a Spark partition's has no tally); `live`, the users tallied as the rows were written, or `tallied`,
-    what writes them so (the workers' parts merged), spares reading the rows again."""
+    its parent merges; a Spark partition's has no tally). `live`, the users tallied as
+    the rows were written, or `tallied`, what writes them so (the workers' parts merged),
+    spares reading the rows again."""
     try:
         try:
             if users:
