@@ -4,6 +4,7 @@ revision, of this tree, and bench/lean.py.
     .venv/bin/python bench/hotpath.py                       # against d2b2076, 1M records, 3 reps
     .venv/bin/python bench/hotpath.py --old REV --records 300000 --reps 5
     .venv/bin/python bench/hotpath.py --only old-batch,new-batch,lean   # batched, and the yardstick
+    .venv/bin/python bench/hotpath.py --records 100000 --only new-single,lean-single,baseline
 
 The old revision is exported with `git archive` (read-only: the checkout is not touched)
 and installed into its own virtualenv under the cache folder. Every variant runs against
@@ -12,8 +13,8 @@ pinned to one CPU and the server to the other, interleaved rep by rep (old, new,
 new, ...) so drift of this shared machine hits both alike. Per variant: the median
 records/s, CPU µs per record and peak RSS, and the ratio new/old of each rep's pair.
 The bare aiohttp client (bench/baseline_client.py), wrk (when on PATH; one start body) and
-bench/lean.py (our own lean batched replayer doing the same work as `replayer run`
-batched; needs the bench extra) are measured in the same reps. Stdlib only, plus what
+bench/lean.py (our own lean replayer doing the same work as `replayer run`, batched and,
+as lean-single, with --no-batch; needs the bench extra) are measured in the same reps. Stdlib only, plus what
 bench/run.py uses.
 """
 
@@ -100,9 +101,11 @@ def variants(args: argparse.Namespace, tmp: Path, server: bench.Server, client: 
         return ([*client, sys.executable, str(bench.BASELINE), str(path), "--endpoint",
                  server.url, *conc], bench.check_baseline(args.records))
 
-    def lean(work: Path) -> tuple[list[str], Any]:
-        return ([*client, sys.executable, str(LEAN), str(path), "--endpoint", server.url,
-                 "--out", str(work / "out"), *conc], check_lean(args.records))
+    def lean(*flags: str) -> Variant.cmd:  # type: ignore[name-defined]
+        def build(work: Path) -> tuple[list[str], Any]:
+            return ([*client, sys.executable, str(LEAN), str(path), "--endpoint", server.url,
+                     "--out", str(work / "out"), *conc, *flags], check_lean(args.records))
+        return build
 
     found = [
         Variant("old-batch", f"replayer run (batched), {args.old}", replayer([str(old)])),
@@ -111,7 +114,9 @@ def variants(args: argparse.Namespace, tmp: Path, server: bench.Server, client: 
                 replayer([str(old)], "--no-batch")),
         Variant("new-single", "replayer run --no-batch, this tree", replayer(new, "--no-batch")),
         Variant("baseline", "bare aiohttp client (one start per record)", baseline),
-        Variant("lean", "bench/lean.py (lean batched yardstick)", lean),
+        Variant("lean", "bench/lean.py (lean batched yardstick)", lean()),
+        Variant("lean-single", "bench/lean.py --no-batch (lean one-start yardstick)",
+                lean("--no-batch")),
     ]
     wrk = shutil.which("wrk")
     if wrk:
@@ -164,6 +169,10 @@ def table(found: list[Variant]) -> list[str]:
                  f"{pairs('new-single', 'old-single', rate)} |")
     lines.append(f"| --no-batch records/s, new / bare aiohttp client | "
                  f"{pairs('new-single', 'baseline', rate)} |")
+    lines.append(f"| --no-batch records/s, new / lean --no-batch | "
+                 f"{pairs('new-single', 'lean-single', rate)} |")
+    lines.append(f"| --no-batch records/s, lean / bare aiohttp client | "
+                 f"{pairs('lean-single', 'baseline', rate)} |")
     lines.append(f"| batched records/s, new / wrk requests/s | {pairs('new-batch', 'wrk', rate)} |")
     lines.append(f"| batched records/s, new / lean | {pairs('new-batch', 'lean', rate)} |")
     lines.append(f"| batched CPU per record, lean / new | "

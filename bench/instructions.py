@@ -10,7 +10,7 @@ over M - N records, so start-up and imports cancel out. Both inputs are over 2 M
 the run's input fingerprint (a hash of the first and last MiB) costs the same in both.
 
 Variants: `single` (`replayer run --no-batch`), `batch` (`replayer run`), `lean`
-(bench/lean.py), `floor` (bench/request_floor.py's `workers` mode: replayer's own post()
+(bench/lean.py), `lean-single` (bench/lean.py --no-batch), `floor` (bench/request_floor.py's `workers` mode: replayer's own post()
 from 64 coroutines, nothing else) and `bare` (bench/baseline_client.py).
 
 Counts are not times: CPU time also pays for cache misses, which valgrind does not show;
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import run as bench
 
-VARIANTS = ("single", "batch", "lean", "floor", "bare")
+VARIANTS = ("single", "batch", "lean", "lean-single", "floor", "bare")
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -58,9 +58,10 @@ def command(variant: str, url: str, path: Path, records: int, out: Path) -> list
         return [*bench.replayer_cmd(), "run", str(path), "--endpoint", url, *flags,
                 "--concurrency", "64", "--workers", "1", "--out", str(out), "--overwrite",
                 "--quiet"]
-    if variant == "lean":
+    if variant in ("lean", "lean-single"):
+        flags = ["--no-batch"] if variant == "lean-single" else []
         return [py, str(bench.BENCH / "lean.py"), str(path), "--endpoint", url, "--out",
-                str(out), "--concurrency", "64"]
+                str(out), "--concurrency", "64", *flags]
     if variant == "floor":
         return [py, str(bench.BENCH / "request_floor.py"), "--child", url, str(path),
                 str(records), "workers"]

@@ -1,4 +1,4 @@
-"""A lean batched replayer: the yardstick for `replayer run` (batched), not a product path.
+"""A lean replayer: the yardstick for `replayer run`, batched or not, not a product path.
 
 It does the essential work of `replayer run` with batching, in as little Python per
 record as we know how: reads NDJSON lines; validates them as `replayer validate` does
@@ -7,7 +7,10 @@ Python checks only what a type cannot say; a line the fast path does not accept 
 through replayer's own validator, so the verdicts are the same); keeps per-user lanes
 with one request in flight per user; sends batches of up to 50 users / 500 actions
 through `multi`; writes one journal line per request and one row per record
-(results.ndjson, failures.ndjson); retries 429, 5xx and transport errors.
+(results.ndjson, failures.ndjson); retries 429, 5xx and transport errors. With
+`--no-batch`, one `start` call per record instead, the line's own bytes after the auth
+fields, from a sender per `--concurrency` slot: the yardstick for `replayer run
+--no-batch`, beside the bare client that does none of the work above but the sending.
 
 Its means: the action sent is the line's own bytes when nothing needed normalising; a
 lane holds (line number, row head bytes, action bytes); a request body is one join; an
@@ -15,7 +18,7 @@ answer is decoded into Structs holding only what rows need; a row is its head (e
 once at intake) plus a tail (encoded once per distinct answer).
 
     LEANPLUM_APP_ID=... LEANPLUM_CLIENT_KEY=... \\
-        python bench/lean.py FILE --endpoint http://127.0.0.1:PORT/api --out DIR
+        python bench/lean.py FILE --endpoint http://127.0.0.1:PORT/api --out DIR [--no-batch]
 
 One input file; prints `lines=N delivered=N failed=N requests=N`; exit code 0 when every
 valid record was delivered, 1 otherwise. Needs the `bench` extra (msgspec).
@@ -193,10 +196,17 @@ class Lean:
     """The whole replayer: intake, lanes, batches, answers, rows."""
 
     def __init__(self, path: Path, out: Path, *, endpoint: str, app_id: str, key: str,
-                 concurrency: int, retry: RetryPolicy, timeout_s: float) -> None:
+                 concurrency: int, retry: RetryPolicy, timeout_s: float,
+                 batch: bool = True) -> None:
         self.path, self.file = path, display_name(str(path))
         self.file_json = orjson.dumps(self.file)
-        self.url = f"{endpoint}?action=multi"
+        self.batch = batch
+        self.url = f"{endpoint}?action={'multi' if batch else 'start'}"
+        self.max_users, self.max_actions = (MAX_USERS, MAX_ACTIONS) if batch else (1, 1)
+        # Read on while fewer users than one request takes are ready (one per sender
+        # without batching); an action is a `multi` element or, unbatched, the parameters.
+        self.want_ready = MAX_USERS if batch else concurrency
+        self.params_at = len(_START) if batch else 1
         self.auth = auth_prefix(app_id, key)
         self.key = KeyText(key)  # the key's text never reaches a row (one search per write)
         self.concurrency, self.retry, self.timeout_s = concurrency, retry, timeout_s
@@ -255,6 +265,7 @@ class Lean:
             records = [self._one(data) for data in lines]
         now_s = time.time()
         later = now_s + 86400.0
+        batch = self.batch
         stamp = b'{"action":"start","time":' + orjson.dumps(now_s) + b","
         for (n, data), r in zip(numbered, records, strict=True):
             sent = fast_line(r, data, later) if r is not None else None
@@ -262,7 +273,8 @@ class Lean:
                 user = r.userId or r.deviceId
                 head = orjson.dumps({"file": self.file, "line": n, "userId": r.userId or None,
                                      "deviceId": r.deviceId or None})[:-1] + b","
-                action = (_START if r.time is not UNSET else stamp) + sent[1:]
+                action = ((_START if r.time is not UNSET else stamp) + sent[1:] if batch
+                          else sent)
             else:
                 parsed = self._invalid(RawLine(self.file, n, data), now_s)
                 if parsed is None:
@@ -271,7 +283,8 @@ class Lean:
                 head = orjson.dumps({"file": self.file, "line": n, "userId": parsed.user_id,
                                      "deviceId": parsed.device_id})[:-1] + b","
                 # a valid record has an ID, so its body is never {}
-                action = (_START if parsed.time_s is not None else stamp) + parsed.body[1:]
+                action = ((_START if parsed.time_s is not None else stamp) + parsed.body[1:]
+                          if batch else parsed.body)
             lane = self.lanes.get(user)
             if lane is None:
                 lane = self.lanes[user] = deque()
@@ -299,16 +312,16 @@ class Lean:
     # ---- lanes and batches -------------------------------------------------------------
 
     def take(self) -> tuple[list[str], list[list[Entry]]] | None:
-        """Up to MAX_USERS ready users, MAX_ACTIONS actions in all, each user's first ones."""
-        if len(self.ready) < MAX_USERS and not self.eof and self.pending < MAX_PENDING:
+        """Up to max_users ready users, max_actions actions in all, each user's first ones."""
+        if len(self.ready) < self.want_ready and not self.eof and self.pending < MAX_PENDING:
             self.fill()
         ready, lanes, busy = self.ready, self.lanes, self.busy
         if not ready:
             return None
         users: list[str] = []
         parts: list[list[Entry]] = []
-        room = MAX_ACTIONS
-        while ready and len(users) < MAX_USERS and room > 0:
+        room, max_users = self.max_actions, self.max_users
+        while ready and len(users) < max_users and room > 0:
             user = ready.popleft()
             lane = lanes[user]
             n = min(room, len(lane))
@@ -346,9 +359,12 @@ class Lean:
     async def send(self, http: aiohttp.ClientSession, users: list[str],
                    parts: list[list[Entry]]) -> None:
         entries = [e for part in parts for e in part]
-        now = orjson.dumps(time.time())
-        body = b"".join((self.auth, b',"time":', now, b',"data":[',
-                         b",".join([e[2] for e in entries]), b"]}"))
+        if self.batch:
+            now = orjson.dumps(time.time())
+            body = b"".join((self.auth, b',"time":', now, b',"data":[',
+                             b",".join([e[2] for e in entries]), b"]}"))
+        else:  # one record: the auth fields, then its parameters
+            body = self.auth + b"," + entries[0][2][1:]
         _write(self.journal_fd,
                orjson.dumps([self.file, [e[0] for e in entries]]) + b"\n")
         self.requests += 1
@@ -406,7 +422,7 @@ class Lean:
                 else:
                     self.not_delivered += 1
                     self._rows(False, entry[1] + tail[:-2] + b',"record":{'
-                               + entry[2][len(_START):] + b"}\n", 1)
+                               + entry[2][self.params_at:] + b"}\n", 1)
                 self.pending -= 1
             if back:
                 asyncio.get_running_loop().call_later(retry_in, self.free, user, back)
@@ -498,10 +514,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--max-attempts", type=int, default=DEFAULTS.max_attempts)
     p.add_argument("--backoff-base", type=float, default=DEFAULTS.backoff_base_s)
     p.add_argument("--timeout", type=float, default=DEFAULTS.timeout_s)
+    p.add_argument("--no-batch", dest="batch", action="store_false",
+                   help="one `start` call per record (the yardstick for replayer's --no-batch)")
     args = p.parse_args(list(argv) if argv is not None else None)
     lean = Lean(args.path, args.out, endpoint=args.endpoint,
                 app_id=os.environ["LEANPLUM_APP_ID"], key=os.environ["LEANPLUM_CLIENT_KEY"],
-                concurrency=args.concurrency, timeout_s=args.timeout,
+                concurrency=args.concurrency, timeout_s=args.timeout, batch=args.batch,
                 retry=RetryPolicy(max_attempts=args.max_attempts, base_s=args.backoff_base,
                                   max_s=max(args.backoff_base, DEFAULTS.backoff_max_s)))
     try:

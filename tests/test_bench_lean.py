@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from replayer.emulator import FaultConfig
@@ -71,8 +72,9 @@ def kinds(out: Path) -> dict[int, str]:
     return found
 
 
+@pytest.mark.parametrize("batch", [True, False], ids=["batched", "no-batch"])
 async def test_lean_writes_one_row_per_line_with_the_verdicts_of_replayer_run(
-    start_emulator: StartEmulator, tmp_path: Path
+    start_emulator: StartEmulator, tmp_path: Path, batch: bool
 ) -> None:
     source = generated(tmp_path / "gen.ndjson", records=300, users=30)
     path = tmp_path / "in.ndjson"
@@ -83,14 +85,15 @@ async def test_lean_writes_one_row_per_line_with_the_verdicts_of_replayer_run(
     path.write_bytes(b"\n".join(lines) + b"\n")
     emulator = await start_emulator(blocked_users=frozenset({"blocked-user"}),
                                     faults=FaultConfig(status_503=0.2), seed=3)
-    settings = settings_for(emulator.url, max_attempts=30)
+    settings = settings_for(emulator.url, max_attempts=30, batch=batch)
     tree, yardstick = tmp_path / "tree", tmp_path / "lean"
     tree.mkdir()
     await replay(settings, [str(path)], tree, control=RunControl(), rng=random.Random(1))
 
     runner = lean.Lean(path, yardstick, endpoint=emulator.url, app_id=TEST_APP_ID, key=TEST_KEY,
                        concurrency=8, timeout_s=5.0,
-                       retry=RetryPolicy(max_attempts=30, base_s=0.01, max_s=0.05))
+                       retry=RetryPolicy(max_attempts=30, base_s=0.01, max_s=0.05),
+                       batch=batch)
     await runner.run()
 
     expected = kinds(tree)
@@ -101,9 +104,15 @@ async def test_lean_writes_one_row_per_line_with_the_verdicts_of_replayer_run(
                                       "missing_user_id", "wrong_type", "id_too_long",
                                       "unknown_field", "secret_field", "config_field",
                                       "invalid_attribute_name", "invalid_value",
-                                      "invalid_time", "rejected"}
+                                      "invalid_time",
+                                      # a blocked user's answer, inside a multi or alone
+                                      "rejected" if batch else "blocked"}
     journal = (yardstick / "journal.log").read_bytes().splitlines()
     assert len(journal) == runner.requests > 0  # one journal line per request
+    if not batch:  # one record per request, each a `start` call (both runs)
+        assert all(len(orjson.loads(line)[1]) == 1 for line in journal)
+        counters = (await emulator.state())["counters"]
+        assert set(counters["requests_by_action"]) == {"start"}
 
 
 def test_the_fast_path_sends_what_the_validator_would() -> None:
