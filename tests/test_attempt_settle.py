@@ -210,3 +210,55 @@ async def test_a_record_that_keeps_failing_gives_up_after_its_attempts(tmp_path:
         ("server_error", 3)]
     assert rig.clock.sleeps == [pytest.approx(2.0), pytest.approx(4.0)]
     assert rig.stats.retries == 2 and rig.stats.requests == 3
+
+
+ONE_CALL_ANSWERS = {
+    "delivered": ok(1),
+    "a warning": Attempt(200, orjson.dumps({"response": [{"success": True, "warning": {
+        "message": "Device not found"}}]}), latency_ms=3.0),
+    "throttled, with Retry-After": Attempt(429, b"{}", latency_ms=1.5, retry_after="7"),
+    "a server error": Attempt(503, None, latency_ms=2.0),
+    "not a Leanplum answer": Attempt(200, b"<html>", latency_ms=2.0),
+    "refused, never sent": Attempt(None, None, "connect", "refused", sent=False),
+    "timed out": Attempt(None, None, "timeout", latency_ms=5000.0),
+    "invalid key": Attempt(401, orjson.dumps({"response": [{"success": False, "error": {
+        "message": "Invalid clientKey"}}]}), latency_ms=1.0),
+    "forbidden": Attempt(403, b"{}", latency_ms=1.0),
+}
+
+
+@pytest.mark.parametrize("attempt", ONE_CALL_ANSWERS.values(), ids=ONE_CALL_ANSWERS.keys())
+@pytest.mark.parametrize("earlier", ["first try", "ambiguous before", "resent"])
+async def test_one_start_call_answers_as_a_take_of_one_does(tmp_path: Path, attempt: Attempt,
+                                                             earlier: str) -> None:
+    """Without batching, attempt() takes its own short way for the one record of a take: its
+    answers, journal lines and never-left lines are those of the general way."""
+    seen: dict[bool, tuple[Answers, list[Any], list[Any], list[str]]] = {}
+    for batch in (False, True):
+        (tmp_path / str(batch)).mkdir()
+        rig = Rig(tmp_path / str(batch), Script(lambda lines: attempt))
+        left: list[list[tuple[str, int]]] = []
+        urls: list[str] = []
+
+        async def poster(url: str, body: bytes, *, actions: int,
+                         urls: list[str] = urls) -> Attempt:
+            urls.append(url.rsplit("=", 1)[-1])
+            assert actions == 1 and b'"appId":"a"' in body
+            return attempt
+
+        rig.attempter = Attempter(poster=poster, url="http://127.0.0.1:9/api",
+                                  auth=b'{"appId":"a"', batch=batch, clock=rig.clock,
+                                  outage=rig.outage,
+                                  before_send=lambda ls, rig=rig: rig.journal.append(list(ls)),
+                                  never_left=lambda ls, left=left: left.append(list(ls)))
+        rig.push("a")
+        take = rig.take()
+        work = take.works[0]
+        work.ambiguous = int(earlier == "ambiguous before")
+        work.resent = earlier == "resent"
+        answers = await rig.attempter.attempt(take.parts, planned_s=1.0)
+        seen[batch] = (answers, rig.journal, left, urls)
+    (one, journal, left, urls), (general, *_) = seen[False], seen[True]
+    assert one == general
+    assert urls == ["start"] and journal == [[("in", 1)]]
+    assert left == ([] if attempt.sent else [[] if earlier != "first try" else [("in", 1)]])

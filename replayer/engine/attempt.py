@@ -87,6 +87,8 @@ class Attempter:
 
     async def attempt(self, parts: Parts, *, planned_s: float) -> Answers:
         """Sends `parts` in one call (in halves if refused as too large); returns the answers."""
+        if not self._batch:
+            return await self._send_one(parts[0][1][0], planned_s)
         answers = Answers.unsent(sum(len(ws) for _, ws in parts))
         await self._send(parts, 0, answers, planned_s)
         answers.delivered = (answers.fatal is None
@@ -142,6 +144,34 @@ class Attempter:
         if attempt.retry_after is not None:
             retry_after_s = parse_retry_after(attempt.retry_after, now_s=self._clock.wall())
             answers.retry_after_s[start:stop] = [retry_after_s] * n
+
+
+    async def _send_one(self, work: Work, planned_s: float) -> Answers:
+        """`_send` for a take of one work (without batching, every take): one `start` call,
+        whose answer is never split."""
+        session = work.session
+        line = [(session.file, session.line_no)]
+        self._before_send(line)
+        body = send.start_body(self._auth, work)
+        clock = self._clock
+        sent_s = clock.now()
+        attempt = await self._poster(self._start_url, body, actions=1)
+        now_s = clock.now()
+        outcome = classify(attempt, 1)[0]
+        verdict = outcome.verdict
+        fatal = verdict is Verdict.FATAL
+        delivered = verdict is Verdict.DELIVERED
+        latency_ms = attempt.latency_ms
+        sent = Sent(1, 0 if fatal else 1, 1 if delivered else 0, latency_ms,
+                    (now_s - planned_s) * 1000.0, max(0.0, sent_s - planned_s) * 1000.0)
+        self._outage.note(attempt)
+        if not attempt.sent:  # as in _send
+            self._never_left([] if work.ambiguous or work.resent else line)
+        if fatal:
+            return Answers([None], [0.0], [None], False, outcome, [sent])
+        retry_after_s = None if attempt.retry_after is None else parse_retry_after(
+            attempt.retry_after, now_s=clock.wall())
+        return Answers([outcome], [latency_ms], [retry_after_s], delivered, None, [sent])
 
 
 def _halves(parts: Parts) -> list[Parts]:

@@ -111,7 +111,12 @@ class Dispatcher:
             if self._outage.down():
                 await self._outage.probe_turn()
             take = await self._next_take()
-            planned_s = None if take is None else await self._planned_time(take)
+            if take is None:
+                planned_s = None
+            elif self._pacer is None:  # unpaced: no coroutine to await per request
+                planned_s = self._due(take)
+            else:
+                planned_s = await self._paced_time(self._pacer)
             if take is None or planned_s is None:
                 self._slots.release()
                 return
@@ -127,22 +132,27 @@ class Dispatcher:
         sent_s = self._clock.now()
         try:
             answers = await self._attempter.attempt(take.parts, planned_s=planned_s)
-            signal = signal_of(answers, self.limits)
-            if self.auto is not None and signal is not None:
-                self.auto.answered(signal, sent_s=sent_s)
+            if self.auto is not None:
+                signal = signal_of(answers, self.limits)
+                if signal is not None:
+                    self.auto.answered(signal, sent_s=sent_s)
+            elif not answers.delivered:
+                signal_of(answers, self.limits)  # counts a 429 by its cause
             self._settler.settle(take.parts, answers, tg)
         finally:
             flow.in_flight -= 1
             self._slots.release()
             flow.changed.set()
 
-    async def _planned_time(self, take: Take) -> float | None:
-        """When this request was planned to go (after pacing); None when the schedule ended."""
-        if self._pacer is None:
-            due = [w.scheduled_s for w in take.works if w.scheduled_s is not None]
-            return min(due) if due else self._clock.now()
+    def _due(self, take: Take) -> float:
+        """When an unpaced request was planned to go: its earliest scheduled work, or now."""
+        due = [w.scheduled_s for w in take.works if w.scheduled_s is not None]
+        return min(due) if due else self._clock.now()
+
+    async def _paced_time(self, pacer: Pacing) -> float | None:
+        """When a paced request was planned to go (its turn); None when the schedule ended."""
         try:
-            return await self._pacer.wait()
+            return await pacer.wait()
         except ScheduleEnded:
             self._control.request_stop("schedule")
             return None
