@@ -14,8 +14,8 @@ new, ...) so drift of this shared machine hits both alike. Per variant: the medi
 records/s, CPU µs per record and peak RSS, and the ratio new/old of each rep's pair.
 The bare aiohttp client (bench/baseline_client.py), wrk (when on PATH; one start body) and
 bench/lean.py (our own lean replayer doing the same work as `replayer run`, batched and,
-as lean-single, with --no-batch; needs the bench extra) are measured in the same reps. Stdlib only, plus what
-bench/run.py uses.
+as lean-single, with --no-batch; needs the bench extra) are measured in the same reps.
+Stdlib only, plus what bench/run.py uses.
 """
 
 from __future__ import annotations

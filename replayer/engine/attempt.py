@@ -145,7 +145,6 @@ class Attempter:
             retry_after_s = parse_retry_after(attempt.retry_after, now_s=self._clock.wall())
             answers.retry_after_s[start:stop] = [retry_after_s] * n
 
-
     async def _send_one(self, work: Work, planned_s: float) -> Answers:
         """`_send` for a take of one work (without batching, every take): one `start` call,
         whose answer is never split."""
