@@ -40,6 +40,7 @@ from replayer.engine.rate_control import auto_rate_of
 from replayer.engine.replay import RunReport, replay, tune_gc
 from replayer.observe.logs import say, setup_logging
 from replayer.output.layout import OutDirError, choose_out_dir, prepare_out_dir
+from replayer.output.live_users import LiveUsers
 from replayer.output.lock import FolderLock
 from replayer.output.resume import ResumeState, check_workers, read_resume, retry_kinds
 from replayer.output.runfile import (
@@ -295,7 +296,11 @@ def _prepare(paths: tuple[str, ...], config_path: Path | None, given: dict[str, 
             fingerprints(paths)  # refuses stdin and pipes: they cannot be read again
         resume = None
         if settings.resume and workers == 1:
-            resume = read_resume(out_dir, record, retry=retry_kinds(settings))
+            # users.ndjson's tally starts from the rows the resume reads (no re-read at the
+            # end); its spills are removed should the session end before writing it.
+            users = LiveUsers(paths, spill_dir=out_dir)
+            click.get_current_context().call_on_close(users.discard)
+            resume = read_resume(out_dir, record, retry=retry_kinds(settings), users=users)
         elif settings.resume:
             check_resume(out_dir, record)
             check_workers(out_dir, record)

@@ -112,11 +112,16 @@ class Replay:
         self.outage = Outage(window_s=settings.outage_window_s,
                              probe_max_s=settings.outage_probe_max_s,
                              limit_s=settings.outage_limit_s, clock=clock, flow=flow)
-        # A fresh run keeps users.ndjson as it goes; a resume derives it from all the rows.
+        # users.ndjson kept as the rows are written: a fresh run's tally starts empty, a
+        # resume's from the rows it read (else the end derives the file from all the rows).
         # `owns`: a worker's, whose users go to its parent as a part (output.live_users).
-        self.users = (LiveUsers(reading.paths, key=KeyText(secret), spill_dir=out_dir,
-                                owns=owns)
-                      if keep_users and reading.resume is None else None)
+        self.users: LiveUsers | None = None
+        if keep_users and reading.resume is None:
+            self.users = LiveUsers(reading.paths, key=KeyText(secret), spill_dir=out_dir,
+                                   owns=owns)
+        elif keep_users and reading.resume is not None and reading.resume.users is not None:
+            self.users = reading.resume.users
+            self.users.mask_with(KeyText(secret))
         finisher = Finisher(results=self.results, failures=self.failures, stats=self.stats,
                             save_responses=settings.save_responses, dry_run=settings.dry_run,
                             users=self.users)

@@ -1,4 +1,4 @@
-"""users.ndjson kept as the rows are written, for a fresh run in one process.
+"""users.ndjson kept as the rows are written, for a run in one process or in workers.
 
 The same users `write_users` would derive from the rows at the end, without reading
 them again: the Finisher hands each row's user and outcome here, and it updates that
@@ -17,6 +17,9 @@ IDs that were valid (a userId too long to send is no user: the row goes by its
 deviceId), while the line went to the worker of its userId. A worker lists the users it
 tallied that are not its own; should one of them be in two parts, the merge gives up and
 the parent derives the file from the rows instead.
+
+A resumed run's tally starts from the rows its folder already holds, handed over one by
+one as the resume reads and checks them (`prior`), so its end reads no row again either.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from replayer.output.users import (
     Where,
     input_order,
     merge_sorted,
+    row_fields,
     sorted_rows,
     write_aggregated,
 )
@@ -126,6 +130,32 @@ class LiveUsers:
             user = self._users[key] = UserSoFar(position)
         user.count(position, user_id is not None, device_id, result, what, vars,
                    variants or [])
+
+    def prior(self, row: dict[str, Any], *, result: bool) -> None:
+        """A row an earlier session of this folder wrote (a resume reads each once): tallied
+        as the end would read it from the file, so a resumed run does not read its rows
+        again either. Its IDs were masked when it was written."""
+        user_id, device_id, file, line, pass_no, what, vars, variants = row_fields(
+            row, is_result=result)
+        mask, self._mask = self._mask, None
+        try:
+            self.row(user_id, device_id, file, line, pass_no, result=result, what=what,
+                     vars=vars, variants=variants)
+        finally:
+            self._mask = mask
+
+    def mask_with(self, key: KeyText) -> None:
+        """The key whose text the IDs of the rows to come are masked for (a resume's tally is
+        made, from the rows it reads, before the run knows its key)."""
+        self._mask = key.mask if key.key else None
+
+    def discard(self) -> None:
+        """Closes and removes the spills of a tally that will not be written (a session that
+        ended before its end: a refused resume, a failed start); after `write`, nothing."""
+        self._spill_stack.close()
+        if self._spills is not None and self._spill_dir is not None:
+            for i in range(self._partitions):
+                self._spill_path(str(i)).unlink(missing_ok=True)
 
     def _unknown_file(self, file: str) -> int:
         """Rows name the run's inputs; a name that is not one sorts after them, by name as

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -23,6 +23,9 @@ from replayer.output.layout import FAILURES, JOURNAL, RESULTS, RUN, WORKERS_DIR
 from replayer.output.runfile import InputPrint, ResumeError, RunRecord, check_resume
 from replayer.output.sinks import OutputError
 from replayer.records import TRANSIENT_KINDS, FailureKind
+
+if TYPE_CHECKING:
+    from replayer.output.live_users import LiveUsers
 
 _BLOCK_LINES = 1 << 13  # lines per LineSet block (1 KiB of bits)
 _KINDS = frozenset(k.value for k in FailureKind)
@@ -95,6 +98,9 @@ class ResumeState:
     duplicate_rows: int = 0  # lines found in the outputs more than once (should stay 0)
     # failure rows to send again (--retry-failed): (file, line, whether it may have landed)
     retried: list[tuple[str, int, bool]] = field(default_factory=list)
+    drop_failures: bool = False  # failures.ndjson holds rows of a kind sent again
+    # users.ndjson's tally of the rows the folder keeps, when one was asked for
+    users: LiveUsers | None = None
 
     def is_done(self, file: str, line_no: int) -> bool:
         """True when the line already has its row."""
@@ -139,19 +145,21 @@ def retry_kinds(settings: Settings) -> frozenset[str]:
     return frozenset(TRANSIENT_KINDS) if settings.retry_failed else frozenset()
 
 
-def read_resume(folder: Path, now: RunRecord, *,
-                retry: frozenset[str] = frozenset()) -> ResumeState:
+def read_resume(folder: Path, now: RunRecord, *, retry: frozenset[str] = frozenset(),
+                users: LiveUsers | None = None) -> ResumeState:
     """A folder's resume state, refused unless `now` may continue its run.json (check_resume)
     and every row and journal entry in it is one replayer wrote for these inputs.
 
     Failure rows of a kind in `retry` are removed from failures.ndjson: their lines are
     not done, and the rows the resume writes for them replace them (one row per line).
+    `users`, a fresh tally, is given every row the folder keeps (as state.users).
     """
     check_resume(folder, now)
     assert now.inputs is not None  # check_resume refused a run without fingerprints
     statuses = frozenset({"dry_run"} if now.dry_run else {"delivered"})
-    state = read_folder(folder, line_limits(now.inputs), statuses=statuses, retry=retry)
-    if state.retried:
+    state = read_folder(folder, line_limits(now.inputs), statuses=statuses, retry=retry,
+                        users=users)
+    if state.drop_failures:
         _drop_failures(folder / FAILURES, retry)
     return state
 
@@ -182,20 +190,27 @@ def line_limits(inputs: tuple[InputPrint, ...]) -> dict[str, int]:
 
 def read_folder(folder: Path, limits: Mapping[str, int], *,
                 statuses: frozenset[str] = frozenset({"delivered", "dry_run"}),
-                retry: frozenset[str] = frozenset()) -> ResumeState:
+                retry: frozenset[str] = frozenset(),
+                users: LiveUsers | None = None) -> ResumeState:
     """Repairs torn tails, validates and collects the rows and journal entries of `folder`;
-    failure rows of a kind in `retry` leave their lines to be sent again."""
-    state = ResumeState(LineSet(), LineSet(), PriorRows())
+    failure rows of a kind in `retry` leave their lines to be sent again (and the file:
+    state.drop_failures), and `users` is given each row that stays."""
+    state = ResumeState(LineSet(), LineSet(), PriorRows(), users=users)
     for name in (RESULTS, FAILURES):
         path = folder / name
         repair_torn_tail(path)
         if path.exists():
             for n, row in _lines(path):
                 key = _row_key(row, path, n, limits, statuses if name == RESULTS else None)
-                if name == FAILURES and row["kind"] in retry and key not in state.done:
-                    landed = bool(row.get("ambiguous_attempts") or row.get("possible_duplicate"))
-                    state.retried.append((*key, landed))
-                    continue
+                if name == FAILURES and row["kind"] in retry:
+                    state.drop_failures = True  # every row of the kind, as _drop_failures
+                    if key not in state.done:
+                        landed = bool(row.get("ambiguous_attempts")
+                                      or row.get("possible_duplicate"))
+                        state.retried.append((*key, landed))
+                        continue
+                elif users is not None:
+                    users.prior(row, result=name == RESULTS)
                 _count_row(key, row, name, state)
     journal = folder / JOURNAL
     repair_torn_tail(journal)  # else the next entry would be glued to the torn one

@@ -156,13 +156,24 @@ def _project(line: bytes, *, is_result: bool, order: dict[str, int]) -> list[Any
         return None
     if not isinstance(row, dict):
         return None
-    user_id, device_id = str_or_none(row.get("userId")), str_or_none(row.get("deviceId"))
-    file, line_no, pass_no = str(row.get("file")), _int(row.get("line")), row.get("pass", 1)
+    user_id, device_id, file, line_no, pass_no, what, vars, variants = row_fields(
+        row, is_result=is_result)
+    return [user_id or device_id, pass_no, order.get(file, len(order)), file, line_no,
+            user_id, device_id, is_result, what, vars, variants]
+
+
+RowFields = tuple[str | None, str | None, str, int, int, str, int, list[Any]]
+
+
+def row_fields(row: dict[str, Any], *, is_result: bool) -> RowFields:
+    """What users.ndjson takes from a results row (`is_result`) or a failures row: userId,
+    deviceId, file, line, pass, status or kind, vars, variants. The one reading of a row,
+    whether the rows are read at the end or a resume hands them to a live tally."""
     variants = row.get("variants")
-    return [user_id or device_id, _int(pass_no) or 1, order.get(file, len(order)), file,
-            line_no, user_id, device_id, is_result,
-            str(row.get("status") if is_result else row.get("kind")),
-            _int(row.get("vars")), variants if isinstance(variants, list) else []]
+    return (str_or_none(row.get("userId")), str_or_none(row.get("deviceId")),
+            str(row.get("file")), _int(row.get("line")), _int(row.get("pass", 1)) or 1,
+            str(row.get("status") if is_result else row.get("kind")), _int(row.get("vars")),
+            variants if isinstance(variants, list) else [])
 
 
 # ---- pass 2: one partition at a time ---------------------------------------------------

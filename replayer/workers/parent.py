@@ -94,10 +94,12 @@ async def run_workers(
     summary = merge_outputs(out_dir, folders, codes, run_id=run_id, settings=settings,
                             paths=paths, started_wall=started_wall,
                             elapsed_s=time.monotonic() - started, resume_command=resume_command)
-    # Each worker of a fresh session wrote its users as a part: merged, no row is read again.
+    # Each worker wrote its users as a part (a resumed one's tally started from the rows its
+    # resume read; clear_stale removed any part of an earlier session): merged, no row is
+    # read again.
     parts = [folder / USERS_PART for folder in folders]
     tallied = (functools.partial(merge_parts, parts, rows=summary.delivered + summary.failed)
-               if not settings.resume and all(p.is_file() for p in parts) else None)
+               if all(p.is_file() for p in parts) else None)
     summary = close_folder(out_dir, summary, record, inputs=paths, tallied=tallied)
     for part in parts:
         part.unlink(missing_ok=True)  # used, or of no use to a later session

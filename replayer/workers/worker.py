@@ -19,6 +19,7 @@ from replayer.engine.control import RunControl
 from replayer.engine.replay import replay, tune_gc
 from replayer.observe.logs import setup_logging
 from replayer.output.layout import RUN
+from replayer.output.live_users import LiveUsers
 from replayer.output.resume import read_resume, retry_kinds
 from replayer.records import ExitCode
 from replayer.source.shard import Shard, parse_shard
@@ -85,10 +86,18 @@ async def _work(handoff: Handoff, index: int, count: int, folder: Path, resume: 
     # JSON lines to the parent, which logs them again in the run's format and limits.
     setup_logging(fmt="json", level=settings.log_level, quiet=settings.quiet, limit=False)
     record = handoff.record
-    state = (read_resume(folder, record, retry=retry_kinds(settings))
+    shard = _share(settings.shard, index, count)
+    # Its part of users.ndjson starts from the rows the resume reads (see replay()).
+    users = (LiveUsers(handoff.paths, spill_dir=folder, owns=shard.holds_key)
              if resume and (folder / RUN).exists() else None)
-    report = await replay(settings, handoff.paths, folder, control=stops.control, resume=state,
-                          shard=_share(settings.shard, index, count), record=record)
+    try:
+        state = (read_resume(folder, record, retry=retry_kinds(settings), users=users)
+                 if users is not None else None)
+        report = await replay(settings, handoff.paths, folder, control=stops.control,
+                              resume=state, shard=shard, record=record)
+    finally:
+        if users is not None:
+            users.discard()  # its spills, unless written
     # From here to exit a signal would only kill a worker that has done its work (the
     # loop's teardown puts the default actions back): keep them pending until exit.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
