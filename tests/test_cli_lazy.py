@@ -14,7 +14,9 @@ from replayer.commands.base import LazyCommands
 
 LAZY = ("replayer.commands.convert", "replayer.source.convert.pipeline",
         "replayer.commands.report", "replayer.report.build", "replayer.commands.merge",
-        "replayer.emulator.serve", "pycountry", "ua_parser")
+        "replayer.emulator.serve", "pycountry", "ua_parser",
+        # what only a run that shows progress or serves /metrics needs
+        "aiohttp.web", "prometheus_client", "rich", "replayer.observe.progress")
 
 
 def test_importing_the_cli_imports_no_other_commands_code() -> None:

@@ -11,16 +11,18 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from replayer.config import Settings
 from replayer.observe.live import Follower
 from replayer.observe.logs import flush_held, log, setup_logging
-from replayer.observe.progress import Progress
-from replayer.observe.prom import metrics_app, serve_metrics
 from replayer.output.layout import METRICS, WORKERS_DIR
 from replayer.output.sinks import OutputError
+
+if TYPE_CHECKING:  # imported when used: a quiet run without /metrics needs neither
+    from aiohttp import web
+
+    from replayer.observe.progress import Progress
 
 POLL_INTERVAL_S = 1.0
 
@@ -38,6 +40,8 @@ async def watching(settings: Settings, out_dir: Path, workers: int) -> AsyncIter
     follower = Follower(metrics_files(out_dir, workers))
     runner: web.AppRunner | None = None
     if settings.metrics_port is not None:
+        from replayer.observe.prom import metrics_app, serve_metrics
+
         try:
             runner = await serve_metrics(metrics_app(lambda: follower.totals),
                                          settings.metrics_host, settings.metrics_port)
@@ -48,6 +52,8 @@ async def watching(settings: Settings, out_dir: Path, workers: int) -> AsyncIter
         log.warning("metrics on http://%s:%s/metrics", host, port)
     progress = None
     if not settings.quiet:
+        from replayer.observe.progress import Progress
+
         progress = Progress(stream=sys.stderr, tty=sys.stderr.isatty(),
                             interval_s=settings.progress_interval_s,
                             json_lines=settings.log_format == "json")

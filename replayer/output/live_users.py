@@ -47,7 +47,7 @@ from replayer.output.users import (
     sorted_rows,
     write_aggregated,
 )
-from replayer.records import KeyText
+from replayer.records import REDACTED, KeyText
 
 MAX_LIVE_USERS = 32_768  # users tallied in memory (~12 MB); later ones spill to the folder
 MAX_FOREIGN = 65_536  # a worker's users of other workers it lists; past that it gives up
@@ -80,7 +80,7 @@ class LiveUsers:
         self._pass_shift = self._file_bits + _LINE_BITS
         self._bases = {name: index << _LINE_BITS for name, index in self._order.items()}
         # IDs as the rows show them: the key's text masked (no call at all without a key)
-        self._mask = key.mask if key is not None and key.key else None
+        self._key = key.key if key is not None and key.key else None
         self._max_users = MAX_LIVE_USERS if max_users is None else max_users
         self._users: dict[str, UserSoFar] = {}
         self._counts = RowCounts()
@@ -100,9 +100,12 @@ class LiveUsers:
             user_id = None
         if type(device_id) is not str or not device_id:
             device_id = None
-        if self._mask is not None:
-            user_id = user_id and self._mask(user_id)
-            device_id = device_id and self._mask(device_id)
+        secret = self._key
+        if secret is not None:  # KeyText.mask, without a call per ID
+            if user_id is not None and secret in user_id:
+                user_id = user_id.replace(secret, REDACTED)
+            if device_id is not None and secret in device_id:
+                device_id = device_id.replace(secret, REDACTED)
         key = user_id or device_id
         if key is None:
             self._counts.without_user += 1
@@ -137,17 +140,17 @@ class LiveUsers:
         again either. Its IDs were masked when it was written."""
         user_id, device_id, file, line, pass_no, what, vars, variants = row_fields(
             row, is_result=result)
-        mask, self._mask = self._mask, None
+        secret, self._key = self._key, None
         try:
             self.row(user_id, device_id, file, line, pass_no, result=result, what=what,
                      vars=vars, variants=variants)
         finally:
-            self._mask = mask
+            self._key = secret
 
     def mask_with(self, key: KeyText) -> None:
         """The key whose text the IDs of the rows to come are masked for (a resume's tally is
         made, from the rows it reads, before the run knows its key)."""
-        self._mask = key.mask if key.key else None
+        self._key = key.key or None
 
     def discard(self) -> None:
         """Closes and removes the spills of a tally that will not be written (a session that

@@ -113,24 +113,32 @@ class NdjsonSink:
             self._fd = -1
 
 
+_COUNTED = (dict, list)  # what a response's vars may be counted in (orjson makes no others)
+
+
 def result_row(
     work: Work, outcome: Outcome, *, save_response: bool, status: str = "delivered"
 ) -> dict[str, Any]:
     """The results.ndjson row of a delivered record (`dry_run` when nothing was sent)."""
     s = work.session
-    element = outcome.element or {}
-    variants = element.get("variants")
+    element = outcome.element
+    vars: Any = None
+    variants: Any = None
+    if element:
+        vars, variants = element.get("vars"), element.get("variants")
     row: dict[str, Any] = {
         "file": s.file, "line": s.line_no, "userId": s.user_id, "deviceId": s.device_id,
         "status": status, "http_status": outcome.http_status,
         "attempts": work.attempts, "latency_ms": round(work.latency_ms, 3),
-        "vars": len(element.get("vars") or {}),
+        "vars": len(vars) if type(vars) in _COUNTED else 0,  # whatever the answer holds
+        # (no comprehension for the common empty list: a call each in Python 3.11)
         "variants": [v.get("id") for v in variants if isinstance(v, dict)]
-        if isinstance(variants, list) else [],
+        if variants and isinstance(variants, list) else [],
     }
-    _mark(row, work)
+    if work.ambiguous or work.resent or s.pass_no > 1:
+        _mark(row, work)
     if save_response:
-        row["response"] = element
+        row["response"] = element or {}
     return row
 
 

@@ -4,17 +4,17 @@ read back; and `UsersStats`, what writing them did.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
-    """Where a line is: its file (as rows name it) and its line number (from 1)."""
+class Place(NamedTuple):
+    """Where a line is: its file (as rows name it) and its line number (from 1). A tuple:
+    two are made per user written, built in C."""
 
     file: str
     line: int
@@ -59,19 +59,11 @@ class UserRow:
 
     def as_json(self) -> dict[str, Any]:
         """The row as written to users.ndjson (keys in a fixed order)."""
-        doc: dict[str, Any] = {
-            "userId": self.user_id, "deviceId": self.device_id, "device_ids": self.device_ids,
-            "records": self.records, "delivered": self.delivered,
-            "failed": dict(sorted(self.failed.items())),
-            "first": {"file": self.first.file, "line": self.first.line},
-            "last": {"file": self.last.file, "line": self.last.line},
-            "last_response": None if self.last_response is None else {
-                "vars": self.last_response.vars,
-                "variants": list(self.last_response.variants)},
-        }
-        if self.dry_run:
-            doc["dry_run"] = self.dry_run
-        return doc
+        response = self.last_response
+        return user_doc(self.user_id, self.device_id, self.device_ids, self.records,
+                        self.delivered, self.failed, self.first, self.last,
+                        None if response is None else (response.vars, response.variants),
+                        self.dry_run)
 
     @classmethod
     def of_json(cls, doc: Any) -> UserRow | None:
@@ -93,6 +85,24 @@ class UserRow:
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def user_doc(user_id: str | None, device_id: str | None, device_ids: int, records: int,
+             delivered: int, failed: dict[str, int], first: Place, last: Place,
+             response: tuple[int, Sequence[Any]] | None, dry_run: int) -> dict[str, Any]:
+    """A users.ndjson row as written (keys in a fixed order), from its values: the one
+    writer of the format (`UserRow.as_json`, and the tallies' fast way, `UserSoFar.doc`)."""
+    doc: dict[str, Any] = {
+        "userId": user_id, "deviceId": device_id, "device_ids": device_ids,
+        "records": records, "delivered": delivered, "failed": dict(sorted(failed.items())),
+        "first": {"file": first.file, "line": first.line},
+        "last": {"file": last.file, "line": last.line},
+        "last_response": None if response is None else {
+            "vars": response[0], "variants": list(response[1])},
+    }
+    if dry_run:
+        doc["dry_run"] = dry_run
+    return doc
 
 
 @dataclass(frozen=True, slots=True)

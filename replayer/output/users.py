@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from replayer.output.layout import FAILURES, RESULTS, USERS, USERS_PART
-from replayer.output.user_rows import LastResponse, Place, UserRow, UsersStats, str_or_none
+from replayer.output.user_rows import Place, UserRow, UsersStats, str_or_none, user_doc
 from replayer.source.read import display_name
 
 # About this many bytes of rows per partition; its users take at most ~7x that in memory
@@ -275,20 +275,17 @@ class UserSoFar:
             self.devices = {self.device[1], device_id}
         self.device = min(self.device, (position, device_id))
 
-    def row(self, key: str, place: Callable[[Where], Place] | None = None) -> UserRow:
-        """The user's users.ndjson row (`place` turns a position into its Place, if not a
-        Position)."""
+    def doc(self, key: str, place: Callable[[Where], Place] | None = None) -> dict[str, Any]:
+        """The user's users.ndjson row as written (`place` turns a position into its Place,
+        if not a Position), as `UserRow.as_json` writes it, without making the UserRow."""
         place = place or _place
-        response = None
-        if self.response is not None:
-            response = LastResponse(self.response[1], tuple(self.response[2]))
         device_ids = len(self.devices) if self.devices else int(self.device is not None)
-        return UserRow(
-            user_id=key if self.has_user_id else None,
-            device_id=None if self.device is None else self.device[1],
-            device_ids=device_ids, records=self.records, delivered=self.delivered,
-            failed=dict(self.failed or {}), first=place(self.first),
-            last=place(self.last), last_response=response, dry_run=self.dry_run)
+        response = self.response
+        return user_doc(key if self.has_user_id else None,
+                        None if self.device is None else self.device[1], device_ids,
+                        self.records, self.delivered, self.failed or {}, place(self.first),
+                        place(self.last), None if response is None else response[1:],
+                        self.dry_run)
 
 
 def _place(position: Where) -> Place:
@@ -335,12 +332,11 @@ def write_aggregated(users: dict[str, UserSoFar], target: Path, tally: Tally, *,
         out.write(header)
         for key, user in sorted(users.items(),
                                 key=lambda item: (item[1].first, item[0])):
-            row = user.row(key, place)
-            tally.add(row)
+            tally.add_counts(user.records, user.delivered)
             first = user.first
+            doc = user.doc(key, place)
             at = [*first, key] if isinstance(first, tuple) else [first, key]
-            doc = row.as_json() if final else [at, row.as_json()]
-            out.write(orjson.dumps(doc) + b"\n")
+            out.write(orjson.dumps(doc if final else [at, doc]) + b"\n")
 
 
 def merge_sorted(parts: Sequence[Path], target: Path, *, keep_at: bool = False,
