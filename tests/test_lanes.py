@@ -548,3 +548,24 @@ def test_file_spill_leaves_no_file_behind(tmp_path: Path) -> None:
     spill.append("a", rich_work("a", 1))
     assert list(tmp_path.iterdir()) == []
     spill.close()
+
+
+def test_a_dropped_lane_comes_back_as_new_for_another_user() -> None:
+    lanes = Lanes(lane_cap=4)
+    lanes.push(work("a", 1))
+    take = lanes.take(max_users=1, max_actions=1)
+    assert take is not None
+    (lane_a, ws), = take.parts
+    lanes.done(lane_a, len(ws))
+    assert len(lanes) == 0
+
+    lanes.push(work("b", 2))
+    lanes.push(work("b", 3))
+    take = lanes.take(max_users=5, max_actions=5)
+    assert take is not None
+    (lane_b, ws), = take.parts
+    assert lane_b is lane_a, "the dropped lane was reused"
+    assert (lane_b.key, lane_b.busy, lane_b.spilled, lines(ws)) == ("b", True, 0, [2, 3])
+    assert lanes.take(max_users=5, max_actions=5) is None
+    lanes.done(lane_b, 2)
+    assert (lanes.pending, lanes.in_memory, len(lanes)) == (0, 0, 0)

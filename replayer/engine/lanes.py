@@ -16,6 +16,8 @@ from typing import Protocol
 
 from replayer.records import Session
 
+_IDLE_LANES = 1024  # emptied lanes kept for reuse (a few hundred KB at most)
+
 
 @dataclass(slots=True, eq=False)
 class Work:
@@ -74,6 +76,10 @@ class Lanes:
         self._spill = spill
         self._lanes: dict[str, Lane] = {}
         self._ready: deque[Lane] = deque()
+        # Lanes emptied and dropped, kept for the next new lane: when a user's records are
+        # further apart than the read-ahead, nearly every record starts a lane (a Lane and
+        # its deque). Nothing refers to a lane once `done`/`settle` dropped it.
+        self._idle: list[Lane] = []
         self.in_memory = 0  # items held in `items` of all lanes
         self.pending = 0  # items not yet finished, in memory or spilled
         self.spilled = 0  # items waiting in the spill store
@@ -93,7 +99,12 @@ class Lanes:
         key: str = s.user_id or s.device_id  # type: ignore[assignment]
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = Lane(key)
+            if self._idle:
+                lane = self._idle.pop()
+                lane.key = key
+            else:
+                lane = Lane(key)
+            self._lanes[key] = lane
         self.pending += 1
         if self._spill is not None and (lane.spilled or len(lane.items) >= self.lane_cap):
             self._spill.append(key, work)
@@ -177,3 +188,5 @@ class Lanes:
                 self._ready.append(lane)
         elif not lane.busy:
             del self._lanes[lane.key]
+            if not lane.spilled and len(self._idle) < _IDLE_LANES:
+                self._idle.append(lane)  # empty, not busy, nothing spilled: as new

@@ -74,15 +74,14 @@ def parse_lines(
     """Each line -> what `check_line` makes of it, in order (by the typed pass when it can;
     the names and escapes that keep a line from it are looked for once per chunk)."""
     later_s = _later(now_s)
+    # A Session is a tuple that is never empty: `or` goes the long way only where needed.
     if plain(b"\n".join([raw.data for raw in raws])):
-        typed = [typed_session(raw, later_s) for raw in raws]
-    else:
-        typed = [typed_session(raw, later_s) if plain(raw.data) else None for raw in raws]
-    return [
-        session if session is not None else
-        check_line(raw, allow_unknown_fields=allow_unknown_fields, now_s=now_s)
-        for raw, session in zip(raws, typed, strict=True)
-    ]
+        return [typed_session(raw, later_s)
+                or check_line(raw, allow_unknown_fields=allow_unknown_fields, now_s=now_s)
+                for raw in raws]
+    return [(typed_session(raw, later_s) if plain(raw.data) else None)
+            or check_line(raw, allow_unknown_fields=allow_unknown_fields, now_s=now_s)
+            for raw in raws]
 
 
 def _later(now_s: float | None) -> float:
