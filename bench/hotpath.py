@@ -5,6 +5,7 @@ revision, of this tree, and bench/lean.py.
     .venv/bin/python bench/hotpath.py --old REV --records 300000 --reps 5
     .venv/bin/python bench/hotpath.py --only old-batch,new-batch,lean   # batched, and the yardstick
     .venv/bin/python bench/hotpath.py --records 100000 --only new-single,lean-single,baseline
+    .venv/bin/python bench/hotpath.py --records 300000,1000000 --reps 5 --only new-batch,lean
 
 The old revision is exported with `git archive` (read-only: the checkout is not touched)
 and installed into its own virtualenv under the cache folder. Every variant runs against
@@ -12,6 +13,9 @@ the same fixed-answer server (bench/fixed_server.py) on the same input, the clie
 pinned to one CPU and the server to the other, interleaved rep by rep (old, new, old,
 new, ...) so drift of this shared machine hits both alike. Per variant: the median
 records/s, CPU µs per record and peak RSS, and the ratio new/old of each rep's pair.
+With several sizes (`--records 300000,1000000`) each rep runs every variant at each
+size, and the last table gives each variant's CPU per record at the largest over the
+smallest, rep by rep.
 The bare aiohttp client (bench/baseline_client.py), wrk (when on PATH; one start body) and
 bench/lean.py (our own lean replayer doing the same work as `replayer run`, batched and,
 as lean-single, with --no-batch; needs the bench extra) are measured in the same reps.
@@ -84,7 +88,7 @@ def old_install(rev: str, cache: Path) -> Path:
 
 
 def variants(args: argparse.Namespace, tmp: Path, server: bench.Server, client: list[str],
-             path: Path, old: Path) -> list[Variant]:
+             path: Path, old: Path, records: int) -> list[Variant]:
     new = bench.replayer_cmd()
     conc = ["--concurrency", str(args.concurrency)]
 
@@ -94,17 +98,17 @@ def variants(args: argparse.Namespace, tmp: Path, server: bench.Server, client: 
             return ([*client, *script, "run", str(path), "--endpoint", server.url, *flags,
                      *conc, "--workers", str(args.workers), "--out", str(out), "--overwrite",
                      "--quiet"],
-                    bench.check_replayer(out, args.records))
+                    bench.check_replayer(out, records))
         return build
 
     def baseline(work: Path) -> tuple[list[str], Any]:
         return ([*client, sys.executable, str(bench.BASELINE), str(path), "--endpoint",
-                 server.url, *conc], bench.check_baseline(args.records))
+                 server.url, *conc], bench.check_baseline(records))
 
     def lean(*flags: str) -> Variant.cmd:  # type: ignore[name-defined]
         def build(work: Path) -> tuple[list[str], Any]:
             return ([*client, sys.executable, str(LEAN), str(path), "--endpoint", server.url,
-                     "--out", str(work / "out"), *conc, *flags], check_lean(args.records))
+                     "--out", str(work / "out"), *conc, *flags], check_lean(records))
         return build
 
     found = [
@@ -184,7 +188,9 @@ def table(found: list[Variant]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--old", default=ISSUE_START, help=f"git revision to compare [{ISSUE_START}]")
-    p.add_argument("--records", type=int, default=1_000_000, help="input size [1000000]")
+    p.add_argument("--records", default="1000000",
+                   help="input size, or sizes comma-separated: each variant runs at each "
+                        "size in the same reps [1000000]")
     p.add_argument("--reps", type=int, default=3, help="interleaved reps [3]")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--workers", type=int, default=1,
@@ -196,36 +202,59 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-timeout", type=float, default=1800.0)
     args = p.parse_args(argv)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
+    sizes = [int(n) for n in args.records.split(",")]
     old = old_install(args.old, args.cache_dir)
-    path = bench.ensure_input(args.cache_dir, args.records)
     server_prefix, client, pin = bench.pinning(True)
     server = bench.Server(server_prefix)
+    keep = set(args.only.split(",")) if args.only else None
     with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp_name:
         tmp = Path(tmp_name)
-        found = variants(args, tmp, server, client, path, old)
-        if args.only:
-            keep = set(args.only.split(","))
-            found = [v for v in found if v.key in keep]
+        found = {n: [v for v in variants(args, tmp, server, client,
+                                         bench.ensure_input(args.cache_dir, n), old, n)
+                     if keep is None or v.key in keep] for n in sizes}
         try:
             for rep in range(args.reps):
-                for v in found:
-                    work = tmp / v.key
-                    work.mkdir(exist_ok=True)
-                    cmd, check = v.cmd(work)
-                    m = bench.measure(cmd, server=server, work_dir=work,
-                                      timeout_s=args.run_timeout, check=check)
-                    v.runs.append(m)
-                    shutil.rmtree(work / "out", ignore_errors=True)
-                    bench.log(f"rep {rep + 1}/{args.reps} {v.label}: {bench.describe(m)}")
+                for n in sizes:
+                    for v in found[n]:
+                        work = tmp / f"{v.key}-{n}"
+                        work.mkdir(exist_ok=True)
+                        cmd, check = v.cmd(work)
+                        m = bench.measure(cmd, server=server, work_dir=work,
+                                          timeout_s=args.run_timeout, check=check)
+                        v.runs.append(m)
+                        shutil.rmtree(work / "out", ignore_errors=True)
+                        bench.log(f"rep {rep + 1}/{args.reps} {v.label}, {n:,} records: "
+                                  f"{bench.describe(m)}")
         finally:
             server.stop()
-    print(f"{args.records:,} records, {args.reps} interleaved reps, {pin}; "
-          f"machine load {bench.load_average()}")
-    print("\n".join(table(found)))
-    failed = [m.error for v in found for m in v.runs if not m.ok]
+    for n in sizes:
+        print(f"{n:,} records, {args.reps} interleaved reps, {pin}; "
+              f"machine load {bench.load_average()}")
+        print("\n".join(table(found[n])))
+        print()
+    if len(sizes) > 1:
+        print("\n".join(across(found, sizes[0], sizes[-1])))
+    failed = [m.error for n in sizes for v in found[n] for m in v.runs if not m.ok]
     for error in failed:
         print(f"\nfailed run: {error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def across(found: dict[int, list[Variant]], small: int, large: int) -> list[str]:
+    """Each variant's CPU per record at `large` records over that at `small`, rep by rep
+    (the runs of one rep follow each other: the load of the moment hits both)."""
+    lines = [f"| CPU per record, {large:,} / {small:,} records | median of the reps' ratios |",
+             "| --- | ---: |"]
+    at_small = {v.key: v for v in found[small]}
+    for v in found[large]:
+        other = at_small.get(v.key)
+        if other is None or v.key == "wrk":
+            continue
+        ratios = [b.cpu_us_per_record / a.cpu_us_per_record
+                  for a, b in zip(other.runs, v.runs, strict=False) if a.ok and b.ok]
+        lines.append(f"| {v.label} | {median(ratios):.2f} "
+                     f"({', '.join(f'{r:.2f}' for r in ratios)}) |")
+    return lines
 
 
 if __name__ == "__main__":
