@@ -60,7 +60,7 @@ def limit_cause(message: str) -> LimitCause:
 class Outcome(NamedTuple):
     """The verdict on one action, with the kind, a message and the response element if any.
 
-    A NamedTuple: one is made per element of every answer, and a tuple is built in C.
+    A NamedTuple: one is made per element of every answer, and one is cheap to make.
     """
 
     verdict: Verdict
