@@ -84,6 +84,37 @@ def pacer_for(settings: Settings, clock: Clock) -> Pacing | None:
     return None
 
 
+def users_tally(reading: Reading, out_dir: Path, *, secret: str | None,
+                owns: Callable[[str], bool] | None) -> LiveUsers | None:
+    """users.ndjson kept as the rows are written: a fresh run's tally starts empty, a
+    resume's from the rows it read (None without one: the end derives the file from all
+    the rows). `owns`: a worker's, whose users go to its parent as a part."""
+    if reading.resume is None:
+        return LiveUsers(reading.paths, key=KeyText(secret), spill_dir=out_dir, owns=owns)
+    users = reading.resume.users
+    if users is not None:
+        users.mask_with(KeyText(secret))
+    return users
+
+
+def rules_for(settings: Settings, *, auto: bool) -> Rules:
+    """What the settler decides by: retries, ambiguous answers, throttles (paced with
+    --rate auto)."""
+    policy = RetryPolicy(max_attempts=settings.max_attempts, base_s=settings.backoff_base_s,
+                         max_s=settings.backoff_max_s, jitter=settings.backoff_jitter)
+    return Rules(policy, fail_ambiguous=settings.on_ambiguous == "fail",
+                 throttle_wait_max_s=settings.throttle_wait_max_s, paced_throttles=auto)
+
+
+def batching_for(settings: Settings) -> Batching:
+    """How many users and actions a request carries (one of each without batching). A
+    schedule's requests go when planned, not when the read-ahead is full."""
+    if not settings.batch:
+        return Batching()
+    return Batching(settings.batch_users, settings.batch_actions,
+                    settings.batch_linger_ms / 1000.0, fill=not settings.holds_schedule())
+
+
 class Replay:
     """One process's run: builds the stages, runs them, and says how it ended."""
 
@@ -112,16 +143,8 @@ class Replay:
         self.outage = Outage(window_s=settings.outage_window_s,
                              probe_max_s=settings.outage_probe_max_s,
                              limit_s=settings.outage_limit_s, clock=clock, flow=flow)
-        # users.ndjson kept as the rows are written: a fresh run's tally starts empty, a
-        # resume's from the rows it read (else the end derives the file from all the rows).
-        # `owns`: a worker's, whose users go to its parent as a part (output.live_users).
-        self.users: LiveUsers | None = None
-        if keep_users and reading.resume is None:
-            self.users = LiveUsers(reading.paths, key=KeyText(secret), spill_dir=out_dir,
-                                   owns=owns)
-        elif keep_users and reading.resume is not None and reading.resume.users is not None:
-            self.users = reading.resume.users
-            self.users.mask_with(KeyText(secret))
+        self.users = (users_tally(reading, out_dir, secret=secret, owns=owns)
+                      if keep_users else None)
         finisher = Finisher(results=self.results, failures=self.failures, stats=self.stats,
                             save_responses=settings.save_responses, dry_run=settings.dry_run,
                             users=self.users)
@@ -132,20 +155,12 @@ class Replay:
                               clock=clock, outage=self.outage,
                               before_send=self.journal.sending,
                               never_left=self.journal.never_left)
-        policy = RetryPolicy(max_attempts=settings.max_attempts, base_s=settings.backoff_base_s,
-                             max_s=settings.backoff_max_s, jitter=settings.backoff_jitter)
-        self.settler = Settler(flow=flow, finisher=finisher, rules=Rules(
-            policy, fail_ambiguous=settings.on_ambiguous == "fail",
-            throttle_wait_max_s=settings.throttle_wait_max_s,
-            paced_throttles=self.auto is not None), outage=self.outage, clock=clock, rng=rng)
-        # A schedule's requests go when planned, not when the read-ahead is full.
-        batching = (Batching(settings.batch_users, settings.batch_actions,
-                             settings.batch_linger_ms / 1000.0,
-                             fill=not settings.holds_schedule())
-                    if settings.batch else Batching())
+        self.settler = Settler(flow=flow, finisher=finisher,
+                               rules=rules_for(settings, auto=self.auto is not None),
+                               outage=self.outage, clock=clock, rng=rng)
         self.dispatcher = Dispatcher(flow=flow, attempter=attempter, settler=self.settler,
                                      outage=self.outage, pacer=self.pacer, clock=clock,
-                                     control=control, batching=batching,
+                                     control=control, batching=batching_for(settings),
                                      concurrency=settings.concurrency, auto=self.auto)
         self.monitor = Monitor(flow=flow, stats=self.stats, counts=self.counts,
                                outage=self.outage, clock=clock,

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from replayer.output.layout import FAILURES, RESULTS, USERS, USERS_PART
-from replayer.output.user_rows import Place, UserRow, UsersStats, str_or_none, user_doc
+from replayer.output.user_rows import Place, UsersStats, str_or_none, user_doc
 from replayer.source.read import display_name
 
 # About this many bytes of rows per partition; its users take at most ~7x that in memory
@@ -187,9 +187,6 @@ class Tally:
     fully: int = 0
     partly: int = 0
     none: int = 0
-
-    def add(self, row: UserRow) -> None:
-        self.add_counts(row.records, row.delivered)
 
     def add_counts(self, records: int, delivered: int) -> None:
         """One user of `records` rows, `delivered` of them delivered."""
