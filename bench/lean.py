@@ -50,7 +50,7 @@ from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 from replayer.config.settings import Settings
 from replayer.engine.classify import Outcome, Verdict, classify
 from replayer.engine.retry import RetryPolicy
-from replayer.engine.send import auth_prefix, client_timeout, post
+from replayer.engine.send import NO_LIMIT, Deadlines, auth_prefix, post
 from replayer.output.sinks import invalid_row
 from replayer.records import Attempt, KeyText, RawLine, Session
 from replayer.source.fields import CHECKS, Problem
@@ -210,6 +210,7 @@ class Lean:
         self.auth = auth_prefix(app_id, key)
         self.key = KeyText(key)  # the key's text never reaches a row (one search per write)
         self.concurrency, self.retry, self.timeout_s = concurrency, retry, timeout_s
+        self.deadlines = Deadlines(timeout_s)  # one timer for every request, as replayer
         self.rng = random.Random(0)
         out.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
@@ -368,7 +369,7 @@ class Lean:
         _write(self.journal_fd,
                orjson.dumps([self.file, [e[0] for e in entries]]) + b"\n")
         self.requests += 1
-        attempt = await post(http, self.url, body)
+        attempt = await post(http, self.url, body, self.deadlines)
         latency = orjson.dumps(round(attempt.latency_ms, 3))
         if attempt.status == 200 and attempt.body is not None and not (
                 self.tries and any(e[0] in self.tries for e in entries)):
@@ -453,11 +454,12 @@ class Lean:
         connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
         try:
             async with (aiohttp.ClientSession(connector=connector,
-                                              timeout=client_timeout(self.timeout_s)) as http,
+                                              timeout=NO_LIMIT) as http,
                         asyncio.TaskGroup() as group):
                 for _ in range(self.concurrency):
                     group.create_task(self.worker(http))
         finally:
+            self.deadlines.close()
             self.flush()
             self.source.close()
             for fd in (self.results_fd, self.failures_fd, self.journal_fd):

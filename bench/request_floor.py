@@ -42,14 +42,16 @@ async def _send_all(url: str, lines: list[bytes], mode: str) -> None:
 
     auth = send.auth_prefix("bench-app", "bench-key")
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(connector=connector,
-                                     timeout=send.client_timeout(30)) as http:
-        post = functools.partial(send.post, http)
+    # replayer's post() keeps its limit with the run's one timer (send.Deadlines); the
+    # bare way keeps it as the bare client does, with aiohttp's timer per request.
+    deadlines = send.Deadlines(30)
+    async with aiohttp.ClientSession(connector=connector, timeout=send.NO_LIMIT) as http:
+        post = functools.partial(send.post, http, deadlines=deadlines)
 
         async def bare(line: bytes) -> None:
             body = orjson.dumps({"appId": "bench-app", "clientKey": "bench-key",
                                  "apiVersion": "1.0.6", **orjson.loads(line)})
-            async with http.post(url, data=body,
+            async with http.post(url, data=body, timeout=send.client_timeout(30),
                                  headers={"Content-Type": "application/json"}) as response:
                 await response.read()
 

@@ -135,7 +135,8 @@ def main() -> None:
                    "auto finds the highest rate the API accepts (auto:MAX: never above MAX).",
               cls=ShownDefault, show_default=shown("rate_per_s", unset="unpaced"))
 @click.option("--timeout", "timeout_s", type=float, default=None,
-              help="Seconds per request before it counts as timed out.",
+              help=("Seconds per request before it counts as timed out (checked every "
+                    "twentieth of it, at most a second apart)."),
               cls=ShownDefault, show_default=shown("timeout_s"))
 @click.option("--batch/--no-batch", default=None,
               help="Send through multi (many users per call) or one start call per record.")

@@ -37,5 +37,7 @@ async def open_poster(settings: Settings, stack: AsyncExitStack) -> send.HttpPos
     """The run's one aiohttp session (keep-alive, --concurrency connections), closed by `stack`."""
     connector = aiohttp.TCPConnector(limit=settings.concurrency, limit_per_host=0)
     http = await stack.enter_async_context(aiohttp.ClientSession(
-        connector=connector, timeout=send.client_timeout(settings.timeout_s)))
-    return send.HttpPoster(http)
+        connector=connector, timeout=send.NO_LIMIT))
+    deadlines = send.Deadlines(settings.timeout_s)  # --timeout, one timer for all requests
+    stack.callback(deadlines.close)
+    return send.HttpPoster(http, deadlines)
