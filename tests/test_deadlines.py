@@ -173,3 +173,18 @@ async def test_the_poster_times_each_request_with_the_runs_deadlines() -> None:
 @pytest.mark.parametrize(("timeout_s", "tick_s"), [(30.0, 1.0), (1.0, 0.05), (0.01, 0.005)])
 def test_the_check_runs_often_enough_for_the_limit(timeout_s: float, tick_s: float) -> None:
     assert Deadlines(timeout_s).tick_s == pytest.approx(tick_s)
+
+
+async def test_each_request_has_its_own_deadline_from_its_start() -> None:
+    """Started 0.15 s apart, two requests that get no answer time out 0.15 s apart: the
+    check cancels the one due and stops at the first one that is not."""
+    deadlines = Deadlines(0.2)
+    async with server({"never": -1}) as url, session() as http:
+        first = asyncio.create_task(post(http, f"{url}/never", b"{}", deadlines))
+        await asyncio.sleep(0.15)
+        second = asyncio.create_task(post(http, f"{url}/never", b"{}", deadlines))
+        done, _ = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {first}, "the later request is not cut at the earlier one's deadline"
+        assert (await second).error == "timeout"
+    assert first.result().error == "timeout"
+    assert (await second).latency_ms >= 200.0

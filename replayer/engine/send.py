@@ -128,8 +128,13 @@ class Deadlines:
             return
         loop = next(iter(self._due)).get_loop()
         now = loop.time()
+        # Every deadline is its start plus the same limit, and the dict keeps the order
+        # of the starts: the first one not yet due ends the scan (those cancelled before
+        # stay until their task has seen it, a turn of the loop).
         for task, due in self._due.items():
-            if due <= now and task not in self._expired:
+            if due > now:
+                break
+            if task not in self._expired:
                 self._expired.add(task)
                 task.cancel()  # schedules the CancelledError: the dict is not changed here
         self._timer = loop.call_at(now + self.tick_s, self._check)
