@@ -76,8 +76,8 @@ class Deadlines:
     """The time limit of every request under way, kept by one timer for them all.
 
     aiohttp's own limit (`ClientTimeout.total`) arms a loop timer and a timer context for
-    each request: about 20,000 instructions (3.5 µs) a request, most of what a `start`
-    call costs beyond the bare sending. Here a request notes its deadline in a dict as it
+    each request: about 20,000 instructions, 3.5 µs timed alone on uvloop, for each
+    request (with --no-batch, each record). Here a request notes its deadline in a dict as it
     starts; a check every `tick_s`, armed only while requests are under way, cancels the
     task of each request past its deadline, and `post()` turns that cancellation into a
     timeout, as aiohttp's timer does. A request thus times out between `timeout_s` and
