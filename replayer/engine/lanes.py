@@ -28,8 +28,8 @@ class Work:
     free_attempts: int = 0  # attempts made while the server was down: not held against it
     ambiguous: int = 0
     latency_ms: float = 0.0
-    resent: bool = False
-    scheduled_s: float | None = None  # --pace original: when it was due to go (monotonic)  # in flight when an earlier run died: may be a duplicate
+    resent: bool = False  # in flight when an earlier run died: may be a duplicate
+    scheduled_s: float | None = None  # --pace original: when it was due to go (monotonic)
     throttled_s: float | None = None  # when its first throttling 429 came (monotonic)
 
 
