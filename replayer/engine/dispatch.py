@@ -1,4 +1,5 @@
-"""Dispatcher: takes ready lanes into requests, paced, within --concurrency, one task each."""
+"""Dispatcher: takes ready lanes into requests, paced, within --concurrency: a task per slot
+in use, which sends on while ready work is there to take."""
 
 from __future__ import annotations
 
@@ -103,9 +104,20 @@ class Dispatcher:
         self._batching = batching
         self._slots = asyncio.Semaphore(concurrency)
         self.requests: set[asyncio.Task[None]] = set()
+        self._open = False  # `run` is starting requests
+        # A request's task may send the next ready take itself (see _take_now): only when
+        # `run` would start it at once, without waiting for a pacer, a fill or a linger.
+        self._sends_on = pacer is None and not batching.fill and not batching.linger_s
 
     async def run(self, tg: asyncio.TaskGroup) -> None:
         """Starts requests in `tg` until every record is done, the schedule ends or a stop."""
+        self._open = True
+        try:
+            await self._start_requests(tg)
+        finally:
+            self._open = False  # done, or cancelled by a stop: no request takes more
+
+    async def _start_requests(self, tg: asyncio.TaskGroup) -> None:
         while True:
             await self._slots.acquire()
             if self._outage.down():
@@ -128,21 +140,47 @@ class Dispatcher:
             task.add_done_callback(self.requests.discard)
 
     async def _request(self, take: Take, planned_s: float, tg: asyncio.TaskGroup) -> None:
+        """Sends `take`, then each take `_take_now` finds as one ends, in the same slot."""
         flow = self._flow
-        sent_s = self._clock.now()
         try:
-            answers = await self._attempter.attempt(take.parts, planned_s=planned_s)
-            if self.auto is not None:
-                signal = signal_of(answers, self.limits)
-                if signal is not None:
-                    self.auto.answered(signal, sent_s=sent_s)
-            elif not answers.delivered:
-                signal_of(answers, self.limits)  # counts a 429 by its cause
-            self._settler.settle(take.parts, answers, tg)
+            while True:
+                sent_s = self._clock.now()
+                answers = await self._attempter.attempt(take.parts, planned_s=planned_s)
+                if self.auto is not None:
+                    signal = signal_of(answers, self.limits)
+                    if signal is not None:
+                        self.auto.answered(signal, sent_s=sent_s)
+                elif not answers.delivered:
+                    signal_of(answers, self.limits)  # counts a 429 by its cause
+                self._settler.settle(take.parts, answers, tg)
+                if not self._sends_on:
+                    return
+                flow.changed.set()
+                # The loop's other ready callbacks first, as a new task's first step
+                # would wait for them: see _take_now.
+                await asyncio.sleep(0)
+                next_take = self._take_now()
+                if next_take is None:
+                    return
+                take = next_take
+                planned_s = self._due(take)
         finally:
             flow.in_flight -= 1
             self._slots.release()
             flow.changed.set()
+
+    def _take_now(self) -> Take | None:
+        """The take `run` would start next at once with this slot, when there is one and
+        nothing to wait for (no stop, no outage; `_sends_on`: no pacing, filling or
+        lingering). The request's task sends it itself: no task, no slot handed over and
+        taken back, no turn of `run` per request. None hands the slot back to `run`,
+        which decides as before."""
+        if (not self._open or self._flow.abort is not None
+                or self._control.stopping.is_set() or self._outage.down()):
+            return None
+        batching = self._batching
+        return self._flow.lanes.take(max_users=batching.max_users,
+                                     max_actions=batching.max_actions)
 
     def _due(self, take: Take) -> float:
         """When an unpaced request was planned to go: its earliest scheduled work, or now."""
