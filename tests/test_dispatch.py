@@ -143,44 +143,37 @@ async def run_all(d: Dispatcher) -> CountingGroup:
     return tg
 
 
-def in_user_order(sent: list[tuple[str, int]]) -> bool:
+def assert_all_sent(attempter: ScriptedAttempter, flow: Flow, records: int) -> None:
+    """Every line went once, each user's in input order, never two of a user at once,
+    and the flow holds nothing more."""
+    assert sorted(line for _, line in attempter.sent) == list(range(1, records + 1))
     per_user: dict[str, list[int]] = defaultdict(list)
-    for user, line in sent:
+    for user, line in attempter.sent:
         per_user[user].append(line)
-    return all(lines == sorted(lines) for lines in per_user.values())
+    assert all(lines == sorted(lines) for lines in per_user.values())
+    assert not attempter.same_user_twice
+    assert flow.lanes.pending == 0 and flow.in_flight == 0
 
 
-async def test_a_request_task_sends_the_takes_ready_after_it() -> None:
-    flow = loaded_flow(400, users=50)
+@pytest.mark.parametrize(("records", "users", "started"), [(400, 50, 8), (90, 3, None)],
+                         ids=["many-users", "fewer-users-than-slots"])
+async def test_a_request_task_sends_the_takes_ready_after_it(
+        records: int, users: int, started: int | None) -> None:
+    flow = loaded_flow(records, users=users)
     attempter = ScriptedAttempter()
     d = dispatcher(flow, attempter, concurrency=8)
 
     tg = await run_all(d)
 
-    assert sorted(line for _, line in attempter.sent) == list(range(1, 401))
-    assert in_user_order(attempter.sent)
-    assert not attempter.same_user_twice
-    assert attempter.most_in_flight == 8
-    # Ready work never ran out: each of the 8 slots kept its first task to the end.
-    assert tg.started == 8
-    assert flow.lanes.pending == 0 and flow.in_flight == 0
-
-
-async def test_with_few_users_slots_go_back_to_the_dispatcher_and_all_is_sent() -> None:
-    # 3 users for 8 slots: a task finds no ready lane and hands its slot back; the
-    # dispatcher starts a new one when a lane is ready again.
-    flow = loaded_flow(90, users=3)
-    attempter = ScriptedAttempter()
-    d = dispatcher(flow, attempter, concurrency=8)
-
-    tg = await run_all(d)
-
-    assert sorted(line for _, line in attempter.sent) == list(range(1, 91))
-    assert in_user_order(attempter.sent)
-    assert not attempter.same_user_twice
-    assert attempter.most_in_flight <= 3
-    assert tg.started >= 3
-    assert flow.lanes.pending == 0 and flow.in_flight == 0
+    assert_all_sent(attempter, flow, records)
+    assert attempter.most_in_flight == min(8, users)
+    if started is not None:
+        # Ready work never ran out: each of the 8 slots kept its first task to the end.
+        assert tg.started == started
+    else:
+        # A task that finds no ready lane hands its slot back; the dispatcher starts a
+        # new one when a lane is ready again.
+        assert tg.started >= users
 
 
 async def test_no_take_after_a_stop() -> None:
@@ -251,7 +244,7 @@ async def test_an_outage_hands_every_slot_back_for_the_probe() -> None:
     # waits for every request under way to end) found the server back.
     assert outage.probes == 1
     assert sent_while_down == []
-    assert sorted(line for _, line in attempter.sent) == list(range(1, 201))
+    assert_all_sent(attempter, flow, 200)
     assert tg.started > 8  # the slots went back to the dispatcher, which started anew
 
 
@@ -297,6 +290,5 @@ async def test_a_batched_run_that_waits_to_fill_starts_each_request_from_the_dis
 
     tg = await run_all(d)
 
-    assert sorted(line for _, line in attempter.sent) == list(range(1, 201))
-    assert in_user_order(attempter.sent)
+    assert_all_sent(attempter, flow, 200)
     assert tg.started == attempter.requests
