@@ -126,12 +126,12 @@ def loaded_flow(records: int, users: int) -> Flow:
 
 def dispatcher(flow: Flow, attempter: ScriptedAttempter, *, concurrency: int,
                control: RunControl | None = None, outage: FakeOutage | None = None,
-               pacer: Any = None) -> Dispatcher:
+               pacer: Any = None, batching: Batching | None = None) -> Dispatcher:
     return Dispatcher(flow=flow, attempter=attempter,  # type: ignore[arg-type]
                       settler=EndingSettler(flow),  # type: ignore[arg-type]
                       outage=outage or FakeOutage(flow),  # type: ignore[arg-type]
                       pacer=pacer, clock=RealClock(), control=control or RunControl(),
-                      batching=Batching(), concurrency=concurrency)
+                      batching=batching or Batching(), concurrency=concurrency)
 
 
 async def run_all(d: Dispatcher) -> CountingGroup:
@@ -282,11 +282,7 @@ async def test_a_batched_run_that_waits_to_fill_starts_each_request_from_the_dis
         batching: Batching) -> None:
     flow = loaded_flow(200, users=40)
     attempter = ScriptedAttempter()
-    d = Dispatcher(flow=flow, attempter=attempter,  # type: ignore[arg-type]
-                   settler=EndingSettler(flow),  # type: ignore[arg-type]
-                   outage=FakeOutage(flow),  # type: ignore[arg-type]
-                   pacer=None, clock=RealClock(), control=RunControl(), batching=batching,
-                   concurrency=4)
+    d = dispatcher(flow, attempter, concurrency=4, batching=batching)
 
     tg = await run_all(d)
 
