@@ -188,3 +188,19 @@ async def test_each_request_has_its_own_deadline_from_its_start() -> None:
         assert (await second).error == "timeout"
     assert first.result().error == "timeout"
     assert (await second).latency_ms >= 200.0
+
+
+
+def test_deadlines_belong_to_the_loop_of_their_first_request() -> None:
+    """The loop is kept from the first request (finding the running loop costs a system
+    call per request on Python 3.11). A request on another loop is refused at once: its
+    timer would never run there, and the request would wait for ever."""
+    deadlines = Deadlines(0.2)
+
+    async def one() -> str | None:
+        async with server({"never": -1}) as url, session() as http:
+            return (await post(http, f"{url}/never", b"{}", deadlines)).error
+
+    assert asyncio.run(one()) == "timeout"
+    with pytest.raises(RuntimeError, match="one loop"):
+        asyncio.run(one())

@@ -106,7 +106,7 @@ def test_values_kept_raw_count_as_added_one_at_a_time(n: int) -> None:
     read): the buckets, count, sum and max are those of adding values one at a time,
     values below the first bucket (0.01 ms, zero, negative) included."""
     rng = random.Random(n)
-    values = [rng.choice([0.0, -1.0, 0.005, 0.01, 12.5]) if i % 7 == 0
+    values = [rng.choice([0.0, -1.0, 0.005, math.nextafter(0.01, 0.0), 0.01, 12.5]) if i % 7 == 0
               else rng.lognormvariate(1.0, 2.0) for i in range(n)]
     h = histogram(values)
     want: dict[int, int] = {}

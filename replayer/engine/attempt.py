@@ -119,7 +119,7 @@ class Attempter:
         answers.sent.append(Sent(len(parts), answered, delivered, attempt.latency_ms,
                                  (now_s - planned_s) * 1000.0,
                                  max(0.0, sent_s - planned_s) * 1000.0))
-        self._outage.note(attempt)
+        self._outage.note(attempt, now_s=now_s)
         if not attempt.sent:
             # None of it reached the server: unless an earlier try may have, it is not in
             # flight, and a resume need not mark it as a possible duplicate.
@@ -163,7 +163,7 @@ class Attempter:
         latency_ms = attempt.latency_ms
         sent = Sent(1, 0 if fatal else 1, 1 if delivered else 0, latency_ms,
                     (now_s - planned_s) * 1000.0, max(0.0, sent_s - planned_s) * 1000.0)
-        self._outage.note(attempt)
+        self._outage.note(attempt, now_s=now_s)
         if not attempt.sent:  # as in _send
             self._never_left([] if work.ambiguous or work.resent else line)
         if fatal:

@@ -144,12 +144,13 @@ class Dispatcher:
         flow = self._flow
         try:
             while True:
-                sent_s = self._clock.now()
+                auto = self.auto
+                sent_s = 0.0 if auto is None else self._clock.now()
                 answers = await self._attempter.attempt(take.parts, planned_s=planned_s)
-                if self.auto is not None:
+                if auto is not None:
                     signal = signal_of(answers, self.limits)
                     if signal is not None:
-                        self.auto.answered(signal, sent_s=sent_s)
+                        auto.answered(signal, sent_s=sent_s)
                 elif not answers.delivered:
                     signal_of(answers, self.limits)  # counts a 429 by its cause
                 self._settler.settle(take.parts, answers, tg)
@@ -184,8 +185,13 @@ class Dispatcher:
 
     def _due(self, take: Take) -> float:
         """When an unpaced request was planned to go: its earliest scheduled work, or now."""
-        due = [w.scheduled_s for w in take.works if w.scheduled_s is not None]
-        return min(due) if due else self._clock.now()
+        due: float | None = None
+        for _, works in take.parts:  # loops, not a list: a take is most often one work
+            for work in works:
+                at = work.scheduled_s
+                if at is not None and (due is None or at < due):
+                    due = at
+        return self._clock.now() if due is None else due
 
     async def _paced_time(self, pacer: Pacing) -> float | None:
         """When a paced request was planned to go (its turn); None when the schedule ended."""

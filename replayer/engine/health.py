@@ -32,7 +32,8 @@ class Health:
         self.last_ok_s = now_s
         self.failures = 0
         self.probes_failed = 0
-        self.reachable()
+        self.reached = True  # reachable(), without a call per answer
+        self.unreachable = False
 
     def failed(self, *, now_s: float) -> None:
         """A request failed in a way that says the server may be down."""

@@ -24,22 +24,25 @@ class Outage:
         self.since_s = 0.0  # when the current (or last) outage began
         self.count = 0
 
-    def note(self, attempt: Attempt) -> None:
-        """One attempt's answer: 5xx, 429 and no answer count as failures. No answer from
-        an endpoint that was not reached (the request never left: refused, DNS, TLS, connect
-        timeout; or it has never answered yet) is an outage at once: not the record's fault."""
-        now_s, health, status = self._clock.now(), self._health, attempt.status
+    def note(self, attempt: Attempt, *, now_s: float | None = None) -> None:
+        """One attempt's answer (at `now_s`, the clock's now if not given): 5xx, 429 and no
+        answer count as failures. No answer from an endpoint that was not reached (the
+        request never left: refused, DNS, TLS, connect timeout; or it has never answered
+        yet) is an outage at once: not the record's fault."""
+        health, status = self._health, attempt.status
+        if now_s is None:
+            now_s = self._clock.now()
         if status is None:
             if attempt.sent and health.reached:
                 health.failed(now_s=now_s)
             else:
                 health.cut_off(now_s=now_s)
             return
-        health.reachable()
         if status == 429 or status >= 500:
+            health.reachable()
             health.failed(now_s=now_s)
             return
-        health.answered(now_s=now_s)
+        health.answered(now_s=now_s)  # reachable, too
         if self.active:
             self.active = False
             log.warning("server answering again: resuming")
@@ -47,8 +50,11 @@ class Outage:
 
     def down(self) -> bool:
         """Whether the server counts as down now; notes the moment an outage begins."""
+        health = self._health
+        if not health.unreachable and health.failures < health.min_failures:
+            return False  # not down at any time (see Health.down): no clock read
         now_s = self._clock.now()
-        down = self._health.down(now_s=now_s)
+        down = health.down(now_s=now_s)
         if down and not self.active:
             self.active = True
             self.since_s = now_s

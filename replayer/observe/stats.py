@@ -7,8 +7,9 @@ length and every percentile is within 1% of the exact value.
 from __future__ import annotations
 
 import math
-from array import array
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Sequence
 from itertools import repeat
 from operator import mul, truediv
 
@@ -19,8 +20,8 @@ FOLD_EVERY = 4096  # values kept raw before they are counted into buckets
 class Histogram:
     """Counts of values (ms) in log buckets; `percentile` answers within 1%.
 
-    `add` only appends the value to a preallocated array of floats (no object per
-    value); every FOLD_EVERY values, and before any read, the array is counted into
+    `add` only appends the value to a list (a float array would parse each value
+    again); every FOLD_EVERY values, and before any read, the list is counted into
     the buckets in one pass of C-level map and Counter.update.
     """
 
@@ -31,7 +32,7 @@ class Histogram:
         self._count = 0
         self._max = 0.0
         self._total = 0.0
-        self._raw = array("d")
+        self._raw: list[float] = []
 
     def add(self, value_ms: float, count: int = 1) -> None:
         """Records one value (`count` times: the records of one request share its
@@ -53,15 +54,22 @@ class Histogram:
         raw = self._raw
         if not raw:
             return
-        self._raw = array("d")
+        self._raw = []
         self._count += len(raw)
         self._total = sum(raw, self._total)  # in the order of the adds, as one at a time
         self._max = max(self._max, max(raw))
-        if min(raw) >= 0.01:
-            self._buckets.update(map(int, map(truediv, map(math.log, map(
-                mul, raw, repeat(100.0))), repeat(_GROWTH))))
+        if min(raw) < 0.01:
+            # Values under 0.01 ms (a request sent the moment it was planned for: 0.0)
+            # share bucket -1; sorted, they are counted at once, and the rest as below.
+            values = sorted(raw)
+            tiny = bisect_left(values, 0.01)
+            if tiny:
+                self._buckets[-1] += tiny
+            rest: Sequence[float] = values[tiny:]
         else:
-            self._buckets.update(map(_bucket, raw))
+            rest = raw
+        self._buckets.update(map(int, map(truediv, map(math.log, map(
+            mul, rest, repeat(100.0))), repeat(_GROWTH))))
 
     @property
     def buckets(self) -> Counter[int]:

@@ -58,13 +58,18 @@ def open_append(path: Path) -> int:
 
 def write_all(fd: int, data: bytes, path: Path) -> None:
     """Writes all of `data` to `fd`, going on after a short write; OutputError on failure."""
-    view = memoryview(data)
     try:
-        while view:
-            written = os.write(fd, view)
+        written = os.write(fd, data)  # all of it, nearly always: no view to make
+        if written == len(data):
+            return
+        view = memoryview(data)
+        while True:
             if written <= 0:
                 raise OutputError(f"cannot write {path}: the write made no progress")
             view = view[written:]
+            if not view:
+                return
+            written = os.write(fd, view)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from None
 
