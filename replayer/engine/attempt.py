@@ -3,9 +3,9 @@ no row, no counter, no record's state (the settler and the finisher do, from the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from replayer.engine import send
 from replayer.engine.classify import Outcome, Verdict, classify
@@ -85,10 +85,16 @@ class Attempter:
         self._before_send = before_send
         self._never_left = never_left
 
-    async def attempt(self, parts: Parts, *, planned_s: float) -> Answers:
-        """Sends `parts` in one call (in halves if refused as too large); returns the answers."""
+    def attempt(self, parts: Parts, *, planned_s: float) -> Coroutine[Any, Any, Answers]:
+        """Sends `parts` in one call (in halves if refused as too large); returns the answers.
+
+        The coroutine that does it, not one awaiting it: each level of coroutines is passed
+        through on every resume of the request."""
         if not self._batch:
-            return await self._send_one(parts[0][1][0], planned_s)
+            return self._send_one(parts[0][1][0], planned_s)
+        return self._attempt(parts, planned_s)
+
+    async def _attempt(self, parts: Parts, planned_s: float) -> Answers:
         answers = Answers.unsent(sum(len(ws) for _, ws in parts))
         await self._send(parts, 0, answers, planned_s)
         answers.delivered = (answers.fatal is None

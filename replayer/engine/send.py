@@ -12,7 +12,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -165,22 +165,9 @@ async def post(http: aiohttp.ClientSession, url: str, body: bytes,
     A redirect (3xx) is not followed; its `detail` is the host it points to, if any.
     """
     started = time.perf_counter()
-    if deadlines is None:
-        return await _post(http, url, body, started)
-    task = deadlines.enter()
-    cancelling = task.cancelling()
-    try:
-        return await _post(http, url, body, started)
-    except asyncio.CancelledError:
-        if not deadlines.timed_out(task) or task.cancelling() > cancelling:
-            raise  # the run stops (also, or only): not this request's timeout
-        return Attempt(None, None, "timeout", latency_ms=_since_ms(started))
-    finally:
-        deadlines.leave(task)
-
-
-async def _post(http: aiohttp.ClientSession, url: str, body: bytes,
-                started: float) -> Attempt:
+    # One coroutine, not one awaiting another: each level is passed through on every resume.
+    task = None if deadlines is None else deadlines.enter()
+    cancelling = 0 if task is None else task.cancelling()
     try:
         # The body as a payload that carries its own Content-Type: no header mapping to
         # merge per request. `await` and release(), not `async with`: the same public
@@ -198,6 +185,11 @@ async def _post(http: aiohttp.ClientSession, url: str, body: bytes,
             redirect_host(status, headers.get("Location")) if 300 <= status < 400 else "",
             True, (time.perf_counter() - started) * 1000.0, headers.get("Retry-After"),
         )
+    except asyncio.CancelledError:
+        if (deadlines is None or task is None or not deadlines.timed_out(task)
+                or task.cancelling() > cancelling):
+            raise  # the run stops (also, or only): not this request's timeout
+        return Attempt(None, None, "timeout", latency_ms=_since_ms(started))
     except aiohttp.ConnectionTimeoutError as exc:
         # Timed out while connecting: the request never left this machine.
         return Attempt(None, None, "timeout", _describe(exc), sent=False,
@@ -214,6 +206,9 @@ async def _post(http: aiohttp.ClientSession, url: str, body: bytes,
         return Attempt(None, None, "payload", _describe(exc), latency_ms=_since_ms(started))
     except (aiohttp.ClientError, OSError) as exc:
         return Attempt(None, None, "transport", _describe(exc), latency_ms=_since_ms(started))
+    finally:
+        if deadlines is not None and task is not None:
+            deadlines.leave(task)
 
 
 def _since_ms(started: float) -> float:
@@ -260,9 +255,10 @@ class HttpPoster:
         self._http = http
         self._deadlines = deadlines
 
-    async def __call__(self, url: str, body: bytes, *, actions: int) -> Attempt:
-        """POSTs `body` to `url` within the run's time limit."""
-        return await post(self._http, url, body, self._deadlines)
+    def __call__(self, url: str, body: bytes, *, actions: int) -> Coroutine[Any, Any, Attempt]:
+        """POSTs `body` to `url` within the run's time limit. (post() itself, not a coroutine
+        awaiting it: each level of coroutines is passed through on every resume.)"""
+        return post(self._http, url, body, self._deadlines)
 
 
 DRY_TURNS = 3  # turns of the event loop a slow dry server lets the rest of the run take
