@@ -51,11 +51,16 @@ class Health:
         self.failed(now_s=now_s)
         self.unreachable = True
 
+    def may_be_down(self) -> bool:
+        """False when `down` is False at any time: reachable, and too few failures since
+        the last success (what a caller can tell without reading its clock)."""
+        return self.unreachable or self.failures >= self.min_failures
+
     def down(self, *, now_s: float) -> bool:
         """True while the endpoint cannot be reached, or every request of the last
         `window_s` seconds failed."""
-        return self.unreachable or (
-            self.failures >= self.min_failures and now_s - self.last_ok_s >= self.window_s)
+        return self.may_be_down() and (
+            self.unreachable or now_s - self.last_ok_s >= self.window_s)
 
     def probe_delay_s(self) -> float:
         """Pause before the next probe: 1 s, doubling per failed probe, up to `probe_max_s`."""

@@ -51,8 +51,8 @@ class Outage:
     def down(self) -> bool:
         """Whether the server counts as down now; notes the moment an outage begins."""
         health = self._health
-        if not health.unreachable and health.failures < health.min_failures:
-            return False  # not down at any time (see Health.down): no clock read
+        if not health.may_be_down():
+            return False  # the common case, told without reading the clock
         now_s = self._clock.now()
         down = health.down(now_s=now_s)
         if down and not self.active:

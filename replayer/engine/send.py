@@ -91,7 +91,7 @@ class Deadlines:
         self._due: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the last request
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first request
 
     def enter(self) -> asyncio.Task[Any]:
         """The running task starts a request: its deadline is from now."""
